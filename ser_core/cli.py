@@ -1,0 +1,331 @@
+"""Command line: ``python -m ser_core <command> ...`` (``--help`` on every command).
+
+User mistakes (a wrong folder, a bad file, a missing model) print one line ``error: ...`` on stderr and exit
+with status 2; progress goes to stderr, results (``--json``) to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import ConfigError, SERError
+
+
+def _print_json(obj):
+    print(json.dumps(obj, indent=None, default=str))
+
+
+def _err(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- data ----------------------------------------------------------------------------------------------------
+def cmd_data_info(a):
+    from .corpora import corpus_info, load_corpus
+
+    info = corpus_info(load_corpus(a.dir, corpus=a.corpus))
+    if a.json:
+        _print_json(info)
+    else:
+        print(f"{info['corpus']}: {info['clips']} clips, {info['speakers']} speakers, "
+              f"{info['duration_s'] / 60:.1f} min")
+        for k, v in info["emotions"].items():
+            print(f"  {k:<10} {v}")
+        if info.get("skipped_count"):
+            print(f"skipped {info['skipped_count']} files, e.g.:")
+            for s in info["skipped"][:5]:
+                print(f"  {s['path']}: {s['reason']}")
+
+
+def cmd_data_download(a):
+    from .download import download_dataset
+
+    path = download_dataset(a.name, a.to, url=a.url, archive=a.archive, progress=True)
+    print(path)
+
+
+def cmd_features(a):
+    from .corpora import load_corpus
+    from .features import compute_files, get_feature_set
+
+    fs = get_feature_set(a.set)
+    corpus = load_corpus(a.dir, corpus=a.corpus)
+    t0 = time.perf_counter()
+    X = compute_files(corpus.manifest["path"].tolist(), fs, n_jobs=a.jobs, cache=not a.no_cache, progress=True)
+    dt = time.perf_counter() - t0
+    audio_s = float(corpus.manifest["duration_s"].sum())
+    summary = {"corpus": corpus.name, "feature_set": fs.name, "clips": len(X), "shape": list(X.shape[1:]),
+               "seconds": round(dt, 2), "clips_per_s": round(len(X) / dt, 1), "realtime_factor": round(audio_s / dt, 1)}
+    _print_json(summary) if a.json else print(
+        f"{summary['clips']} clips -> {fs.name} {tuple(X.shape[1:])} in {dt:.1f} s "
+        f"({summary['clips_per_s']} clips/s, {summary['realtime_factor']}x real time)")
+
+
+def cmd_feature_sets(a):
+    from .features import FEATURE_SETS
+
+    rows = [{"name": k, "kind": v.kind, "shape": list(v.shape)} for k, v in FEATURE_SETS.items()]
+    _print_json(rows) if a.json else [print(f"{r['name']:<28} {r['kind']:<10} {tuple(r['shape'])}") for r in rows]
+
+
+# -- training and evaluation ---------------------------------------------------------------------------------
+def _parse_params(items):
+    """``--param svm.C=10 --param cnn.epochs=5`` -> {"svm": {"C": 10}, "cnn": {"epochs": 5}}."""
+    out = {}
+    for item in items or []:
+        try:
+            key, value = item.split("=", 1)
+            model, name = key.split(".", 1)
+        except ValueError:
+            raise ConfigError(f"Bad --param '{item}'; use MODEL.NAME=VALUE, e.g. svm.C=10.") from None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        out.setdefault(model, {})[name] = value
+    return out
+
+
+def cmd_train(a):
+    from pathlib import Path
+
+    from .corpora import load_corpus
+    from .evaluation import RunConfig, cross_validate
+    from .models import get_spec
+    from .results import ResultsStore
+    from .saved import default_models_dir
+
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    for m in models:
+        get_spec(m)  # fail early on a typo
+    params = _parse_params(a.param)
+    corpus = load_corpus(a.data, corpus=a.corpus)
+    store = ResultsStore(a.db)
+    out_dir = Path(a.models_dir) if a.models_dir else default_models_dir()
+    results = []
+    for name in models:
+        cfg = RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
+                        folds=a.folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm)
+        t0 = time.perf_counter()
+
+        def progress(e, name=name, t0=t0):
+            el = time.perf_counter() - t0
+            if e["event"] == "fold_done":
+                m = e["metrics"]
+                _err(f"[{name}] fold {e['fold'] + 1}/{e['folds']}: UAR {m['uar']:.3f} acc {m['accuracy']:.3f} "
+                     f"({e['train_time_s']:.1f} s train, {el:.0f} s elapsed)")
+            elif e["event"] == "cached":
+                _err(f"[{name}] identical configuration on identical data: reusing stored run {e['run_id']} "
+                     "(use --force to retrain)")
+            elif e["event"] in ("features", "final"):
+                _err(f"[{name}] {'computing features' if e['event'] == 'features' else 'training final model'}"
+                     f" ({el:.0f} s elapsed)")
+
+        res = cross_validate(cfg, corpus, store=store, use_cache=not a.force, n_jobs=a.jobs, progress=progress,
+                             save_to=None if a.no_save else out_dir / (a.name_prefix + name))
+        s = res.summary
+        results.append({"model": name, "run_id": res.run_id, "cached": res.cached, "split": a.split,
+                        "folds": a.folds, "uar": s["uar"], "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
+                        "saved_model": res.saved_model})
+        _err(f"[{name}] UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy "
+             f"{s['accuracy']['mean']:.3f} ± {s['accuracy']['std']:.3f}" + (" (speaker-DEPENDENT split)"
+                                                                              if a.split == "random" else ""))
+    if a.json:
+        _print_json(results)
+
+
+def cmd_evaluate(a):
+    import numpy as np
+
+    from .corpora import load_corpus
+    from .evaluation import compute_metrics
+    from .features import compute_files, get_feature_set
+    from .saved import load_trained
+
+    model, card = load_trained(a.model, a.models_dir)
+    corpus = load_corpus(a.data, corpus=a.corpus)
+    X = compute_files(corpus.manifest["path"].tolist(), get_feature_set(model.feature_set), n_jobs=a.jobs,
+                      progress=True)
+    y = corpus.manifest["emotion"].to_numpy()
+    pred = model.predict(X)
+    labels = sorted(set(model.classes_) | set(np.unique(y)))
+    m = compute_metrics(y, pred, labels)
+    m.update(model=card["name"], corpus=corpus.name, unknown_labels=sorted(set(np.unique(y)) - set(model.classes_)))
+    if a.json:
+        _print_json(m)
+    else:
+        print(f"{card['name']} on {corpus.name} ({m['n']} clips): UAR {m['uar']:.3f}, accuracy {m['accuracy']:.3f}, "
+              f"macro F1 {m['macro_f1']:.3f}")
+
+
+def cmd_predict(a):
+    from .audio import load_audio
+    from .inference import Predictor, ensemble
+
+    names = None if a.model == "all" else [m.strip() for m in a.model.split(",")]
+    predictor = Predictor.from_dir(names, a.models_dir)
+    out = []
+    for f in a.files:
+        y = load_audio(f, trim=False, normalize=None)
+        preds = predictor.predict(y, 16000)
+        for name, probs in preds.items():
+            out.append({"file": f, "model": name, "label": max(probs, key=probs.get), "probabilities": probs})
+        if a.ensemble:
+            ens = ensemble(preds, predictor.weights())
+            out.append({"file": f, "model": "ensemble", "label": max(ens, key=ens.get), "probabilities": ens})
+    if a.json:
+        _print_json(out)
+    else:
+        for r in out:
+            print(f"{r['file']}\t{r['model']:<20} {r['label']:<10} {r['probabilities'][r['label']]:.2f}")
+
+
+def cmd_models(a):
+    from .models import MODEL_SPECS
+    from .saved import list_trained
+
+    if a.registry:
+        rows = [{"name": s.name, "framework": s.framework, "feature_set": s.feature_set,
+                 "description": s.description} for s in MODEL_SPECS.values()]
+    else:
+        rows = []
+        for c in list_trained(a.models_dir):
+            metrics = c.get("cv", {}).get("metrics", {})
+            rows.append({"name": c["name"], "model": c.get("model"), "framework": c.get("framework"),
+                         "labels": c.get("labels"), "feature_set": c.get("feature_set", {}).get("name"),
+                         "cv": {"split": c.get("cv", {}).get("split"), "k": c.get("cv", {}).get("k"),
+                                **{m: metrics[m] for m in ("uar", "accuracy", "macro_f1") if m in metrics}},
+                         "size_bytes": c.get("size_bytes")})
+    if a.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            cv = r.get("cv", {})
+            score = f"UAR {cv['uar']['mean']:.3f}" if "uar" in cv else r.get("description", "")
+            print(f"{r['name']:<20} {r['framework']:<12} {score}")
+
+
+def cmd_leaderboard(a):
+    from .results import ResultsStore
+
+    df = ResultsStore(a.db).runs()
+    if a.dataset:
+        df = df[df["dataset"] == a.dataset]
+    if a.split:
+        df = df[df["split"] == a.split]
+    df = df.sort_values("uar_mean", ascending=False)
+    if a.json:
+        _print_json(df.drop(columns=["params", "feature_set", "options"]).to_dict(orient="records"))
+        return
+    if df.empty:
+        print("No runs stored yet; run `python -m ser_core train --data DIR --models svm`.")
+        return
+    print(f"{'id':>4} {'model':<18} {'dataset':<9} {'split':<8} {'k':>2} {'UAR':>13} {'accuracy':>13} "
+          f"{'macro F1':>13} {'train s':>8} {'ms/clip':>8}")
+    for r in df.itertuples():
+        mark = " *" if r.speaker_dependent else ""
+        print(f"{r.id:>4} {r.model:<18} {r.dataset:<9} {r.split:<8} {r.k:>2} {r.uar_mean:.3f} ± {r.uar_std:.3f} "
+              f"{r.accuracy_mean:.3f} ± {r.accuracy_std:.3f} {r.macro_f1_mean:.3f} ± {r.macro_f1_std:.3f} "
+              f"{r.train_time_s:>8.1f} {r.latency_ms:>8.2f}{mark}")
+    if df["speaker_dependent"].any():
+        print("* speaker-dependent (random) split: optimistic, speakers appear in both training and test folds")
+
+
+# -- parser --------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ser_core", description="SER Studio: speech emotion recognition "
+                                "workbench (corpora, features, models, honest evaluation).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect or download a corpus").add_subparsers(dest="data_cmd", required=True)
+    d = data.add_parser("info", help="summarise a corpus folder (auto-detected) or CSV")
+    d.add_argument("dir")
+    d.add_argument("--corpus", default="auto", help="force a corpus adapter (default: auto-detect)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_data_info)
+    d = data.add_parser("download", help="download a corpus from its official archive")
+    d.add_argument("name", help="e.g. ravdess")
+    d.add_argument("--to", default="data", help="data folder (default: ./data)")
+    d.add_argument("--url", help="override the archive URL (e.g. a mirror or file://)")
+    d.add_argument("--archive", help="use an archive already downloaded by hand")
+    d.set_defaults(func=cmd_data_download)
+
+    f = sub.add_parser("features", help="extract (and cache) a feature set for a corpus")
+    f.add_argument("dir")
+    f.add_argument("--set", default="rich", help="feature set name (see `feature-sets`)")
+    f.add_argument("--corpus", default="auto")
+    f.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    f.add_argument("--no-cache", action="store_true")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_features)
+
+    f = sub.add_parser("feature-sets", help="list the named feature sets")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_feature_sets)
+
+    t = sub.add_parser("train", help="K-fold cross-validate models, store the results, save the final models")
+    t.add_argument("--data", required=True, help="corpus folder or CSV")
+    t.add_argument("--models", required=True, help="comma-separated registry names, e.g. svm,cnn")
+    t.add_argument("--folds", type=int, default=4)
+    t.add_argument("--split", default="speaker", choices=["speaker", "loso", "holdout", "random"],
+                   help="speaker (default): grouped by speaker; random is speaker-DEPENDENT (optimistic)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--feature-set", default=None, help="override the models' default feature set")
+    t.add_argument("--augment", default="", help="training-fold augmentation: noise,stretch,pitch")
+    t.add_argument("--speaker-norm", action="store_true", help="per-speaker z-scoring (utterance features)")
+    t.add_argument("--param", action="append", help="MODEL.NAME=VALUE hyperparameter override (repeatable)")
+    t.add_argument("--corpus", default="auto")
+    t.add_argument("--jobs", type=int, default=None)
+    t.add_argument("--db", default=None, help="results database (default: $SER_RESULTS_DB or ~/.cache/ser_studio)")
+    t.add_argument("--models-dir", default=None, help="where final models are saved (default: trained_models/)")
+    t.add_argument("--name-prefix", default="", help="prefix for the saved model folders")
+    t.add_argument("--no-save", action="store_true", help="cross-validate only; do not train/save final models")
+    t.add_argument("--force", action="store_true", help="retrain even if an identical run is stored")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="score a saved model on a labelled corpus")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--corpus", default="auto")
+    e.add_argument("--models-dir", default=None)
+    e.add_argument("--jobs", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="predict the emotion of audio files with saved models")
+    pr.add_argument("--model", default="all", help="a saved model name, a comma list, or 'all'")
+    pr.add_argument("files", nargs="+")
+    pr.add_argument("--models-dir", default=None)
+    pr.add_argument("--ensemble", action="store_true", help="add a CV-UAR-weighted ensemble row")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("models", help="list saved models (or --registry: all model families)")
+    m.add_argument("--registry", action="store_true")
+    m.add_argument("--models-dir", default=None)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    lb = sub.add_parser("leaderboard", help="print the stored runs as a table")
+    lb.add_argument("--db", default=None)
+    lb.add_argument("--dataset")
+    lb.add_argument("--split")
+    lb.add_argument("--json", action="store_true")
+    lb.set_defaults(func=cmd_leaderboard)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SERError as exc:
+        _err(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    return 0

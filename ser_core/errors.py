@@ -1,0 +1,61 @@
+"""The library's own exceptions.
+
+Every error a user can cause (a wrong folder, a bad file, a missing model) is a subclass of
+:class:`SERError` whose message is one plain sentence saying what is wrong and what to do. The command line
+prints that sentence and exits non-zero; the app shows it on the page. Anything else is a bug.
+"""
+
+
+class SERError(Exception):
+    """Base class for user-facing errors of ser_core."""
+
+
+class ConfigError(SERError, ValueError):
+    """An unknown name or an invalid option (feature set, model, split, parameter)."""
+
+
+# -- audio -------------------------------------------------------------------------------------------------
+class AudioError(SERError):
+    """The audio could not be turned into a usable signal."""
+
+
+class UnreadableAudioError(AudioError):
+    """Not an audio file, an unsupported container, or a corrupt header."""
+
+
+class EmptyAudioError(AudioError):
+    """The file is empty or decodes to zero samples."""
+
+
+class InvalidSamplesError(AudioError):
+    """The signal contains NaN or infinite samples."""
+
+
+class SilentAudioError(AudioError):
+    """The clip holds no audible speech (all samples below the silence threshold)."""
+
+
+class AudioTooShortError(AudioError):
+    """Less speech than a model needs."""
+
+
+class AudioTooLongError(AudioError):
+    """Longer than the configured maximum duration."""
+
+
+# -- data --------------------------------------------------------------------------------------------------
+class CorpusError(SERError):
+    """A folder or CSV that is not a supported corpus, or a corpus without labels."""
+
+
+class DownloadError(SERError):
+    """A dataset or weights download failed (offline, bad checksum, bad archive)."""
+
+
+# -- models ------------------------------------------------------------------------------------------------
+class ModelError(SERError):
+    """A model could not be built, trained, saved or loaded."""
+
+
+class ModelNotFoundError(ModelError):
+    """No saved model or registry entry of that name."""

@@ -1,0 +1,343 @@
+"""Honest evaluation: speaker-grouped splitters, the field's metrics, and K-fold cross-validation.
+
+Speaker-grouped stratified K-fold is the default everywhere: no speaker is in both the training and the test
+fold. ``split="random"`` (stratified K-fold ignoring speakers) is offered for comparison with published
+figures and is always labelled *speaker-dependent* (optimistic). Everything learned from data -- scalers,
+speaker normalisation, oversampling, augmentation, the early-stopping split -- happens inside the training
+fold: models learn it in ``fit``; augmentation adds copies of training clips only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, CorpusError
+
+SPLITS = {
+    "speaker": "stratified K-fold grouped by speaker (speaker-independent)",
+    "loso": "leave-one-speaker-out (speaker-independent)",
+    "holdout": "one 80/20 split by speaker (speaker-independent)",
+    "random": "stratified K-fold ignoring speakers (speaker-DEPENDENT: optimistic)",
+}
+SPEAKER_DEPENDENT_SPLITS = {"random"}
+
+
+class HoldoutBySpeaker:
+    """One stratified split holding out about ``test_size`` of the speakers."""
+
+    def __init__(self, test_size=0.2, random_state=0):
+        self.test_size, self.random_state = test_size, random_state
+
+    def split(self, X, y, groups):
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        k = max(2, round(1 / self.test_size))
+        yield next(StratifiedGroupKFold(k, shuffle=True, random_state=self.random_state).split(X, y, groups))
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        return 1
+
+    def __repr__(self):
+        return f"HoldoutBySpeaker(test_size={self.test_size}, random_state={self.random_state})"
+
+
+def make_splitter(split: str = "speaker", n_splits: int = 4, seed: int = 0):
+    """A splitter with ``split(X, y, groups)``; its ``repr`` is stored with the results."""
+    from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
+
+    if split == "speaker":
+        return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    if split == "loso":
+        return LeaveOneGroupOut()
+    if split == "holdout":
+        return HoldoutBySpeaker(0.2, random_state=seed)
+    if split == "random":
+        return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    raise ConfigError(f"Unknown split '{split}'; choose from {', '.join(SPLITS)}.")
+
+
+def compute_metrics(y_true, y_pred, labels) -> dict:
+    """Accuracy, weighted precision/recall, UAR (unweighted average recall), macro F1, per-class recall and the
+    confusion matrix (rows = true label, columns = predicted, in ``labels`` order)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = list(labels)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    support = cm.sum(axis=1)
+    recall = np.divide(np.diag(cm), support, out=np.zeros(len(labels)), where=support > 0)
+    present = support > 0
+    wp, wr, _, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted",
+                                                   zero_division=0)
+    _, _, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=[l for l, p in zip(labels, present) if p],
+                                                  average="macro", zero_division=0)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "weighted_precision": float(wp),
+        "weighted_recall": float(wr),
+        "uar": float(recall[present].mean()) if present.any() else 0.0,
+        "macro_f1": float(f1),
+        "per_class_recall": {l: float(r) for l, r, p in zip(labels, recall, present) if p},
+        "confusion": cm.tolist(),
+        "labels": labels,
+    }
+
+
+SUMMARY_METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "macro_f1")
+
+
+def summarize(fold_metrics: list[dict]) -> dict:
+    """``{metric: {"mean", "std"}}`` over folds, including each class's recall."""
+    out = {m: {"mean": float(np.mean([f[m] for f in fold_metrics])),
+               "std": float(np.std([f[m] for f in fold_metrics]))} for m in SUMMARY_METRICS}
+    classes = sorted({c for f in fold_metrics for c in f["per_class_recall"]})
+    out["per_class_recall"] = {
+        c: float(np.mean([f["per_class_recall"][c] for f in fold_metrics if c in f["per_class_recall"]]))
+        for c in classes}
+    return out
+
+
+def data_fingerprint(manifest) -> str:
+    """Hash of what defines the data for a result: file names, sizes, labels and speakers (not the folder)."""
+    h = hashlib.sha256()
+    for row in manifest.sort_values("path").itertuples():
+        p = Path(row.path)
+        size = p.stat().st_size if p.exists() else -1
+        h.update(f"{p.name}|{size}|{row.emotion}|{row.speaker}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("ser_studio", "numpy", "scipy", "librosa", "scikit-learn", "torch", "tensorflow-cpu", "keras",
+                "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    import platform
+
+    out["python"] = platform.python_version()
+    from . import __version__
+
+    out["ser_core"] = __version__
+    return out
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a cross-validation run (its hash is the cache key of the results)."""
+
+    model: str
+    params: dict = field(default_factory=dict)
+    feature_set: str | None = None  # None: the model's default
+    split: str = "speaker"
+    folds: int = 4
+    seed: int = 0
+    augment: tuple = ()  # subset of ser_core.augment.AUGMENTATIONS, training folds only
+    speaker_norm: bool = False  # per-speaker z-scoring of utterance features (stats from each speaker's clips)
+
+    def resolved(self):
+        from .features import get_feature_set
+        from .models import get_spec
+
+        spec = get_spec(self.model)
+        fs = get_feature_set(self.feature_set or self.params.get("feature_set") or spec.feature_set)
+        if self.split not in SPLITS:
+            raise ConfigError(f"Unknown split '{self.split}'; choose from {', '.join(SPLITS)}.")
+        if self.split in ("speaker", "random") and self.folds < 2:
+            raise ConfigError("K-fold needs at least 2 folds.")
+        from .augment import parse_augment
+
+        self.augment = parse_augment(self.augment)
+        return spec, fs
+
+    def hash(self, fs) -> str:
+        d = asdict(self)
+        d["feature_set"] = fs.key()
+        d["augment"] = list(d["augment"])
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunResult:
+    run_id: int | None
+    config: RunConfig
+    summary: dict
+    folds: list
+    labels: list
+    confusion: list
+    train_time_s: float
+    latency_ms: float
+    model_size_bytes: int | None
+    cached: bool = False
+    saved_model: str | None = None
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _speaker_normalise(X_train, spk_train, X_test, spk_test):
+    """Per-speaker z-scoring: each speaker's statistics come from that speaker's own clips (for test speakers,
+    their unlabelled test clips); labels are never used."""
+    from .features import SpeakerNormalizer
+
+    Xtr = SpeakerNormalizer().fit(X_train, spk_train).transform(X_train, spk_train)
+    Xte = SpeakerNormalizer().fit(X_test, spk_test).transform(X_test, spk_test)
+    return Xtr, Xte
+
+
+def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = True, n_jobs=None,
+                   progress=None, save_to=None, should_stop=None) -> RunResult:
+    """K-fold cross-validate ``config.model`` on ``corpus`` (a ``ser_core.corpora.Corpus``).
+
+    progress: callable(event: dict) receiving ``{"event": "features"|"fold_start"|"fold_done"|"final"|"done",
+    ...}``. store: a ``ResultsStore`` (None: no record). use_cache: reuse a finished stored run with the same
+    config hash and data fingerprint instead of retraining. save_to: a folder; when given, a final model is
+    trained on all clips and saved there with its model card. should_stop: callable() -> bool, checked
+    between folds (cancellation).
+    """
+    from .features import compute_files
+    from .models import create_model
+
+    emit = progress or (lambda e: None)
+    spec, fs = config.resolved()
+    manifest = corpus.manifest
+    if manifest.empty:
+        raise CorpusError(f"The corpus at '{corpus.root}' has no labelled clips.")
+    if config.split != "random" and manifest["speaker"].nunique() < 2:
+        raise CorpusError("Speaker-grouped evaluation needs at least two speakers; this data has none labelled. "
+                          "Use a CSV with a speaker column, or split='random' (speaker-dependent).")
+    fingerprint = data_fingerprint(manifest)
+    chash = config.hash(fs)
+    if store is not None and use_cache:
+        hit = store.find_cached(chash, fingerprint)
+        if hit is not None and (save_to is None or (hit.get("saved_model") and Path(hit["saved_model"]).exists())):
+            emit({"event": "cached", "run_id": hit["id"]})
+            return RunResult(hit["id"], config, hit["summary"], hit["folds"], hit["labels"], hit["confusion"],
+                             hit["train_time_s"], hit["latency_ms"], hit["model_size_bytes"], cached=True,
+                             saved_model=hit.get("saved_model"))
+
+    paths = manifest["path"].tolist()
+    y = manifest["emotion"].to_numpy()
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    labels = sorted(np.unique(y))
+    emit({"event": "features", "feature_set": fs.name, "n": len(paths)})
+    X = compute_files(paths, fs, n_jobs=n_jobs, progress=False)
+    X_aug = {k: _augmented(paths, fs, k, config.seed, n_jobs) for k in config.augment}
+    if config.speaker_norm and fs.kind != "utterance":
+        raise ConfigError("Speaker normalisation applies to utterance feature sets only.")
+
+    splitter = make_splitter(config.split, config.folds, config.seed)
+    splits = list(splitter.split(np.zeros(len(y)), y, speakers))
+    versions = package_versions()
+    run_id = None
+    if store is not None:
+        run_id = store.start_run(
+            model=config.model, params=config.params, feature_set=fs.to_dict(), dataset=corpus.name,
+            data_root=corpus.root, data_fingerprint=fingerprint, n_clips=len(y),
+            n_speakers=int(len(set(speakers))), split=config.split, splitter=repr(splitter), k=len(splits),
+            seed=config.seed, speaker_dependent=config.split in SPEAKER_DEPENDENT_SPLITS,
+            options={"augment": list(config.augment), "speaker_norm": config.speaker_norm},
+            config_hash=chash, versions=versions)
+    folds, confusion, train_times, latencies, size = [], np.zeros((len(labels), len(labels)), int), [], [], None
+    try:
+        for i, (tr, te) in enumerate(splits):
+            if should_stop and should_stop():
+                raise KeyboardInterrupt("cancelled")
+            emit({"event": "fold_start", "fold": i, "folds": len(splits), "run_id": run_id})
+            Xtr, ytr, Xte = X[tr], y[tr], X[te]
+            if config.speaker_norm:
+                Xtr, Xte = _speaker_normalise(Xtr, speakers[tr], Xte, speakers[te])
+            for k in config.augment:  # augmented copies of training clips only
+                Xtr, ytr = np.concatenate([Xtr, X_aug[k][tr]]), np.concatenate([ytr, y[tr]])
+            model = create_model(config.model, **{**config.params, "feature_set": fs.name,
+                                                  "seed": config.params.get("seed", config.seed)})
+            t0 = time.perf_counter()
+            model.fit(Xtr, ytr)
+            t_train = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            proba = model.predict_proba(Xte)
+            latency = 1000 * (time.perf_counter() - t0) / max(1, len(te))
+            pred = np.asarray(model.classes_)[proba.argmax(1)]
+            m = compute_metrics(y[te], pred, labels)
+            confusion += np.asarray(m["confusion"])
+            if i == 0:  # model size: what a saved fold model takes on disk
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    size = _dir_size(model.save(Path(tmp) / "m"))
+            fold = {"fold": i, "metrics": m, "n_train": len(tr), "n_test": len(te),
+                    "test_speakers": sorted(set(speakers[te])), "train_time_s": t_train, "latency_ms": latency}
+            folds.append(fold)
+            train_times.append(t_train)
+            latencies.append(latency)
+            if store is not None:
+                store.add_fold(run_id, i, metrics=m, n_train=len(tr), n_test=len(te),
+                               test_speakers=fold["test_speakers"], train_time_s=t_train, latency_ms=latency)
+            emit({"event": "fold_done", **fold, "folds": len(splits), "run_id": run_id})
+        summary = summarize([f["metrics"] for f in folds])
+        saved = None
+        if save_to is not None:
+            emit({"event": "final", "run_id": run_id})
+            saved = _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions,
+                                 save_to, run_id)
+        if store is not None:
+            store.finish_run(run_id, summary=summary, labels=labels, confusion=confusion.tolist(),
+                             train_time_s=float(np.mean(train_times)), latency_ms=float(np.mean(latencies)),
+                             model_size_bytes=size, saved_model=saved)
+    except BaseException as exc:
+        if store is not None and run_id is not None:
+            cancelled = isinstance(exc, KeyboardInterrupt)
+            store.fail_run(run_id, "cancelled by the user" if cancelled else f"{type(exc).__name__}: {exc}",
+                           status="cancelled" if cancelled else "failed")
+        raise
+    emit({"event": "done", "run_id": run_id, "summary": summary})
+    return RunResult(run_id, config, summary, folds, labels, confusion.tolist(), float(np.mean(train_times)),
+                     float(np.mean(latencies)), size, saved_model=str(saved) if saved else None)
+
+
+def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions, save_to, run_id):
+    """Train on every clip and save with a model card carrying the CV metrics it was judged by."""
+    from .models import create_model
+    from .saved import save_trained
+
+    Xall, yall = X, y
+    if config.speaker_norm:
+        from .features import SpeakerNormalizer
+
+        Xall = SpeakerNormalizer().fit(X, speakers).transform(X, speakers)
+    for k in config.augment:
+        Xall, yall = np.concatenate([Xall, X_aug[k]]), np.concatenate([yall, y])
+    model = create_model(config.model, **{**config.params, "feature_set": fs.name,
+                                          "seed": config.params.get("seed", config.seed)})
+    t0 = time.perf_counter()
+    model.fit(Xall, yall)
+    card = {
+        "training_data": {"corpus": corpus.name, "root": str(corpus.root), "clips": int(len(y)),
+                          "speakers": int(len(set(speakers))), "fingerprint": fingerprint,
+                          "emotions": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}},
+        "cv": {"split": config.split, "split_description": SPLITS[config.split], "k": config.folds,
+               "seed": config.seed, "speaker_dependent": config.split in SPEAKER_DEPENDENT_SPLITS,
+               "metrics": summary, "run_id": run_id},
+        "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm},
+        "final_train_time_s": time.perf_counter() - t0,
+        "versions": versions,
+    }
+    return save_trained(model, save_to, card=card)
+
+
+def _augmented(paths, fs, kind, seed, n_jobs):
+    """Features of augmented copies of every clip (only the training fold's rows are ever used), cached."""
+    from .features import compute_files
+
+    return compute_files(paths, fs, n_jobs=n_jobs, progress=False, augment=kind, augment_seed=seed)

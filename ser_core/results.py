@@ -1,0 +1,211 @@
+"""The results store: every cross-validation run, kept in one SQLite database.
+
+SQLite in WAL mode: readers (the leaderboard) never block the writer (a training job), and a killed run can
+at worst leave its own row marked ``running`` (``mark_interrupted`` turns those into ``failed``). Rows are only
+ever inserted or completed, never replaced, so later runs never overwrite earlier ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,              -- running | done | failed | cancelled
+    model TEXT NOT NULL,
+    params TEXT NOT NULL,              -- JSON
+    feature_set TEXT NOT NULL,         -- JSON of the FeatureSet config
+    dataset TEXT NOT NULL,             -- corpus name
+    data_root TEXT,
+    data_fingerprint TEXT NOT NULL,
+    n_clips INTEGER,
+    n_speakers INTEGER,
+    split TEXT NOT NULL,               -- speaker | loso | holdout | random
+    splitter TEXT NOT NULL,            -- repr of the splitter
+    k INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    speaker_dependent INTEGER NOT NULL,
+    options TEXT NOT NULL,             -- JSON: augmentation, oversampling, speaker_norm ...
+    config_hash TEXT NOT NULL,
+    versions TEXT NOT NULL,            -- JSON
+    summary TEXT,                      -- JSON: metric -> {mean, std}
+    labels TEXT,                       -- JSON list
+    confusion TEXT,                    -- JSON, summed over folds
+    train_time_s REAL,
+    latency_ms REAL,
+    model_size_bytes INTEGER,
+    saved_model TEXT,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS folds (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    fold INTEGER NOT NULL,
+    metrics TEXT NOT NULL,             -- JSON
+    n_train INTEGER, n_test INTEGER,
+    test_speakers TEXT,                -- JSON list
+    train_time_s REAL, latency_ms REAL,
+    PRIMARY KEY (run_id, fold)
+);
+CREATE INDEX IF NOT EXISTS runs_cache ON runs(config_hash, data_fingerprint, status);
+"""
+
+METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "macro_f1")
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("SER_RESULTS_DB", Path.home() / ".cache" / "ser_studio" / "results.sqlite"))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultsStore:
+    """``ResultsStore(path=None)``: open (and create) the database; ``None`` uses ``$SER_RESULTS_DB``."""
+
+    def __init__(self, path=None):
+        self.path = Path(path) if path else default_db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _tx(self):
+        with self._connect() as con:
+            for attempt in range(50):
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError:  # locked by another writer
+                    time.sleep(0.1)
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def start_run(self, *, model, params, feature_set, dataset, data_root, data_fingerprint, n_clips,
+                  n_speakers, split, splitter, k, seed, speaker_dependent, options, config_hash,
+                  versions) -> int:
+        with self._tx() as con:
+            cur = con.execute(
+                "INSERT INTO runs (created_at, status, model, params, feature_set, dataset, data_root,"
+                " data_fingerprint, n_clips, n_speakers, split, splitter, k, seed, speaker_dependent, options,"
+                " config_hash, versions) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_now(), model, json.dumps(params, default=str), json.dumps(feature_set, default=str), dataset,
+                 str(data_root) if data_root else None, data_fingerprint, n_clips, n_speakers, split, splitter,
+                 k, seed, int(bool(speaker_dependent)), json.dumps(options, default=str), config_hash,
+                 json.dumps(versions)),
+            )
+            return int(cur.lastrowid)
+
+    def add_fold(self, run_id: int, fold: int, *, metrics, n_train, n_test, test_speakers, train_time_s,
+                 latency_ms):
+        with self._tx() as con:
+            con.execute(
+                "INSERT INTO folds VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, fold, json.dumps(metrics), n_train, n_test, json.dumps(list(test_speakers)),
+                 train_time_s, latency_ms),
+            )
+
+    def finish_run(self, run_id: int, *, summary, labels, confusion, train_time_s, latency_ms,
+                   model_size_bytes, saved_model=None):
+        with self._tx() as con:
+            con.execute(
+                "UPDATE runs SET status='done', finished_at=?, summary=?, labels=?, confusion=?, train_time_s=?,"
+                " latency_ms=?, model_size_bytes=?, saved_model=? WHERE id=?",
+                (_now(), json.dumps(summary), json.dumps(list(labels)), json.dumps(confusion), train_time_s,
+                 latency_ms, model_size_bytes, str(saved_model) if saved_model else None, run_id),
+            )
+
+    def fail_run(self, run_id: int, error: str, status: str = "failed"):
+        with self._tx() as con:
+            con.execute("UPDATE runs SET status=?, finished_at=?, error=? WHERE id=? AND status='running'",
+                        (status, _now(), error, run_id))
+
+    def set_saved_model(self, run_id: int, path):
+        with self._tx() as con:
+            con.execute("UPDATE runs SET saved_model=? WHERE id=?", (str(path), run_id))
+
+    def mark_interrupted(self, run_ids=None, error="the worker stopped before the run finished") -> int:
+        """Mark ``running`` rows (all, or ``run_ids``) as failed; returns how many changed."""
+        with self._tx() as con:
+            if run_ids is None:
+                cur = con.execute("UPDATE runs SET status='failed', finished_at=?, error=? WHERE status='running'",
+                                  (_now(), error))
+            else:
+                ids = list(run_ids)
+                cur = con.execute(
+                    f"UPDATE runs SET status='failed', finished_at=?, error=? WHERE status='running' AND id IN "
+                    f"({','.join('?' * len(ids))})", (_now(), error, *ids))
+            return cur.rowcount
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def get_run(self, run_id: int) -> dict | None:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            run = _decode(dict(row))
+            run["folds"] = [_decode(dict(r)) for r in
+                            con.execute("SELECT * FROM folds WHERE run_id=? ORDER BY fold", (run_id,))]
+            return run
+
+    def find_cached(self, config_hash: str, data_fingerprint: str) -> dict | None:
+        """The latest finished run with this exact configuration on this exact data, if any."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT id FROM runs WHERE config_hash=? AND data_fingerprint=? AND status='done'"
+                " ORDER BY id DESC LIMIT 1", (config_hash, data_fingerprint)).fetchone()
+        return self.get_run(row["id"]) if row else None
+
+    def runs(self, status: str | None = "done") -> pd.DataFrame:
+        """One row per run with the summary metrics flattened (``uar_mean``, ``uar_std``, ...)."""
+        with self._connect() as con:
+            q = "SELECT * FROM runs" + (" WHERE status=?" if status else "") + " ORDER BY id"
+            rows = [_decode(dict(r)) for r in con.execute(q, (status,) if status else ())]
+        for r in rows:
+            for m in METRICS:
+                s = (r.get("summary") or {}).get(m) or {}
+                r[f"{m}_mean"], r[f"{m}_std"] = s.get("mean"), s.get("std")
+        cols = ["id", "created_at", "status", "model", "dataset", "split", "k", "speaker_dependent",
+                *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")], "train_time_s", "latency_ms",
+                "model_size_bytes", "n_clips", "n_speakers", "seed", "params", "feature_set", "options",
+                "saved_model", "error", "config_hash", "data_fingerprint"]
+        return pd.DataFrame(rows, columns=cols)
+
+
+_JSON_COLS = {"params", "feature_set", "options", "versions", "summary", "labels", "confusion", "metrics",
+              "test_speakers"}
+
+
+def _decode(row: dict) -> dict:
+    for k in _JSON_COLS & row.keys():
+        if row[k] is not None:
+            row[k] = json.loads(row[k])
+    if "speaker_dependent" in row:
+        row["speaker_dependent"] = bool(row["speaker_dependent"])
+    return row

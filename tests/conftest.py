@@ -1,0 +1,26 @@
+"""Shared fixtures. The shared RAVDESS folder is required: tests that use it fail (never skip) without it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_RAVDESS = Path(os.environ.get("SER_SHARED_RAVDESS", REPO.parent / "shared" / "data" / "ravdess"))
+
+
+@pytest.fixture(scope="session")
+def shared_ravdess() -> Path:
+    """The 960-clip RAVDESS folder beside the repo (CI has it). Missing it is a failure, not a skip."""
+    if not (SHARED_RAVDESS / "Actor_01").is_dir():
+        pytest.fail(f"shared RAVDESS data not found at {SHARED_RAVDESS} (set SER_SHARED_RAVDESS)")
+    return SHARED_RAVDESS
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep the feature cache and results store of tests out of the user's home."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("SER_CACHE_DIR", str(base / "feature-cache"))
+    monkeypatch.setenv("SER_RESULTS_DB", str(base / "results.sqlite"))
