@@ -45,3 +45,39 @@ def parse_augment(spec) -> tuple[str, ...]:
         if k not in AUGMENTATIONS:
             raise ConfigError(f"Unknown augmentation '{k}'; choose from {', '.join(AUGMENTATIONS)}.")
     return kinds
+
+
+def _augmented_file(path, fs, kind: str, seed: int) -> np.ndarray:
+    import zlib
+
+    from .audio import load_audio, prepare
+    from .features import compute_prepared
+
+    y = load_audio(path, sr=fs.sr, trim=fs.trim, top_db=fs.top_db, normalize=fs.normalize)
+    y = augment_signal(y, fs.sr, kind, seed=seed * 1_000_003 + zlib.crc32(str(path).encode()))
+    y = prepare(y, fs.sr, sr=fs.sr, trim=False, normalize=fs.normalize)
+    return compute_prepared(y, fs)
+
+
+def augmented_features(paths, fs, kind: str, seed: int = 0, *, n_jobs=None, cache=True) -> np.ndarray:
+    """Features of one augmented copy of every clip, ``(n, *fs.shape)``; cached under a key that includes the
+    augmentation and seed. Cross-validation uses the rows of training-fold clips only."""
+    import os
+
+    from .cache import FeatureCache
+
+    parse_augment([kind])
+    afs = fs.replace(name=f"{fs.name}+{kind}{seed}")  # the name is part of the cache key
+    store = FeatureCache() if cache is True else (cache or None)
+    out = store.get_many(paths, afs) if store is not None else [None] * len(paths)
+    misses = [i for i, a in enumerate(out) if a is None]
+    if misses:
+        from joblib import Parallel, delayed
+
+        n = min(n_jobs or os.cpu_count() or 1, len(misses))
+        arrays = Parallel(n_jobs=n)(delayed(_augmented_file)(paths[i], fs, kind, seed) for i in misses)
+        for i, arr in zip(misses, arrays):
+            out[i] = arr
+            if store is not None:
+                store.put(paths[i], afs, arr)
+    return np.stack(out).astype(np.float32, copy=False)

@@ -243,7 +243,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     run_id = None
     if store is not None:
         run_id = store.start_run(
-            model=config.model, params=config.params, feature_set=fs.to_dict(), dataset=corpus.name,
+            model=config.model, params=config.params, feature_set=fs.params(), dataset=corpus.name,
             data_root=corpus.root, data_fingerprint=fingerprint, n_clips=len(y),
             n_speakers=int(len(set(speakers))), split=config.split, splitter=repr(splitter), k=len(splits),
             seed=config.seed, speaker_dependent=config.split in SPEAKER_DEPENDENT_SPLITS,
@@ -338,6 +338,6 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
 
 def _augmented(paths, fs, kind, seed, n_jobs):
     """Features of augmented copies of every clip (only the training fold's rows are ever used), cached."""
-    from .features import compute_files
+    from .augment import augmented_features
 
-    return compute_files(paths, fs, n_jobs=n_jobs, progress=False, augment=kind, augment_seed=seed)
+    return augmented_features(paths, fs, kind, seed, n_jobs=n_jobs)

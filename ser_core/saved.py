@@ -35,7 +35,7 @@ def save_trained(model, directory, *, card: dict | None = None) -> Path:
         "model": model.name,
         "framework": model.framework,
         "labels": [str(c) for c in model.classes_],
-        "feature_set": fs.to_dict(),
+        "feature_set": fs.params(),
         "params": {k: v for k, v in model.get_params().items() if _is_json(v)},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(card or {}),
