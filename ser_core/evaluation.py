@@ -187,13 +187,13 @@ def _dir_size(path: Path) -> int:
 
 
 def _speaker_normalise(X_train, spk_train, X_test, spk_test):
-    """Per-speaker z-scoring: each speaker's statistics come from that speaker's own clips (for test speakers,
-    their unlabelled test clips); labels are never used."""
+    """Per-speaker z-scoring: each speaker's statistics come from that speaker's own clips -- for test speakers,
+    their unlabelled test clips (transductive, as in the speaker-normalisation literature; the run's options
+    record it). Labels are never used, and no statistic crosses from test to training data."""
     from .features import SpeakerNormalizer
 
-    Xtr = SpeakerNormalizer().fit(X_train, spk_train).transform(X_train, spk_train)
-    Xte = SpeakerNormalizer().fit(X_test, spk_test).transform(X_test, spk_test)
-    return Xtr, Xte
+    norm = SpeakerNormalizer(unseen="self").fit(X_train, spk_train)
+    return norm.transform(X_train, spk_train), norm.transform(X_test, spk_test)
 
 
 def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = True, n_jobs=None,
@@ -287,7 +287,11 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             emit({"event": "fold_done", **fold, "folds": len(splits), "run_id": run_id})
         summary = summarize([f["metrics"] for f in folds])
         saved = None
-        if save_to is not None:
+        if save_to is not None and config.speaker_norm:
+            # a speaker-normalised model needs several clips of the same speaker at prediction time, which the
+            # demo and `predict` do not have: keep the CV result, do not ship such a model
+            emit({"event": "note", "message": "speaker-normalised runs are evaluated only; no final model saved"})
+        elif save_to is not None:
             emit({"event": "final", "run_id": run_id})
             saved = _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions,
                                  save_to, run_id)
