@@ -61,6 +61,17 @@ CREATE INDEX IF NOT EXISTS runs_cache ON runs(config_hash, data_fingerprint, sta
 
 METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "macro_f1")
 
+# Figures reported by the projects SER Studio grew from, on RAVDESS with random (speaker-DEPENDENT) splits. They
+# were not measured here, under different protocols; the leaderboard shows them apart from the stored runs.
+REFERENCE_RESULTS = (
+    {"model": "CNN+LSTM", "dataset": "ravdess", "split": "random", "accuracy": 0.6389,
+     "metric": "test accuracy", "note": "reported elsewhere, not measured here"},
+    {"model": "VGG16 (fine-tuned)", "dataset": "ravdess", "split": "random", "accuracy": 0.792,
+     "metric": "accuracy", "note": "reported elsewhere, not measured here"},
+    {"model": "wav2vec2 + random forest", "dataset": "ravdess", "split": "random", "accuracy": 0.4861,
+     "metric": "accuracy", "note": "reported elsewhere, not measured here"},
+)
+
 
 def default_db_path() -> Path:
     return Path(os.environ.get("SER_RESULTS_DB", Path.home() / ".cache" / "ser_studio" / "results.sqlite"))

@@ -1,0 +1,136 @@
+"""Leaderboard: every stored cross-validation run, one run's confusion matrix and folds, two runs compared."""
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
+
+METRIC_LABELS = {"accuracy": "accuracy", "weighted_precision": "w. precision", "weighted_recall": "w. recall",
+                 "uar": "UAR", "macro_f1": "macro F1"}
+OPTIMISTIC = "random ⚠ speaker-dependent (optimistic)"
+
+st.title("Leaderboard")
+store = ResultsStore()
+runs = store.runs()
+if runs.empty:
+    st.info("No runs stored yet: train models on the Train page (or `python -m ser_core train`).")
+
+# -- the table ----------------------------------------------------------------------------------------------------
+c1, c2 = st.columns(2)
+datasets = c1.multiselect("Dataset", sorted(runs["dataset"].unique()), key="lb_datasets",
+                          placeholder="all datasets")
+splits = c2.multiselect("Split", sorted(runs["split"].unique()), key="lb_splits", placeholder="all splits")
+view = runs[runs["dataset"].isin(datasets or runs["dataset"]) & runs["split"].isin(splits or runs["split"])]
+
+
+def _table(df: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({"run": df["id"], "model": df["model"], "dataset": df["dataset"],
+                        "split": [OPTIMISTIC if d else s for s, d in zip(df["split"], df["speaker_dependent"])],
+                        "K": df["k"]})
+    for m in METRICS:  # mean and std in separate columns so the table sorts by the mean
+        out[METRIC_LABELS[m]] = df[f"{m}_mean"].to_numpy() * 100
+        out[f"{METRIC_LABELS[m]} ±"] = df[f"{m}_std"].to_numpy() * 100
+    out["train s/fold"] = df["train_time_s"].to_numpy()
+    out["ms/clip"] = df["latency_ms"].to_numpy()
+    out["size MB"] = df["model_size_bytes"].to_numpy(dtype=float) / 1e6
+    out["clips"] = df["n_clips"].to_numpy()
+    out["created"] = df["created_at"].to_numpy()
+    return out
+
+
+table = _table(view)
+pct = {c: st.column_config.NumberColumn(c, format="%.1f %%") for c in table if c in METRIC_LABELS.values()}
+pct |= {c: st.column_config.NumberColumn(c, format="± %.1f") for c in table if c.endswith(" ±")}
+st.dataframe(table.sort_values("UAR", ascending=False), hide_index=True, width="stretch",
+             column_config=pct | {"train s/fold": st.column_config.NumberColumn(format="%.2f"),
+                                  "ms/clip": st.column_config.NumberColumn(format="%.2f"),
+                                  "size MB": st.column_config.NumberColumn(format="%.2f")})
+st.caption("Mean ± standard deviation over the folds, in %. UAR = unweighted average recall (mean of the "
+           "per-class recalls), the fair score when classes are unbalanced. Rows marked ⚠ used random splits: the "
+           "same speakers were in training and test folds, so they overstate what a model does on a new voice.")
+st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), "ser_leaderboard.csv",
+                   "text/csv", key="lb_csv", disabled=table.empty)
+
+st.markdown("##### Reference figures: reported elsewhere, not measured here")
+st.dataframe(pd.DataFrame([{"model": r["model"], "dataset": r["dataset"],
+                            "split": f"{r['split']} (speaker-dependent)", "accuracy": r["accuracy"] * 100,
+                            "as reported": r["metric"], "status": r["note"]}
+                           for r in REFERENCE_RESULTS]),
+             hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f %%")})
+st.caption("From the projects SER Studio grew from, on RAVDESS with random splits and their own protocols; "
+           "not comparable with the speaker-grouped runs above.")
+if view.empty:
+    st.stop()
+
+
+# -- one run ------------------------------------------------------------------------------------------------------
+def _label(rid):
+    r = runs.set_index("id").loc[rid]
+    return f"#{rid} {r['model']} on {r['dataset']} ({r['split']}, K={r['k']}, UAR {r['uar_mean'] * 100:.1f} %)"
+
+
+def _confusion(run: dict, height=420):
+    cm = pd.DataFrame(run["confusion"], index=run["labels"], columns=run["labels"]).astype(float)
+    norm = cm.div(cm.sum(axis=1).replace(0, 1), axis=0)  # rows: true label, normalised to recall
+    fig = go.Figure(go.Heatmap(z=norm.values, x=norm.columns, y=norm.index, colorscale="Blues", zmin=0, zmax=1,
+                               text=norm.map(lambda v: f"{v:.2f}").values, texttemplate="%{text}",
+                               hovertemplate="true %{y}<br>predicted %{x}<br>%{z:.2f}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="predicted",
+                      yaxis_title="true", yaxis_autorange="reversed", title="confusion (row-normalised)")
+    return fig
+
+
+def _metrics_table(run: dict) -> pd.DataFrame:
+    s = run["summary"]
+    return pd.DataFrame({"metric": [METRIC_LABELS[m] for m in METRICS],
+                         "mean %": [s[m]["mean"] * 100 for m in METRICS],
+                         "std %": [s[m]["std"] * 100 for m in METRICS]})
+
+
+st.divider()
+st.subheader("One run")
+ids = view.sort_values("uar_mean", ascending=False)["id"].tolist()
+rid = st.selectbox("Run", ids, format_func=_label, key="lb_run")
+run = store.get_run(rid)
+if run["speaker_dependent"]:
+    st.warning("Speaker-dependent (random) split: optimistic, not a speaker-independent estimate.")
+left, right = st.columns([3, 2])
+left.plotly_chart(_confusion(run), key="lb_cm")
+recall = pd.Series(run["summary"]["per_class_recall"]).sort_values()
+fig = go.Figure(go.Bar(x=recall.values * 100, y=recall.index, orientation="h"))
+fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), title="recall per class (%)",
+                  xaxis_range=[0, 100])
+right.plotly_chart(fig, key="lb_recall")
+folds = pd.DataFrame([{"fold": f["fold"] + 1, "test speakers": ", ".join(map(str, f["test_speakers"] or [])),
+                       "train clips": f["n_train"], "test clips": f["n_test"],
+                       **{METRIC_LABELS[m]: f["metrics"][m] * 100 for m in METRICS},
+                       "train s": f["train_time_s"], "ms/clip": f["latency_ms"]} for f in run["folds"]])
+st.markdown("**Per-fold scores (%)**")
+st.dataframe(folds, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.1f")
+                                                     for c in METRIC_LABELS.values()}
+             | {c: st.column_config.NumberColumn(format="%.2f") for c in ("train s", "ms/clip")})
+with st.expander("Configuration"):
+    st.json({k: run[k] for k in ("model", "params", "feature_set", "splitter", "seed", "options", "data_root",
+                                 "data_fingerprint", "n_clips", "n_speakers", "saved_model", "versions",
+                                 "created_at", "finished_at")})
+
+# -- two runs -----------------------------------------------------------------------------------------------------
+st.divider()
+st.subheader("Compare two runs")
+if len(ids) < 2:
+    st.info("Store at least two runs to compare them.")
+    st.stop()
+cols = st.columns(2)
+pair = [cols[i].selectbox(f"Run {'AB'[i]}", ids, index=i, format_func=_label, key=f"lb_cmp{i}") for i in range(2)]
+both = [store.get_run(r) for r in pair]
+for col, r, tag in zip(cols, both, "AB"):
+    with col:
+        if r["speaker_dependent"]:
+            st.caption("⚠ speaker-dependent split (optimistic)")
+        st.dataframe(_metrics_table(r), hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="%.1f") for c in ("mean %", "std %")})
+        st.plotly_chart(_confusion(r, height=360), key=f"lb_cmp_cm{tag}")
+diff = pd.DataFrame({"metric": [METRIC_LABELS[m] for m in METRICS],
+                     "B - A (points)": [(both[1]["summary"][m]["mean"] - both[0]["summary"][m]["mean"]) * 100
+                                        for m in METRICS]})
+st.dataframe(diff, hide_index=True, column_config={"B - A (points)": st.column_config.NumberColumn(format="%+.1f")})

@@ -1,0 +1,225 @@
+"""Train: K-fold cross-validation of the chosen models in a background worker process, with live progress.
+
+The job runs outside the app (``ser_core.jobs``): leaving the page, reloading the browser or opening a new
+session does not stop it, and the page finds it again in the jobs folder.
+"""
+import json
+import time
+
+import pandas as pd
+import streamlit as st
+
+from app_shared import current_corpus, data_root, job_executor, model_param_defaults
+from ser_core.augment import AUGMENTATIONS
+from ser_core.errors import SERError
+from ser_core.features import FEATURE_SETS
+from ser_core.jobs import ACTIVE, Job, progress
+from ser_core.models import MODEL_SPECS, list_models
+
+OWN_FEATURES = "(each model's own)"
+SPLIT_LABELS = {"speaker": "speaker-grouped K-fold (speaker-independent)",
+                "random": "random K-fold (speaker-dependent, optimistic)",
+                "loso": "leave one speaker out", "holdout": "one 80/20 split by speaker"}
+GLOBAL_PARAMS = {"feature_set", "seed", "oversample", "focal_gamma", "device", "n_jobs"}  # set elsewhere
+STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/directions_run:",
+               "done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:"}
+
+st.title("Train")
+corpus_name, manifest, _ = current_corpus()
+root = data_root()
+st.caption(f"Data: **{corpus_name}**, {len(manifest)} clips, {manifest['speaker'].nunique()} speakers "
+           f"(`{root}`). Change it in the sidebar.")
+executor = job_executor()
+
+
+def _keep(key: str, default):
+    """Seed a widget's value from the session, so the form survives a visit to another page (Streamlit drops
+    the state of widgets that a run does not draw); widgets below take their value from here, not value=."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get("_keep_" + key, default)
+    return key
+
+
+def _param_widget(model: str, name: str, default):
+    """One hyperparameter input whose type follows its default; returns the value or raises ValueError."""
+    key = f"hp_{model}_{name}"
+    if isinstance(default, bool):
+        return st.checkbox(name, key=_keep(key, default))
+    if isinstance(default, int):
+        return int(st.number_input(name, step=1, key=_keep(key, default)))
+    if isinstance(default, float):
+        return float(st.number_input(name, format="%g", key=_keep(key, default)))
+    shown = "" if default is None else ", ".join(map(str, default)) if isinstance(default, (tuple, list)) \
+        else str(default)
+    text = st.text_input(name, placeholder="None", key=_keep(key, shown))
+    if isinstance(default, (tuple, list)):
+        return tuple(json.loads(f"[{text}]"))
+    if text.strip() in ("", "None"):
+        return None
+    try:
+        return json.loads(text)  # numbers typed where the default is None or a string ("auto" or 0.5)
+    except json.JSONDecodeError:
+        return text.strip()
+
+
+# -- the configuration ------------------------------------------------------------------------------------------
+models = st.multiselect("Models", list_models(), key=_keep("train_models", ["svm"]),
+                        format_func=lambda n: f"{n} ({MODEL_SPECS[n].framework})",
+                        help="Each model is cross-validated with the same folds, then trained on all clips and "
+                             "saved to trained_models/ so the Demo page can use it.")
+c1, c2, c3, c4 = st.columns(4)
+feature_set = c1.selectbox("Feature set", [OWN_FEATURES, *FEATURE_SETS],
+                           key=_keep("train_feature_set", OWN_FEATURES))
+split = c2.selectbox("Split", list(SPLIT_LABELS), format_func=SPLIT_LABELS.get,
+                     key=_keep("train_split", "speaker"))
+folds = c3.number_input("K (folds)", min_value=2, max_value=20, step=1, key=_keep("train_k", 4),
+                        disabled=split in ("loso", "holdout"))
+seed = c4.number_input("Seed", min_value=0, step=1, key=_keep("train_seed", 0))
+if split == "random":
+    st.warning("Random splits put the same speakers in training and test folds: scores are speaker-dependent "
+               "and optimistic. Use them only to compare with published figures.")
+
+c1, c2, c3, c4 = st.columns(4)
+augment = c1.multiselect("Augmentation (training folds only)", AUGMENTATIONS, key=_keep("train_augment", []))
+oversample = c2.checkbox("Oversample minority classes", key=_keep("train_oversample", False))
+focal_gamma = c3.number_input("Focal loss gamma (0 = cross-entropy)", min_value=0.0, max_value=5.0, step=0.5,
+                              key=_keep("train_focal", 0.0))
+speaker_norm = c4.checkbox("Per-speaker normalisation", key=_keep("train_spknorm", False),
+                           help="z-score utterance features per speaker (utterance feature sets only)")
+force = st.checkbox("Force rerun (ignore a stored result of the identical configuration)",
+                    key=_keep("train_force", False))
+
+params, bad = {}, []
+for m in models:
+    defaults = model_param_defaults(m)
+    chosen = {}
+    with st.expander(f"{m} hyperparameters"):
+        st.caption(MODEL_SPECS[m].description)
+        cols = st.columns(3)
+        editable = [k for k in defaults if k not in GLOBAL_PARAMS]
+        for i, k in enumerate(editable):
+            with cols[i % 3]:
+                try:
+                    v = _param_widget(m, k, defaults[k])
+                except (ValueError, json.JSONDecodeError):
+                    bad.append(f"{m}.{k}")
+                    continue
+                if v != defaults[k] and not (isinstance(defaults[k], tuple) and tuple(v) == defaults[k]):
+                    chosen[k] = v  # only changes: an unchanged model keeps the CLI's config hash (cache hits)
+        if not editable:
+            st.caption("No hyperparameters to set.")
+    if oversample and "oversample" in defaults:
+        chosen["oversample"] = True
+    if focal_gamma > 0 and "focal_gamma" in defaults:
+        chosen["focal_gamma"] = float(focal_gamma)
+    params[m] = chosen
+ignored = [m for m in models if (oversample and "oversample" not in model_param_defaults(m))
+           or (focal_gamma > 0 and "focal_gamma" not in model_param_defaults(m))]
+if ignored:
+    st.caption(f"Oversampling / focal loss do not apply to: {', '.join(ignored)}.")
+if bad:
+    st.error(f"Fix these hyperparameters (comma-separated numbers expected): {', '.join(bad)}.")
+
+for k in [k for k in st.session_state if k.startswith(("train_", "hp_"))]:
+    st.session_state["_keep_" + k] = st.session_state[k]  # see _keep
+
+if st.button("Run", type="primary", disabled=not models or bool(bad), key="train_run"):
+    job = Job(data_root=str(root), models=params, feature_set=None if feature_set == OWN_FEATURES else feature_set,
+              folds=int(folds), split=split, augment=tuple(augment), speaker_norm=speaker_norm, seed=int(seed),
+              force=force)
+    try:
+        st.session_state["job_show"] = executor.submit(job)
+    except SERError as exc:
+        st.error(str(exc))
+
+# -- jobs ---------------------------------------------------------------------------------------------------------
+jobs = executor.list()
+if not jobs:
+    st.info("No training jobs yet: choose models and press Run.")
+    st.stop()
+ids = [j["id"] for j in jobs]
+if st.session_state.get("job_show") not in ids:  # a reload or a new session: the running job, else the latest
+    st.session_state["job_show"] = next((j["id"] for j in jobs if j.get("state") in ACTIVE), ids[0])
+
+
+def _job_label(j):
+    spec = j.get("job", {})
+    return (f"{j['id']} · {', '.join(spec.get('models', {}))} · "
+            f"{spec.get('split')} K={spec.get('folds')}")
+
+
+st.divider()
+st.subheader("Job")
+job_id = st.selectbox("Show job", ids, key="job_show",
+                      format_func=lambda i: _job_label(next(j for j in jobs if j["id"] == i)))
+active = next(j for j in jobs if j["id"] == job_id).get("state") in ACTIVE
+
+
+def _fmt_s(s):
+    return "?" if s is None else f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+@st.fragment(run_every=2.0 if active else None)
+def job_panel(job_id: str, was_active: bool):
+    st_ = executor.status(job_id)
+    state, spec = st_.get("state"), st_.get("job", {})
+    if was_active and state not in ACTIVE:
+        st.rerun()  # finished: redraw the whole page once (job list, no more refreshing)
+    head, btn = st.columns([4, 1])
+    head.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · `{spec.get('data_root')}` · "
+                  f"{SPLIT_LABELS.get(spec.get('split'), spec.get('split'))}, K={spec.get('folds')}, "
+                  f"seed {spec.get('seed')}{' · forced rerun' if spec.get('force') else ''}")
+    if state in ACTIVE and btn.button("Cancel", key=f"cancel_{job_id}"):
+        st_ = executor.cancel(job_id)
+        st.toast("Cancel requested: the job stops at the next fold boundary.")
+    if state == "queued":
+        st.info("Queued: another job is running; this one starts when it finishes.")
+    if st_.get("error"):
+        st.error(st_["error"])
+    prog = progress(executor.events(job_id), now=time.time())
+    for name in spec.get("models", {}):
+        p = prog.get(name)
+        if p is None:
+            st.markdown(f"**{name}**: waiting")
+            continue
+        if p["cached"]:
+            st.success(f"**{name}**: identical configuration on identical data: reused the stored result "
+                       f"(run #{p['run_id']}) and its saved model. Tick *Force rerun* to train again.")
+        done, total = len(p["done"]), p["folds"]
+        text = {"features": "computing features", "final": "training the final model on all clips"}.get(
+            p["state"], p["state"])
+        if total and p["state"] == "running" and p["current_fold"] is not None:
+            text = f"fold {p['current_fold'] + 1}/{total}"
+        text += f" · {_fmt_s(p['elapsed_s'])} elapsed"
+        if p["eta_s"] and p["state"] not in ("done", "failed", "cancelled"):
+            text += f" · about {_fmt_s(p['eta_s'])} left"
+        if p["summary"]:
+            s = p["summary"]
+            text += f" · UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy {s['accuracy']['mean']:.3f}"
+        frac = 1.0 if p["state"] == "done" else (done / total if total else 0.0)
+        st.progress(frac, text=f"**{name}**: {text}")
+        if p["error"]:
+            st.error(f"{name}: {p['error']}")
+        if p["done"]:
+            folds = pd.DataFrame(p["done"]).assign(fold=lambda d: d["fold"] + 1,
+                                                   test_speakers=lambda d: d["test_speakers"].map(", ".join))
+            st.dataframe(folds, hide_index=True, column_config={
+                "test_speakers": "test speakers", "accuracy": st.column_config.NumberColumn(format="%.3f"),
+                "uar": st.column_config.NumberColumn("UAR", format="%.3f"),
+                "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
+                "train_time_s": st.column_config.NumberColumn("train s", format="%.1f")})
+    if state == "done":
+        st.page_link("pages/leaderboard.py", label="See the runs on the Leaderboard", icon="🏆")
+    with st.expander("Log", expanded=state in ("failed",)):
+        st.code(executor.log(job_id, tail_chars=6000) or "(empty)", language=None)
+
+
+job_panel(job_id, active)
+
+with st.expander(f"Recent jobs ({len(jobs)})"):
+    st.dataframe(pd.DataFrame([{"job": j["id"], "state": j.get("state"),
+                                "models": ", ".join(j.get("job", {}).get("models", {})),
+                                "data": j.get("job", {}).get("data_root"), "split": j.get("job", {}).get("split"),
+                                "K": j.get("job", {}).get("folds"), "submitted": j.get("submitted_at"),
+                                "finished": j.get("finished_at"), "error": j.get("error")} for j in jobs]),
+                 hide_index=True)

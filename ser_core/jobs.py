@@ -1,0 +1,535 @@
+"""Background training jobs: a small executor interface and a local one that runs each job in its own process.
+
+A :class:`Job` is one data source x one evaluation protocol x several models (``folds x models`` fits). An
+:class:`Executor` takes jobs (``submit``), reports on them (``status``, ``list``) and stops them (``cancel``);
+the same interface could be served by a distributed engine. :class:`LocalProcessExecutor` keeps every job as
+files in a jobs folder (``$SER_JOBS_DIR``, default ``~/.cache/ser_studio/jobs``), so a browser reload or a new
+app session finds them again::
+
+    <jobs>/<job_id>/job.json       the Job (what to run)
+                    status.json    state (queued | running | done | failed | cancelled), pid, run ids, per model
+                    events.jsonl   progress events, one JSON object a line (fold start/done, metrics, ETA)
+                    log.txt        the worker's stdout and stderr
+                    cancel         present once a cancel was requested
+
+The worker is a separate OS process (``python -m ser_core.jobs run <job_dir>``, detached in its own session),
+never a thread or a fork of the app. Only one job runs at a time: a worker holds an exclusive ``flock`` on
+``<jobs>/runner.lock`` while it runs; later jobs wait, first submitted first served. A worker killed outright
+(SIGKILL, out of memory) is noticed by the next status read (state running, process gone): the job is marked
+failed and its unfinished runs in the results store are marked interrupted. Unix only (``fcntl``).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from .errors import ConfigError, SERError
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+LOCK_FILE = "runner.lock"
+POLL_S = 0.5  # how often a queued worker looks at the lock and the cancel flag
+CANCEL_GRACE_S = 10.0  # after a cancel request, how long a running worker may take to reach a fold boundary
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_jobs_dir() -> Path:
+    return Path(os.environ.get("SER_JOBS_DIR", Path.home() / ".cache" / "ser_studio" / "jobs"))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Job:
+    """What to run: every model of ``models`` ({registry name: parameter overrides}) cross-validated on the
+    corpus at ``data_root`` with the same protocol. ``results_db``/``models_dir`` None: the defaults at submit
+    time ($SER_RESULTS_DB, $SER_MODELS_DIR), pinned into the job so the worker writes where the app reads."""
+
+    data_root: str
+    models: dict  # {"svm": {"C": 10}, "cnn": {}}; insertion order is the order of training
+    corpus: str = "auto"
+    feature_set: str | None = None  # None: each model's own
+    folds: int = 4
+    split: str = "speaker"  # speaker-grouped by default; "random" is speaker-dependent (optimistic)
+    augment: tuple = ()
+    speaker_norm: bool = False
+    seed: int = 0
+    force: bool = False  # retrain even when an identical run on identical data is stored
+    save: bool = True  # train a final model on all clips and save it with its card
+    name_prefix: str = ""  # saved model folder = <models_dir>/<name_prefix><model>
+    results_db: str | None = None
+    models_dir: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Job":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"Unknown job field(s) {', '.join(sorted(unknown))}.")
+        return cls(**d)
+
+    def validate(self) -> "Job":
+        """Check names and options cheaply (no corpus read, no framework import); returns self."""
+        from .augment import parse_augment
+        from .evaluation import SPLITS
+        from .features import get_feature_set
+        from .models import get_spec
+
+        if not self.models:
+            raise ConfigError("Choose at least one model to train.")
+        for name, params in self.models.items():
+            get_spec(name)
+            if not isinstance(params, dict):
+                raise ConfigError(f"Parameters of model '{name}' must be a dict of name -> value.")
+        if self.feature_set:
+            get_feature_set(self.feature_set)
+        if self.split not in SPLITS:
+            raise ConfigError(f"Unknown split '{self.split}'; choose from {', '.join(SPLITS)}.")
+        if self.split in ("speaker", "random") and int(self.folds) < 2:
+            raise ConfigError("K-fold needs at least 2 folds.")
+        self.augment = parse_augment(self.augment)
+        if not Path(self.data_root).expanduser().exists():
+            raise ConfigError(f"'{self.data_root}' does not exist; choose a corpus folder or CSV file.")
+        return self
+
+
+class Executor(Protocol):
+    """Where jobs run. ``status`` and ``list`` return plain dicts (the content of status.json plus ``id``)."""
+
+    def submit(self, job: Job) -> str: ...
+
+    def status(self, job_id: str) -> dict: ...
+
+    def cancel(self, job_id: str) -> dict: ...
+
+    def list(self) -> list[dict]: ...
+
+
+# -- files of one job ------------------------------------------------------------------------------------------
+def _read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def _write_json(path: Path, obj):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)  # readers see the old or the new file, never half of one
+
+
+def _update_status(job_dir: Path, **fields) -> dict:
+    """Read-modify-write status.json under a per-job lock (the worker and status readers both write it)."""
+    with open(job_dir / ".status.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        st = _read_json(job_dir / "status.json", {})
+        for k, v in fields.items():
+            if k == "models":  # merge per-model entries
+                for name, m in v.items():
+                    st.setdefault("models", {}).setdefault(name, {}).update(m)
+            else:
+                st[k] = v
+        _write_json(job_dir / "status.json", st)
+        return st
+
+
+def read_events(job_dir, since: int = 0) -> list[dict]:
+    """Events from line ``since`` on (a half-written last line is left for the next read)."""
+    path = Path(job_dir) / "events.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines()[since:]:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+_CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started: polled so they never linger as zombies
+
+
+def _reap():
+    """Collect the exit status of finished workers started here, so none lingers as a zombie."""
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            _CHILDREN.pop(pid, None)
+
+
+def _alive(pid: int | None, job_id: str) -> bool:
+    """True while ``pid`` is a live worker of ``job_id`` (not gone, not a zombie, not a reused pid)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            return job_id in (proc / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+# -- the local executor ----------------------------------------------------------------------------------------
+class LocalProcessExecutor:
+    """Runs jobs one at a time, each in a detached worker process; jobs live as folders under ``jobs_dir``."""
+
+    def __init__(self, jobs_dir=None, cancel_grace_s: float = CANCEL_GRACE_S):
+        self.jobs_dir = Path(jobs_dir) if jobs_dir else default_jobs_dir()
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.cancel_grace_s = cancel_grace_s
+
+    def job_dir(self, job_id: str) -> Path:
+        d = self.jobs_dir / job_id
+        if not (d / "job.json").is_file():
+            raise SERError(f"No job '{job_id}' in {self.jobs_dir}.")
+        return d
+
+    def submit(self, job: Job) -> str:
+        """Validate ``job``, write it to its folder and start its worker; returns the job id at once."""
+        from .results import default_db_path
+        from .saved import default_models_dir
+
+        job.validate()
+        job.data_root = str(Path(job.data_root).expanduser().resolve())
+        job.results_db = str(Path(job.results_db or default_db_path()).resolve())
+        job.models_dir = str(Path(job.models_dir or default_models_dir()).resolve())
+        job_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}-{secrets.token_hex(2)}"  # sorts by time
+        d = self.jobs_dir / job_id
+        d.mkdir(parents=True)
+        _write_json(d / "job.json", {**asdict(job), "augment": list(job.augment)})
+        _update_status(d, state="queued", submitted_at=_now(), pid=None, models={m: {"state": "queued"}
+                                                                                   for m in job.models})
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        with open(d / "log.txt", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "ser_core.jobs", "run", str(d)], cwd=REPO, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # own process group: survives the app, killable
+        _CHILDREN[proc.pid] = proc
+        _update_status(d, pid=proc.pid)
+        return job_id
+
+    def status(self, job_id: str) -> dict:
+        """status.json plus ``id`` and ``job``; a dead worker's job is marked failed here (see module doc)."""
+        d = self.job_dir(job_id)
+        _reap()
+        st = _read_json(d / "status.json", {})
+        if st.get("state") in ACTIVE:
+            st = self._reconcile(d, job_id, st)
+        return {"id": job_id, **st, "job": _read_json(d / "job.json", {})}
+
+    def _reconcile(self, d: Path, job_id: str, st: dict) -> dict:
+        pid = st.get("pid")
+        if _alive(pid, job_id):
+            req = st.get("cancel_requested_at")
+            if st["state"] == "running" and req and time.time() - req > self.cancel_grace_s:
+                sig = signal.SIGKILL if time.time() - req > 3 * self.cancel_grace_s else signal.SIGTERM
+                try:
+                    os.killpg(pid, sig)  # the worker turns SIGTERM into a clean cancellation
+                except ProcessLookupError:
+                    pass
+            return st
+        if pid is None and time.time() - os.path.getmtime(d / "status.json") < 30:
+            return st  # just submitted: the worker's pid is being written
+        st = _read_json(d / "status.json", {})  # the worker may have finished between the two reads
+        if st.get("state") not in ACTIVE:
+            return st
+        cancelled = (d / "cancel").exists()
+        run_ids = st.get("run_ids", [])
+        if run_ids:
+            from .results import ResultsStore
+
+            store = ResultsStore(_read_json(d / "job.json", {}).get("results_db"))
+            if cancelled:
+                for rid in run_ids:
+                    store.fail_run(rid, "cancelled by the user", status="cancelled")
+            else:
+                store.mark_interrupted(run_ids, error=f"the worker of job {job_id} was killed before it finished")
+        error = None if cancelled else "The worker process never started; see the log." if pid is None else (
+            f"The worker process (pid {pid}) stopped unexpectedly (killed or out of memory); see the log.")
+        state = "cancelled" if cancelled else "failed"
+        unfinished = {m: {"state": state} for m, v in st.get("models", {}).items() if v.get("state") in ACTIVE}
+        return _update_status(d, state=state, error=error, finished_at=_now(), models=unfinished)
+
+    def cancel(self, job_id: str) -> dict:
+        """Ask the job to stop: a queued job stops at once, a running one at its next fold boundary (after
+        ``cancel_grace_s`` a status read sends SIGTERM to its process group). Returns the status."""
+        d = self.job_dir(job_id)
+        st = self.status(job_id)
+        if st.get("state") in ACTIVE:
+            (d / "cancel").touch()
+            _update_status(d, cancel_requested_at=time.time())
+        return self.status(job_id)
+
+    def list(self) -> list[dict]:
+        """Every job's status, newest first."""
+        out = []
+        for d in sorted(self.jobs_dir.iterdir(), reverse=True):
+            if (d / "job.json").is_file():
+                out.append(self.status(d.name))
+        return out
+
+    # -- conveniences of the local executor (the page and the tests) -------------------------------------------
+    def events(self, job_id: str, since: int = 0) -> list[dict]:
+        return read_events(self.job_dir(job_id), since)
+
+    def log(self, job_id: str, tail_chars: int = 20_000) -> str:
+        path = self.job_dir(job_id) / "log.txt"
+        return path.read_text(errors="replace")[-tail_chars:] if path.is_file() else ""
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.2) -> dict:
+        """Block until the job is no longer queued or running (or ``timeout`` seconds); returns the status."""
+        end = None if timeout is None else time.time() + timeout
+        while True:
+            st = self.status(job_id)
+            if st.get("state") not in ACTIVE or (end is not None and time.time() > end):
+                return st
+            time.sleep(poll)
+
+
+def progress(events: list[dict], now: float | None = None) -> dict:
+    """Per-model progress from a job's events: ``{model: {"state", "folds", "done": [fold metrics...],
+    "current_fold", "elapsed_s", "eta_s", "cached", "run_id", "summary", "error"}}`` in training order.
+    ``now`` (a ``time.time()``): the elapsed time of a model still working counts up to it."""
+    out: dict = {}
+    for e in events:
+        name = e.get("model")
+        if name is None:
+            continue
+        m = out.setdefault(name, {"state": "queued", "folds": None, "done": [], "current_fold": None,
+                                  "elapsed_s": 0.0, "eta_s": None, "cached": False, "run_id": None,
+                                  "summary": None, "error": None, "started_t": e.get("t")})
+        kind = e["event"]
+        m["elapsed_s"] = e.get("model_elapsed_s", m["elapsed_s"])
+        m["eta_s"] = e.get("eta_s", m["eta_s"])
+        m["run_id"] = e.get("run_id") or m["run_id"]
+        if kind in ("model_start", "features"):
+            m["state"] = "features" if kind == "features" else "running"
+        elif kind == "fold_start":
+            m.update(state="running", folds=e["folds"], current_fold=e["fold"])
+        elif kind == "fold_done":
+            m["done"].append({"fold": e["fold"], "test_speakers": e.get("test_speakers"),
+                              **{k: e["metrics"][k] for k in ("accuracy", "uar", "macro_f1")},
+                              "train_time_s": e.get("train_time_s")})
+            m["folds"] = e["folds"]
+        elif kind == "final":
+            m["state"] = "final"
+        elif kind == "cached":
+            m["cached"] = True
+        elif kind == "model_done":
+            m.update(state="done", summary=e.get("summary"), eta_s=0.0, current_fold=None)
+        elif kind == "model_failed":
+            m.update(state=e.get("state", "failed"), error=e.get("error"), eta_s=None, current_fold=None)
+    if now is not None:
+        for m in out.values():
+            if m["state"] in ("features", "running", "final") and m["started_t"]:
+                m["elapsed_s"] = max(m["elapsed_s"], now - m["started_t"])
+    return out
+
+
+# -- the worker ------------------------------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, job_dir: Path):
+        self.dir = job_dir
+        self.job = Job.from_dict(_read_json(job_dir / "job.json"))
+        self.t0 = time.time()
+        self.run_ids: list[int] = []
+
+    def log(self, msg: str):
+        print(f"{datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
+
+    def emit(self, event: dict):
+        event = {"t": time.time(), "elapsed_s": round(time.time() - self.t0, 2), **event}
+        with open(self.dir / "events.jsonl", "a") as fh:
+            fh.write(json.dumps(event, default=str) + "\n")
+
+    def cancelled(self) -> bool:
+        return (self.dir / "cancel").exists()
+
+    def _earlier_queued_alive(self) -> bool:
+        for d in sorted(self.dir.parent.iterdir()):
+            if d.name >= self.dir.name:
+                break
+            st = _read_json(d / "status.json", {})
+            if st.get("state") == "queued" and _alive(st.get("pid"), d.name):
+                return True
+        return False
+
+    def wait_for_turn(self):
+        """Hold the runner lock (returns its open file); queued jobs go first-submitted first."""
+        fh = open(self.dir.parent / LOCK_FILE, "a")
+        announced = False
+        while True:
+            if self.cancelled():
+                fh.close()
+                raise KeyboardInterrupt("cancelled while queued")
+            if not self._earlier_queued_alive():
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fh
+                except BlockingIOError:
+                    pass
+            if not announced:
+                self.log("queued: another job is running; waiting for it to finish")
+                self.emit({"event": "queued"})
+                announced = True
+            time.sleep(POLL_S)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, _interrupt)
+        _update_status(self.dir, pid=os.getpid())
+        state, error, lock = "failed", None, None
+        try:
+            lock = self.wait_for_turn()
+            self.t0 = time.time()
+            _update_status(self.dir, state="running", started_at=_now())
+            self.emit({"event": "started"})
+            os.nice(5)  # keep the app responsive on a small machine
+            errors = self.run_models()
+            state = "failed" if errors else "done"
+            error = "; ".join(errors) if errors else None
+        except KeyboardInterrupt:
+            state = "cancelled"
+            self.log("cancelled")
+        except SERError as exc:
+            error = str(exc)
+            self.log(f"error: {exc}")
+        except BaseException as exc:  # a bug: keep the traceback in the log
+            error = f"{type(exc).__name__}: {exc}"
+            self.log(traceback.format_exc())
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the bookkeeping finish
+            if state == "cancelled":
+                st = _read_json(self.dir / "status.json", {})
+                _update_status(self.dir, models={m: {"state": "cancelled"} for m, s in st.get("models", {}).items()
+                                                 if s.get("state") in ("queued", "running")})
+            _update_status(self.dir, state=state, error=error, finished_at=_now())
+            self.emit({"event": "job_" + state, "error": error})
+            self.log(f"job {state}" + (f": {error}" if error else ""))
+            if lock is not None:
+                lock.close()  # releases the flock: the next queued job starts
+        return 0 if state == "done" else 1
+
+    def run_models(self) -> list[str]:
+        from .corpora import load_corpus
+        from .evaluation import RunConfig, cross_validate
+        from .results import ResultsStore
+
+        job = self.job
+        self.log(f"loading the corpus at {job.data_root}")
+        corpus = load_corpus(job.data_root, corpus=job.corpus)
+        self.log(f"{corpus.name}: {len(corpus.manifest)} clips, {corpus.manifest['speaker'].nunique()} speakers")
+        store = ResultsStore(job.results_db)
+        errors = []
+        for name, params in job.models.items():
+            if self.cancelled():
+                raise KeyboardInterrupt("cancelled")
+            cfg = RunConfig(model=name, params=dict(params), feature_set=job.feature_set, split=job.split,
+                            folds=int(job.folds), seed=int(job.seed), augment=tuple(job.augment),
+                            speaker_norm=bool(job.speaker_norm))
+            _update_status(self.dir, models={name: {"state": "running"}})
+            self.emit({"event": "model_start", "model": name, "params": params})
+            self.log(f"[{name}] start ({job.folds}-fold, split {job.split}, params {json.dumps(params)})")
+            save_to = Path(job.models_dir) / f"{job.name_prefix}{name}" if job.save else None
+            try:
+                res = cross_validate(cfg, corpus, store=store, use_cache=not job.force,
+                                     progress=self._progress(name, job), save_to=save_to,
+                                     should_stop=self.cancelled)
+            except KeyboardInterrupt:
+                _update_status(self.dir, models={name: {"state": "cancelled"}})
+                self.emit({"event": "model_failed", "model": name, "state": "cancelled", "error": "cancelled"})
+                raise
+            except Exception as exc:  # one model's failure does not stop the others
+                msg = str(exc) if isinstance(exc, SERError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, SERError):
+                    self.log(traceback.format_exc())
+                self.log(f"[{name}] failed: {msg}")
+                errors.append(f"{name}: {msg}")
+                _update_status(self.dir, models={name: {"state": "failed", "error": msg}})
+                self.emit({"event": "model_failed", "model": name, "error": msg})
+                continue
+            s = res.summary
+            _update_status(self.dir, models={name: {"state": "done", "run_id": res.run_id, "cached": res.cached,
+                                                    "saved_model": res.saved_model}})
+            self.emit({"event": "model_done", "model": name, "run_id": res.run_id, "cached": res.cached,
+                       "saved_model": res.saved_model,
+                       "summary": {k: s[k] for k in ("accuracy", "uar", "macro_f1") if k in s}})
+            self.log(f"[{name}] {'cached result of run' if res.cached else 'run'} {res.run_id}: UAR "
+                     f"{s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy {s['accuracy']['mean']:.3f}"
+                     + (f"; saved to {res.saved_model}" if res.saved_model else ""))
+        return errors
+
+    def _progress(self, name: str, job: Job):
+        """The cross_validate callback: adds the model, elapsed time and the remaining-time estimate (mean fold
+        duration x folds left, plus one more for the final model when it is saved), logs, records run ids."""
+        t_model = time.time()
+        durations: list[float] = []
+        fold_t0 = [t_model]
+
+        def cb(e: dict):
+            kind = e["event"]
+            rid = e.get("run_id")
+            if rid is not None and rid not in self.run_ids:
+                self.run_ids.append(rid)
+                _update_status(self.dir, run_ids=self.run_ids, models={name: {"run_id": rid}})
+            extra = {"model": name, "model_elapsed_s": round(time.time() - t_model, 2)}
+            if kind == "fold_start":
+                fold_t0[0] = time.time()
+                self.log(f"[{name}] fold {e['fold'] + 1}/{e['folds']} started")
+            elif kind == "fold_done":
+                durations.append(time.time() - fold_t0[0])
+                left = e["folds"] - len(durations) + (1 if job.save else 0)
+                extra["eta_s"] = round(sum(durations) / len(durations) * left, 1)
+                extra["fold_s"] = round(durations[-1], 2)
+                m = e["metrics"]
+                self.log(f"[{name}] fold {e['fold'] + 1}/{e['folds']}: UAR {m['uar']:.3f}, accuracy "
+                         f"{m['accuracy']:.3f} ({durations[-1]:.1f} s; about {extra['eta_s']:.0f} s left)")
+            elif kind == "features":
+                self.log(f"[{name}] computing features '{e['feature_set']}' for {e['n']} clips")
+            elif kind == "final":
+                self.log(f"[{name}] training the final model on all clips")
+            elif kind == "cached":
+                self.log(f"[{name}] identical configuration on identical data: reusing stored run {rid} "
+                         "(tick 'force' to retrain)")
+            if kind == "fold_done":  # confusion matrices stay in the store; events carry the headline numbers
+                e = {**e, "metrics": {k: v for k, v in e["metrics"].items() if k not in ("confusion",)}}
+            self.emit({**e, **extra})
+
+        return cb
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "run":
+        print("usage: python -m ser_core.jobs run <job_dir>", file=sys.stderr)
+        return 2
+    return _Worker(Path(argv[1])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""AppTest of the Train and Leaderboard pages (Streamlit's headless script runner)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_shared import SOURCES, REPO
+from ser_core.evaluation import compute_metrics, summarize
+from ser_core.jobs import LocalProcessExecutor
+from ser_core.results import ResultsStore
+
+LABELS = ["angry", "happy", "neutral", "sad"]
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    for k, sub in (("SER_JOBS_DIR", "jobs"), ("SER_RESULTS_DB", "results.sqlite"), ("SER_MODELS_DIR", "models")):
+        monkeypatch.setenv(k, str(tmp_path / sub))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def two_actors(tmp_path_factory, shared_ravdess):
+    root = tmp_path_factory.mktemp("corpus")
+    for a in ("01", "02"):
+        (root / f"Actor_{a}").mkdir()
+        for f in (shared_ravdess / f"Actor_{a}").glob("*.flac"):
+            (root / f"Actor_{a}" / f.name).symlink_to(f)
+    return root
+
+
+def _page(name, data=None) -> AppTest:
+    """The app through its entry script (navigation and sidebar included), switched to ``pages/<name>``."""
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
+    at.switch_page(f"pages/{name}")
+    if data is not None:
+        at.session_state["data_kind"] = SOURCES[1]
+        at.session_state["data_path"] = str(data)
+    return at
+
+
+def _store_run(store, model, split="speaker", seed=0):
+    """A finished run with real metrics of synthetic predictions (what cross_validate would store)."""
+    rng = np.random.default_rng(seed)
+    folds = []
+    rid = store.start_run(model=model, params={}, feature_set={"name": "mfcc_chroma_mel"}, dataset="ravdess",
+                          data_root="/data", data_fingerprint="f" * 16, n_clips=80, n_speakers=4, split=split,
+                          splitter="StratifiedGroupKFold(n_splits=2)", k=2, seed=seed,
+                          speaker_dependent=split == "random", options={}, config_hash=f"h{model}{split}",
+                          versions={})
+    for i in range(2):
+        y = np.repeat(LABELS, 10)
+        pred = np.where(rng.random(40) < 0.6, y, rng.choice(LABELS, 40))
+        m = compute_metrics(y, pred, LABELS)
+        folds.append(m)
+        store.add_fold(rid, i, metrics=m, n_train=40, n_test=40, test_speakers=[f"{2 * i + 1}", f"{2 * i + 2}"],
+                       train_time_s=0.5, latency_ms=0.2)
+    confusion = (np.asarray(folds[0]["confusion"]) + np.asarray(folds[1]["confusion"])).tolist()
+    store.finish_run(rid, summary=summarize(folds), labels=LABELS, confusion=confusion, train_time_s=0.5,
+                     latency_ms=0.2, model_size_bytes=12345)
+    return rid
+
+
+def test_leaderboard_empty_store_explains(dirs):
+    at = _page("leaderboard.py").run()
+    assert not at.exception
+    assert "No runs stored yet" in at.info[0].value
+    assert any("reported elsewhere, not measured here" in md.value for md in at.markdown)
+
+
+def test_leaderboard_shows_runs_details_and_comparison(dirs):
+    store = ResultsStore()
+    a = _store_run(store, "svm")
+    b = _store_run(store, "random_forest", split="random", seed=1)
+    at = _page("leaderboard.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {a, b} and set(table["model"]) == {"svm", "random_forest"}
+    assert table.set_index("run").loc[b, "split"].startswith("random ⚠")
+    uar = store.get_run(a)["summary"]["uar"]["mean"] * 100
+    assert table.set_index("run").loc[a, "UAR"] == pytest.approx(uar)
+    ref = at.dataframe[1].value
+    assert list(ref["accuracy"].round(2)) == [63.89, 79.2, 48.61]
+    assert (ref["status"] == "reported elsewhere, not measured here").all()
+    assert at.get("download_button")
+    assert len(at.get("plotly_chart")) == 4  # one run: confusion + recall; comparison: two confusions
+    assert at.selectbox(key="lb_run").value in (a, b)
+    folds = at.dataframe[2].value
+    assert list(folds["fold"]) == [1, 2] and "UAR" in folds
+    at.selectbox(key="lb_run").set_value(b).run()
+    assert any("Speaker-dependent" in w.value for w in at.warning)
+
+    at.multiselect(key="lb_splits").set_value(["speaker"]).run()
+    assert list(at.dataframe[0].value["run"]) == [a]
+
+
+def test_train_page_renders_widgets_and_runs_a_job(dirs, two_actors):
+    at = _page("train.py", two_actors).run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="train_models").value == ["svm"]
+    assert at.selectbox(key="train_split").value == "speaker"
+    assert at.number_input(key="train_k").value == 4
+    assert any(e.label == "svm hyperparameters" for e in at.expander)
+    assert at.number_input(key="hp_svm_C").value == 10.0
+    assert "No training jobs yet" in at.info[0].value
+    assert "120 clips, 2 speakers" in at.caption[0].value
+
+    at.selectbox(key="train_split").set_value("random").run()
+    assert "speaker-dependent" in at.warning[0].value
+    at.selectbox(key="train_split").set_value("speaker")
+    at.number_input(key="train_k").set_value(2)
+    at.multiselect(key="train_models").set_value(["majority"]).run()
+    at.text_input(key="hp_majority_class_weight").set_value("balanced")
+    at.checkbox(key="train_oversample").check()
+    at.button(key="train_run").click().run()
+    assert not at.exception, at.exception
+    ex = LocalProcessExecutor()
+    (job,) = ex.list()
+    assert job["job"]["models"] == {"majority": {"class_weight": "balanced", "oversample": True}}
+    assert job["job"]["folds"] == 2 and job["job"]["split"] == "speaker"
+    assert ex.wait(job["id"], timeout=90)["state"] == "done", ex.log(job["id"])
+
+    fresh = _page("train.py", two_actors).run()  # a new session (a reload) finds the finished job
+    assert not fresh.exception
+    assert fresh.selectbox(key="job_show").value == job["id"]
+    assert any("majority" in p.proto.text and "UAR" in p.proto.text for p in fresh.get("progress"))
+    assert ResultsStore().runs()["model"].tolist() == ["majority"]

@@ -1,0 +1,147 @@
+"""Background jobs: a real worker process per job on 4 RAVDESS actors (symlinks to the shared clips)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from ser_core.errors import ConfigError
+from ser_core.jobs import Job, LocalProcessExecutor, progress
+from ser_core.results import ResultsStore
+
+ACTORS = ("01", "02", "03", "04")
+SLOW_RF = {"random_forest": {"n_estimators": 1500, "n_jobs": 1}}  # a few seconds a fold: time to interfere
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory, shared_ravdess):
+    """A 240-clip corpus of symlinks, plus a results database and a models folder shared by the tests."""
+    root = tmp_path_factory.mktemp("jobs")
+    for a in ACTORS:
+        d = root / "data" / f"Actor_{a}"
+        d.mkdir(parents=True)
+        for f in (shared_ravdess / f"Actor_{a}").glob("*.flac"):
+            (d / f.name).symlink_to(f)
+    return {"data": str(root / "data"), "db": str(root / "results.sqlite"), "models": str(root / "models")}
+
+
+def _job(space, models, **kw):
+    return Job(data_root=space["data"], models=models, folds=kw.pop("folds", 2), results_db=space["db"],
+               models_dir=space["models"], **kw)
+
+
+def _wait_event(ex, job_id, kind, timeout=90):
+    end = time.time() + timeout
+    while time.time() < end:
+        evs = [e for e in ex.events(job_id) if e["event"] == kind]
+        if evs:
+            return evs[0]
+        assert ex.status(job_id)["state"] in ("queued", "running"), ex.log(job_id)
+        time.sleep(0.1)
+    raise AssertionError(f"no '{kind}' event within {timeout} s:\n{ex.log(job_id)}")
+
+
+def test_submit_rejects_bad_jobs(tmp_path, space):
+    ex = LocalProcessExecutor(tmp_path / "jobs")
+    with pytest.raises(ConfigError, match="Unknown model 'svn'"):
+        ex.submit(_job(space, {"svn": {}}))
+    with pytest.raises(ConfigError, match="does not exist"):
+        ex.submit(Job(data_root=str(tmp_path / "nowhere"), models={"svm": {}}))
+    with pytest.raises(ConfigError, match="at least 2 folds"):
+        ex.submit(_job(space, {"svm": {}}, folds=1))
+    assert ex.list() == []
+
+
+def test_job_runs_in_a_worker_then_is_served_from_the_cache(tmp_path, space):
+    from app_shared import models_dir_version
+
+    ex = LocalProcessExecutor(tmp_path / "jobs")
+    version = models_dir_version(space["models"])
+    first = ex.submit(_job(space, {"svm": {}}))
+    st = ex.wait(first, timeout=120)
+    assert st["state"] == "done", ex.log(first)
+    assert st["pid"] != os.getpid()
+    m = st["models"]["svm"]
+    assert m["state"] == "done" and m["cached"] is False
+    run = ResultsStore(space["db"]).get_run(m["run_id"])
+    assert run["status"] == "done" and run["k"] == 2 and len(run["folds"]) == 2 and run["n_clips"] == 240
+    saved = os.path.join(space["models"], "svm")
+    assert m["saved_model"] == saved and os.path.isfile(os.path.join(saved, "model.json"))
+    card = json.load(open(os.path.join(saved, "card.json")))
+    assert card["cv"]["run_id"] == m["run_id"] and card["training_data"]["speakers"] == 4
+    assert models_dir_version(space["models"]) > version  # the demo's cached predictors refresh
+    events = ex.events(first)
+    done = [e for e in events if e["event"] == "fold_done"]
+    assert [e["fold"] for e in done] == [0, 1] and all(e["eta_s"] >= 0 and e["elapsed_s"] > 0 for e in done)
+    p = progress(events)["svm"]
+    assert p["state"] == "done" and len(p["done"]) == 2 and 0 < p["summary"]["uar"]["mean"] <= 1
+    assert "fold 2/2" in ex.log(first)
+
+    again = ex.submit(_job(space, {"svm": {}}))  # identical configuration, identical data
+    st2 = ex.wait(again, timeout=60)
+    assert st2["state"] == "done" and st2["models"]["svm"]["cached"] is True
+    assert st2["models"]["svm"]["run_id"] == m["run_id"]
+    assert [e["event"] for e in ex.events(again) if e.get("model")][:2] == ["model_start", "cached"]
+    assert progress(ex.events(again))["svm"]["cached"]
+
+    forced = ex.submit(_job(space, {"svm": {}}, force=True))
+    st3 = ex.wait(forced, timeout=60)
+    assert st3["state"] == "done" and not st3["models"]["svm"]["cached"]
+    assert st3["models"]["svm"]["run_id"] != m["run_id"]
+    assert [j["id"] for j in ex.list()] == [forced, again, first]  # newest first
+
+
+def test_jobs_queue_and_cancel(tmp_path, space):
+    ex = LocalProcessExecutor(tmp_path / "jobs")
+    slow = ex.submit(_job(space, SLOW_RF, folds=4))
+    _wait_event(ex, slow, "fold_start")
+    queued = ex.submit(_job(space, {"svm": {}}))
+    doomed = ex.submit(_job(space, {"majority": {}}))
+    _wait_event(ex, queued, "queued")
+    assert ex.status(slow)["state"] == "running"
+    assert ex.status(queued)["state"] == ex.status(doomed)["state"] == "queued"
+
+    assert ex.wait(ex.cancel(doomed)["id"], timeout=10)["state"] == "cancelled"  # never started
+    assert "started_at" not in ex.status(doomed)
+
+    ex.cancel(slow)  # stops at the next fold boundary
+    st = ex.wait(slow, timeout=60)
+    assert st["state"] == "cancelled" and st["models"]["random_forest"]["state"] == "cancelled"
+    assert ResultsStore(space["db"]).get_run(st["run_ids"][0])["status"] == "cancelled"
+    assert not os.path.exists(os.path.join(space["models"], "random_forest"))
+
+    st_q = ex.wait(queued, timeout=90)  # the queued job ran only after the running one let go
+    assert st_q["state"] == "done", ex.log(queued)
+    assert st_q["started_at"] >= st["finished_at"]
+
+
+def test_sigkilled_worker_leaves_a_failed_job_and_an_intact_store(tmp_path, space):
+    ex = LocalProcessExecutor(tmp_path / "jobs")
+    job_id = ex.submit(_job(space, SLOW_RF, folds=4))
+    _wait_event(ex, job_id, "fold_done")
+    pid = ex.status(job_id)["pid"]
+    os.killpg(pid, signal.SIGKILL)  # the worker is its own process group
+    st = ex.wait(job_id, timeout=10)
+    assert st["state"] == "failed" and "stopped unexpectedly" in st["error"]
+    assert st["models"]["random_forest"]["state"] == "failed"
+    run = ResultsStore(space["db"]).get_run(st["run_ids"][0])
+    assert run["status"] == "failed" and "killed" in run["error"] and len(run["folds"]) >= 1
+    with sqlite3.connect(space["db"]) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert ex.status(job_id)["state"] == "failed"  # stable on later reads
+
+
+def test_cancel_escalates_to_sigterm_when_a_fold_runs_long(tmp_path, space):
+    ex = LocalProcessExecutor(tmp_path / "jobs", cancel_grace_s=0.5)
+    job_id = ex.submit(_job(space, {"random_forest": {"n_estimators": 20000, "n_jobs": 1}}))  # ~minutes a fold
+    _wait_event(ex, job_id, "fold_start")
+    t0 = time.time()
+    ex.cancel(job_id)
+    st = ex.wait(job_id, timeout=20)  # the status reads send SIGTERM after the grace period
+    assert st["state"] == "cancelled" and time.time() - t0 < 20, ex.log(job_id)
+    assert ResultsStore(space["db"]).get_run(st["run_ids"][0])["status"] == "cancelled"
+    assert not [e for e in ex.events(job_id) if e["event"] == "fold_done"]
