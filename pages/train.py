@@ -188,6 +188,8 @@ def job_panel(job_id: str, was_active: bool):
         done, total = len(p["done"]), p["folds"]
         text = {"features": "computing features", "final": "training the final model on all clips"}.get(
             p["state"], p["state"])
+        if p["state"] == "features" and p.get("features_done"):
+            text = "computing features {}/{} clips".format(*p["features_done"])
         if total and p["state"] == "running" and p["current_fold"] is not None:
             text = f"fold {p['current_fold'] + 1}/{total}"
         text += f" · {_fmt_s(p['elapsed_s'])} elapsed"

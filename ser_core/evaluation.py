@@ -232,7 +232,13 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     speakers = manifest["speaker"].astype(str).to_numpy()
     labels = sorted(np.unique(y))
     emit({"event": "features", "feature_set": fs.name, "n": len(paths)})
-    X = compute_files(paths, fs, n_jobs=n_jobs, progress=False)
+    step = max(1, len(paths) // 20)  # about 20 progress events, not one per clip
+
+    def feature_progress(done, total):
+        if done == total or done % step == 0:
+            emit({"event": "features_progress", "done": done, "total": total})
+
+    X = compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
     X_aug = {k: _augmented(paths, fs, k, config.seed, n_jobs) for k in config.augment}
     if config.speaker_norm and fs.kind != "utterance":
         raise ConfigError("Speaker normalisation applies to utterance feature sets only.")

@@ -326,6 +326,8 @@ def progress(events: list[dict], now: float | None = None) -> dict:
         m["run_id"] = e.get("run_id") or m["run_id"]
         if kind in ("model_start", "features"):
             m["state"] = "features" if kind == "features" else "running"
+        elif kind == "features_progress":
+            m["features_done"] = (e["done"], e["total"])
         elif kind == "fold_start":
             m.update(state="running", folds=e["folds"], current_fold=e["fold"])
         elif kind == "fold_done":
