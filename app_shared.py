@@ -97,8 +97,9 @@ def current_corpus():
 
 
 @st.cache_resource(show_spinner="Loading models...")
-def load_predictor(names: tuple[str, ...] | None = None, models_dir: str | None = None, _version: float = 0):
-    """Shared, read-only loaded models (keyed by the names and the models folder's modification time)."""
+def load_predictor(names: tuple[str, ...] | None = None, models_dir: str | None = None, version: float = 0):
+    """Shared, read-only loaded models, keyed by the names and ``version`` (pass ``models_dir_version()``:
+    an underscore name would be left out of the cache key, and retrained models would never reload)."""
     from ser_core.inference import Predictor
 
     return Predictor.from_dir(list(names) if names else None, models_dir)
@@ -112,3 +113,226 @@ def models_dir_version(models_dir: str | None = None) -> float:
     if not root.is_dir():
         return 0.0
     return max([root.stat().st_mtime] + [p.stat().st_mtime for p in root.glob("*/card.json")])
+
+
+# -- shared by the Explore and Demo pages ------------------------------------------------------------------
+# One colour per emotion on every chart (plotly's qualitative palettes, emotions in taxonomy order).
+EMOTION_COLORS = {"neutral": "#7f7f7f", "calm": "#17becf", "happy": "#f2b701", "sad": "#1f77b4",
+                  "angry": "#d62728", "fearful": "#9467bd", "disgust": "#2ca02c", "surprised": "#ff7f0e",
+                  "boredom": "#8c564b", "contempt": "#e377c2"}
+DEMO_MAX_S = 120.0  # longer uploads are refused: the timeline costs one prediction per second per model
+TIMELINE_AFTER_S = 6.0  # recordings longer than this get an emotion-over-time chart, not just one label
+
+
+def emotion_order(labels) -> list[str]:
+    """Labels in taxonomy order (neutral, calm, happy, ...), unknown ones sorted after."""
+    order = list(EMOTION_COLORS)
+    return sorted(set(labels), key=lambda l: (order.index(l) if l in order else len(order), l))
+
+
+def envelope(y, sr: int, n_points: int = 3000):
+    """Min/max envelope of ``y`` (n,) for plotting: ``(times, values)``, at most ``n_points`` each.
+
+    Each block contributes its minimum then its maximum, so peaks survive the decimation."""
+    import numpy as np
+
+    y = np.asarray(y, dtype=np.float32)
+    block = max(1, int(np.ceil(2 * len(y) / n_points)))
+    if block == 1:
+        return np.arange(len(y)) / sr, y
+    n = len(y) // block * block
+    b = y[:n].reshape(-1, block)
+    t = (np.arange(b.shape[0]) * block + block / 2) / sr
+    return np.repeat(t, 2), np.stack([b.min(1), b.max(1)], axis=1).ravel()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def clip_analysis(path: str) -> dict:
+    """One clip for plotting: the whole signal ``y`` (n,) at 16 kHz (peak-normalised, not trimmed), its
+    64-band log-mel ``mel`` (64, t) in dB and the frame tracks of ``ser_core.features.frame_features``
+    (``times``, ``f0``, ``rms``, ``centroid``, ...; each (t,), 10 ms hop, same frames as ``mel``)."""
+    from ser_core.audio import load_audio
+    from ser_core.features import frame_features, log_mel
+
+    y = load_audio(path, trim=False, normalize="peak")
+    return {"y": y, "sr": 16000, "mel": log_mel(y=y, sr=16000, n_mels=64), **frame_features(y, 16000)}
+
+
+@st.cache_resource
+def _summaries_memo() -> dict:
+    """Process-wide memo of :func:`clip_summaries` (st.cache_data cannot replay a progress bar made outside)."""
+    return {}
+
+
+def clip_summaries(paths: tuple[str, ...], fs_name: str = "prosody", progress=None):
+    """Per-clip utterance features of ``paths`` as a DataFrame (columns = ``fs.feature_names()``), memoised in
+    the process and computed through the on-disk feature cache; ``progress(done, total)`` is called while
+    computing. For "prosody" a ``pitch_hz`` column is added (mean voiced f0, NaN when no frame was voiced)."""
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+    from ser_core.features import compute_files, get_feature_set
+
+    fs = get_feature_set(fs_name)
+    memo = _summaries_memo()
+    key = (fs.key(), hashlib.sha1("\n".join(paths).encode()).hexdigest())
+    if key not in memo:
+        X = compute_files(list(paths), fs, progress=progress or False)
+        df = pd.DataFrame(X, columns=fs.feature_names())
+        if "f0_mean" in df:  # semitones re 55 Hz over voiced frames; all-zero functionals: no voiced frame
+            unvoiced = (df["f0_mean"] == 0) & (df["f0_std"] == 0)
+            df["pitch_hz"] = np.where(unvoiced, np.nan, 55.0 * 2 ** (df["f0_mean"] / 12))
+        while len(memo) >= 8:
+            memo.pop(next(iter(memo)))
+        memo[key] = df
+    return memo[key]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def projection_2d(X, method: str = "PCA", max_points: int = 1000, seed: int = 0):
+    """Standardise ``X`` (n, d) and project it to 2-D. t-SNE runs on at most ``max_points`` rows drawn at
+    random (it is quadratic in n). Returns ``(row_indices (m,), coords (m, 2), explained or None)``."""
+    import numpy as np
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.nan_to_num(np.asarray(X, dtype=np.float64))
+    idx = np.arange(len(X))
+    if method == "t-SNE" and len(X) > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(len(X), max_points, replace=False))
+    Z = StandardScaler().fit_transform(X[idx])
+    if method == "PCA":
+        pca = PCA(n_components=2, random_state=seed).fit(Z)
+        return idx, pca.transform(Z), pca.explained_variance_ratio_
+    perplexity = float(min(30.0, max(2.0, (len(idx) - 1) / 3)))
+    # 500 iterations (sklearn's default is 1000) halve the wait and rarely change the picture
+    return idx, TSNE(2, perplexity=perplexity, init="pca", max_iter=500, random_state=seed).fit_transform(Z), None
+
+
+def trained_model_cards(models_dir: str | None = None) -> list[dict]:
+    """Cards of the saved models (``ser_core.saved.list_trained``), each with ``uar`` (CV mean or None)."""
+    from ser_core.saved import list_trained
+
+    cards = list_trained(models_dir)
+    for c in cards:
+        c["uar"] = (c.get("cv", {}).get("metrics", {}).get("uar") or {}).get("mean")
+    return cards
+
+
+def analyse_audio(src, predictor, *, max_duration_s: float = DEMO_MAX_S, timeline_after_s: float = TIMELINE_AFTER_S,
+                  window_s: float = 3.0) -> dict:
+    """Everything the Demo page shows for one recording (``src``: path, bytes or binary file object).
+
+    Returns ``{"y": (n,) float32 at 16 kHz (untrimmed), "sr", "speech": (start, end) sample indices of the
+    trimmed region the models hear, "voiced_fraction", "predictions": {model: {label: p}}, "weights",
+    "ensemble": {label: p}, "timings", "timeline": list of windows or None}``. Raises the ``SERError``
+    subclasses for unusable audio (unreadable, empty, silent, too long)."""
+    import numpy as np
+    from ser_core.audio import load_audio, trim_silence
+    from ser_core.features import frame_features, get_feature_set
+    from ser_core.inference import ensemble
+
+    y = load_audio(src, trim=False, normalize=None, max_duration_s=max_duration_s)  # silent -> SilentAudioError
+    sr = 16000
+    top_db = get_feature_set(predictor.models[0].model.feature_set).top_db if predictor.models else 20
+    _, (start, end) = trim_silence(y, top_db=top_db)
+    timings: dict = {}
+    preds = predictor.predict(y, sr, timings=timings)
+    weights = predictor.weights()
+    speech = y[start:end]
+    voiced = frame_features(speech / max(float(np.abs(speech).max()), 1e-9), sr)["voiced"]
+    duration = len(y) / sr
+    timeline = None
+    if duration > timeline_after_s:  # at most ~60 windows, at least one per second
+        timeline = predictor.timeline(y, sr, window_s=window_s, hop_s=max(1.0, round(duration / 60)))
+    return {"y": y, "sr": sr, "speech": (int(start), int(end)), "voiced_fraction": float(np.mean(voiced)),
+            "predictions": preds, "weights": weights, "ensemble": ensemble(preds, weights), "timings": timings,
+            "timeline": timeline}
+
+
+class LiveBuffer:
+    """The last ``seconds`` of a live stream, mono at ``sr`` Hz, fed with ``av.AudioFrame`` objects.
+
+    Frames are mixed to mono and resampled with a streaming soxr resampler (no clicks at frame borders); the
+    input rate may change between calls (the resampler is then rebuilt)."""
+
+    def __init__(self, seconds: float = 3.0, sr: int = 16000):
+        import numpy as np
+
+        self.sr, self.size = sr, int(seconds * sr)
+        self.buf = np.zeros(0, dtype=np.float32)
+        self._rate = None
+        self._stream = None
+        self.received_s = 0.0  # total seconds received
+
+    def add(self, frames) -> None:
+        import numpy as np
+        import soxr
+
+        for f in frames:
+            x = f.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
+            ch = len(f.layout.channels)
+            x = x.reshape(ch, -1) if f.format.is_planar else x.reshape(-1, ch).T
+            if np.issubdtype(x.dtype, np.integer):
+                x = x / float(np.iinfo(x.dtype).max + 1)
+            mono = x.mean(axis=0).astype(np.float32)
+            if f.sample_rate != self._rate:
+                self._rate = f.sample_rate
+                self._stream = soxr.ResampleStream(self._rate, self.sr, 1, dtype="float32")
+            y = self._stream.resample_chunk(mono)
+            self.received_s += len(mono) / self._rate
+            self.buf = np.concatenate([self.buf, y])[-self.size:]
+
+    @property
+    def seconds(self) -> float:
+        return len(self.buf) / self.sr
+
+
+# -- training jobs (Train page) ------------------------------------------------------------------------------
+def job_executor():
+    """The executor of training jobs (files under $SER_JOBS_DIR; each job runs in its own worker process)."""
+    from ser_core.jobs import LocalProcessExecutor
+
+    return LocalProcessExecutor()
+
+
+@st.cache_data(show_spinner=False)
+def model_param_defaults(name: str) -> dict:
+    """A model's keyword parameters and their literal defaults, read from its source without importing it
+    (importing a Keras model would load TensorFlow into the app: see the TensorFlow/aiortc hazard)."""
+    import ast
+    import importlib.util
+
+    from ser_core.models import get_spec
+
+    spec = get_spec(name)
+    found = importlib.util.find_spec(f"ser_core.models.{spec.module}")
+    if found is None or not found.origin:
+        return {}
+    tree = ast.parse(Path(found.origin).read_text())
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+
+    def params_of(cls_name: str, seen=()) -> dict:
+        cls = classes.get(cls_name)
+        if cls is None or cls_name in seen:
+            return {}
+        init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+        if init is None:  # inherited constructor: follow the first base class defined in the same module
+            bases = [b.id for b in cls.bases if isinstance(b, ast.Name)]
+            return params_of(bases[0], seen + (cls_name,)) if bases else {}
+        args = init.args.args[1:] + init.args.kwonlyargs
+        defaults = [None] * (len(init.args.args[1:]) - len(init.args.defaults)) + init.args.defaults \
+            + init.args.kw_defaults
+        out = {}
+        for a, d in zip(args, defaults):
+            if d is None:
+                continue
+            try:
+                out[a.arg] = ast.literal_eval(d)
+            except ValueError:  # a non-literal default: not editable here
+                pass
+        return out
+
+    return {**params_of(spec.cls), **spec.defaults}

@@ -1,0 +1,210 @@
+"""Demo: upload, record or stream speech; every selected model's prediction side by side, plus the ensemble."""
+import streamlit_webrtc  # noqa: F401  (imports aiortc; it must load before TensorFlow, i.e. before any model)
+
+import io
+import queue
+import time
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from app_shared import (DEMO_MAX_S, EMOTION_COLORS, LiveBuffer, TIMELINE_AFTER_S, analyse_audio, emotion_order,
+                        envelope, load_predictor, models_dir_version, trained_model_cards)
+from ser_core.errors import AudioTooLongError, SERError
+from ser_core.saved import default_models_dir
+
+UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
+LOW_VOICING = 0.15  # below this fraction of voiced frames the input is probably not speech
+MODES = ["Upload a file", "Record", "Live microphone"]
+
+st.title("Try the models")
+cards = trained_model_cards()
+if not cards:
+    st.info(f"No trained models in `{default_models_dir()}` yet. Train some on the **Train** page with a corpus "
+            "(e.g. Download RAVDESS in the sidebar), or from a terminal: `python -m ser_core train --data "
+            "data/ravdess --models svm,random_forest` (it saves to `trained_models/`). Then reload this page.")
+    st.stop()
+
+uar = {c["name"]: c["uar"] for c in cards}
+
+
+def model_label(n: str) -> str:
+    return f"{n} (CV UAR {uar[n]:.2f})" if uar.get(n) is not None else f"{n} (no CV score)"
+
+
+names = [c["name"] for c in cards]
+chosen = st.multiselect("Models", names, default=names, format_func=model_label,
+                        help="CV UAR: unweighted average recall of the model's cross-validation (chance = 1 / "
+                             "number of emotions). The ensemble weighs each model by it.")
+if not chosen:
+    st.info("Select at least one model.")
+    st.stop()
+version = models_dir_version()
+try:
+    predictor = load_predictor(tuple(chosen), None, version)
+except SERError as exc:
+    st.error(str(exc))
+    st.stop()
+
+
+@st.cache_data(max_entries=16, show_spinner="Analysing the recording...")
+def analyse(data: bytes, filename: str, models: tuple, version: float) -> dict:
+    buf = io.BytesIO(data)
+    buf.name = filename
+    return analyse_audio(buf, load_predictor(models, None, version))
+
+
+def prob_chart(probs: dict, key: str, height: int = 270):
+    labels = emotion_order(probs)
+    fig = go.Figure(go.Bar(x=[probs[l] for l in labels], y=labels, orientation="h",
+                           marker_color=[EMOTION_COLORS.get(l, "#444") for l in labels],
+                           text=[f"{probs[l]:.0%}" for l in labels], textposition="outside", cliponaxis=False))
+    fig.update_layout(height=height, margin=dict(t=10, b=10, l=10, r=40), xaxis=dict(range=[0, 1.08],
+                      tickformat=".0%", title="probability"), yaxis=dict(autorange="reversed"))
+    st.plotly_chart(fig, key=key, config={"displayModeBar": False})
+
+
+def model_card(name: str, probs: dict, key: str, timing: dict | None = None):
+    top = max(probs, key=probs.get)
+    with st.container(border=True):
+        st.markdown(f"**{model_label(name)}**")
+        st.metric("top emotion", top, f"{probs[top]:.0%} confidence", delta_color="off", delta_arrow="off")
+        prob_chart(probs, key=key)
+        if timing:
+            st.caption(f"features {timing['features_ms']:.0f} ms + model {timing['model_ms']:.0f} ms")
+
+
+def predictions_grid(preds: dict, key: str, timings: dict | None = None, per_row: int = 3):
+    items = list(preds.items())
+    per_row = max(2, min(per_row, len(items)))
+    for i in range(0, len(items), per_row):
+        cols = st.columns(per_row)
+        for col, (name, probs) in zip(cols, items[i:i + per_row]):
+            with col:
+                model_card(name, probs, key=f"{key}_{name}", timing=(timings or {}).get(name))
+
+
+def waveform_chart(res: dict):
+    y, sr = res["y"], res["sr"]
+    start, end = res["speech"]
+    t, v = envelope(y, sr)
+    fig = go.Figure(go.Scatter(x=t, y=v, mode="lines", line=dict(width=1, color="#1f77b4"), hoverinfo="skip"))
+    fig.add_vrect(x0=start / sr, x1=end / sr, fillcolor="#2ca02c", opacity=0.15, line_width=0,
+                  annotation_text="speech the models hear", annotation_position="top left")
+    fig.update_layout(height=200, margin=dict(t=25, b=10), xaxis_title="time (s)", yaxis=dict(range=[-1.05, 1.05]
+                      if abs(v).max() > 0.5 else None, title="amplitude"), showlegend=False)
+    st.plotly_chart(fig, key="waveform", config={"displayModeBar": False})
+    st.caption(f"{len(y) / sr:.1f} s of audio; the models hear the highlighted {(end - start) / sr:.1f} s "
+               "(leading and trailing silence trimmed).")
+
+
+def timeline_chart(windows: list[dict]):
+    rows = [{"time (s)": (w["start_s"] + w["end_s"]) / 2, "emotion": l, "probability": p}
+            for w in windows for l, p in (w["ensemble"].items() if w["speech"] else [])]
+    if not rows:
+        st.info("No window of this recording holds enough speech for a timeline.")
+        return
+    df = pd.DataFrame(rows)
+    order = emotion_order(df["emotion"])
+    fig = px.area(df, x="time (s)", y="probability", color="emotion", color_discrete_map=EMOTION_COLORS,
+                  category_orders={"emotion": order}, line_shape="spline")
+    fig.update_layout(height=320, margin=dict(t=10, b=10), yaxis=dict(range=[0, 1], tickformat=".0%"),
+                      legend=dict(orientation="h", y=-0.25))
+    st.plotly_chart(fig, key="timeline")
+    segs = []
+    for w in windows:
+        top = max(w["ensemble"], key=w["ensemble"].get) if w["speech"] else "(no speech)"
+        if segs and segs[-1]["emotion"] == top:
+            segs[-1]["to (s)"] = w["end_s"]
+        else:
+            segs.append({"from (s)": w["start_s"], "to (s)": w["end_s"], "emotion": top})
+    st.caption("Dominant emotion per stretch (overlapping windows, so neighbouring stretches overlap):")
+    st.dataframe(pd.DataFrame(segs).round(1), hide_index=True)
+
+
+def render(res: dict):
+    waveform_chart(res)
+    if res["voiced_fraction"] < LOW_VOICING:
+        st.warning(f"Only {res['voiced_fraction']:.0%} of this recording is voiced: it may be noise or music "
+                   "rather than speech, so the predictions below are unreliable.")
+    ens = res["ensemble"]
+    if len(res["predictions"]) > 1:
+        st.subheader("Ensemble (weighted by CV UAR)")
+        c1, c2 = st.columns([1, 2])
+        top = max(ens, key=ens.get)
+        c1.metric("top emotion", top, f"{ens[top]:.0%} confidence", delta_color="off", delta_arrow="off")
+        w = res["weights"]
+        c1.caption("weights: " + ", ".join(f"{k} {v / sum(w.values()):.0%}" for k, v in w.items()))
+        with c2:
+            prob_chart(ens, key="ensemble", height=250)
+    st.subheader("Each model")
+    predictions_grid(res["predictions"], key="model", timings=res["timings"])
+    if res["timeline"] is not None:
+        st.subheader("Emotion over time (ensemble, 3 s windows)")
+        timeline_chart(res["timeline"])
+
+
+def live():
+    from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+    from ser_core.errors import AudioError
+    from ser_core.inference import ensemble
+
+    st.caption("Press START and allow the microphone: every second the models judge the last 3 s of speech.")
+    ctx = webrtc_streamer(key="ser-live", mode=WebRtcMode.SENDONLY, audio_receiver_size=1024,
+                          media_stream_constraints={"audio": True, "video": False},
+                          rtc_configuration={"iceServers": []})  # local use: no STUN server needed (or reachable)
+    status, out = st.empty(), st.empty()
+    buf, last, n = LiveBuffer(seconds=3.0), 0.0, 0
+    while ctx.state.playing:
+        if ctx.audio_receiver is None:
+            time.sleep(0.1)
+            continue
+        try:
+            buf.add(ctx.audio_receiver.get_frames(timeout=1))
+        except queue.Empty:
+            status.info("Waiting for audio from the microphone...")
+            continue
+        if time.monotonic() - last < 1.0 or buf.seconds < 1.0:
+            continue
+        last, n = time.monotonic(), n + 1
+        try:
+            preds = predictor.predict(buf.buf, buf.sr)
+        except AudioError:
+            status.info("Listening... no speech in the last 3 s.")
+            continue
+        ens = ensemble(preds, predictor.weights())
+        top = max(ens, key=ens.get)
+        status.success(f"Now: **{top}** ({ens[top]:.0%}), {buf.received_s:.0f} s streamed")
+        with out.container():
+            predictions_grid(preds, key=f"live{n}")
+
+
+mode = st.radio("Input", MODES, horizontal=True, key="demo_mode")
+if mode == MODES[2]:
+    live()
+    st.stop()
+if mode == MODES[0]:
+    f = st.file_uploader(f"Speech recording ({', '.join(UPLOAD_TYPES)}; up to {DEMO_MAX_S:.0f} s)",
+                         type=UPLOAD_TYPES)
+else:
+    f = st.audio_input("Record a few seconds of speech")
+if f is None:
+    st.info("Upload or record a clip of speech, e.g. one of the bundled samples in `samples/ravdess/`. Recordings "
+            f"longer than {TIMELINE_AFTER_S:.0f} s also get an emotion-over-time chart.")
+    st.stop()
+
+data = f.getvalue()
+st.audio(data)
+try:
+    result = analyse(data, f.name, tuple(chosen), version)
+except AudioTooLongError:
+    st.error(f"This recording is longer than the demo's {DEMO_MAX_S:.0f} s limit; cut it to the part you want "
+             "analysed (or use `python -m ser_core predict` for long files).")
+    st.stop()
+except SERError as exc:
+    st.error(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}")
+    st.stop()
+render(result)

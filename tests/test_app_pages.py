@@ -1,0 +1,295 @@
+"""AppTest of the Home, Explore and Demo pages (the Train and Leaderboard pages have their own tests).
+
+The Demo tests train two quick models (svm, random_forest) on two shared RAVDESS actors into a temp folder
+and point the app at it with SER_MODELS_DIR.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "streamlit_app.py")
+SAMPLES = REPO / "samples" / "ravdess"
+ANGRY = SAMPLES / "Actor_01" / "03-01-05-02-01-01-01.flac"
+TIMEOUT = 120
+
+
+def train_quick_models(shared_ravdess: Path, out: Path, models=("svm", "random_forest")) -> Path:
+    """2-fold speaker-grouped CV + final model of each of ``models`` on actors 01-02 (120 clips), saved to
+    ``out/<model>``; a few seconds per model."""
+    from ser_core.corpora import Corpus, load_corpus
+    from ser_core.evaluation import RunConfig, cross_validate
+
+    c = load_corpus(shared_ravdess)
+    keep = sorted(c.manifest["speaker"].unique())[:2]
+    sub = Corpus(c.name, c.root, c.manifest[c.manifest["speaker"].isin(keep)].reset_index(drop=True))
+    for name in models:
+        cross_validate(RunConfig(model=name, folds=2), sub, save_to=out / name, n_jobs=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models_dir(shared_ravdess, tmp_path_factory) -> Path:
+    with pytest.MonkeyPatch.context() as mp:  # the same feature cache as conftest's per-test isolation
+        mp.setenv("SER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+        return train_quick_models(shared_ravdess, tmp_path_factory.mktemp("models"))
+
+
+def wav_bytes(y, sr=16000, subtype="FLOAT") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def no_exception(at: AppTest):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def page(path: str | None = None, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    if path:
+        at.switch_page(path).run()
+    no_exception(at)
+    return at
+
+
+def figure(chart) -> dict:
+    return json.loads(chart.proto.spec)
+
+
+# -- Home ----------------------------------------------------------------------------------------------------
+def test_home_renders_with_data_source_picker():
+    at = page()
+    assert at.title[0].value == "SER Studio"
+    assert "Bundled samples" in at.sidebar.radio[0].value
+    assert "speaker-grouped" in at.markdown[0].value
+
+
+# -- Explore -------------------------------------------------------------------------------------------------
+def test_explore_overview_of_bundled_samples():
+    at = page("pages/explore.py")
+    assert [t.label for t in at.tabs] == ["Overview", "One clip", "Compare two clips", "Across emotions"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Clips"] == "16" and metrics["Speakers"] == "2"
+    assert len(at.get("plotly_chart")) == 4  # emotion, speaker, gender x intensity, durations
+    assert "balanced" in at.success[0].value  # 2 clips of every emotion
+
+
+def test_explore_calls_out_imbalance_of_full_ravdess(shared_ravdess):
+    at = page("pages/explore.py", data_kind="Local folder or CSV", data_path=str(shared_ravdess))
+    assert {m.label: m.value for m in at.metric}["Clips"] == "960"
+    text = at.warning[0].value
+    assert "imbalanced" in text and "'neutral'" in text and "2.0 to 1" in text and "UAR" in text
+
+
+def test_explore_one_clip_shares_time_axis_and_filters():
+    at = page("pages/explore.py")
+    at.session_state["explore_tab"] = "One clip"
+    at.run()
+    no_exception(at)
+    assert [s.label for s in at.selectbox] == ["Emotion", "Speaker", "Clip"]
+    fig = figure(at.get("plotly_chart")[0])
+    assert [t["type"] for t in fig["data"]] == ["scatter", "heatmap", "scatter", "scatter", "scatter"]
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert any("Pitch" in t for t in titles) and any("centroid" in t for t in titles)
+    assert all(fig["layout"][f"xaxis{i if i > 1 else ''}"].get("matches") == "x5" for i in range(1, 5))  # shared time
+    at.selectbox(key="one_emo").set_value("sad").run()
+    no_exception(at)
+    assert "· sad ·" in at.selectbox(key="one_clip").format_func(at.selectbox(key="one_clip").value)
+    assert len(at.selectbox(key="one_clip").options) == 2  # one sad clip per actor
+
+
+def test_explore_compare_defaults_to_angry_vs_sad_same_sentence():
+    at = page("pages/explore.py")
+    at.session_state["explore_tab"] = "Compare two clips"
+    at.run()
+    no_exception(at)
+    a, b = at.selectbox(key="cmp_a_clip").value, at.selectbox(key="cmp_b_clip").value
+    assert (a.emotion, b.emotion) == ("angry", "sad")
+    assert a.speaker == b.speaker and a.statement == b.statement and a.intensity == b.intensity
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    assert figure(charts[0])["layout"]["yaxis3"]["range"] == figure(charts[1])["layout"]["yaxis3"]["range"]
+    table = at.dataframe[0].value
+    assert list(table["emotion"]) == ["angry", "sad"] and (table["mean f0 (Hz)"] > 60).all()
+
+
+def test_explore_across_emotions_distributions_and_projections():
+    at = page("pages/explore.py")
+    at.session_state["explore_tab"] = "Across emotions"
+    at.run()
+    no_exception(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 5  # pitch, RMS, centroid, duration per emotion + projection
+    box = figure(charts[0])
+    assert box["data"][0]["type"] == "box" and len(box["data"]) == 8
+    pitch = np.concatenate([_decode(t["y"]) for t in box["data"]])
+    assert np.nanmin(pitch) > 60 and np.nanmax(pitch) < 600  # plausible speaking f0 in Hz
+    assert "PC 1" in at.caption[-1].value or "PC 1" in figure(charts[4])["layout"]["xaxis"]["title"]["text"]
+    next(r for r in at.radio if r.label == "Projection").set_value("t-SNE").run()
+    no_exception(at)
+    assert "t-SNE on 16 of 16 clips" in at.caption[-1].value
+
+
+def _decode(arr):
+    """Plotly 6+ typed-array encoding ({"dtype", "bdata"} base64) or a plain list -> numpy."""
+    import base64
+
+    if isinstance(arr, dict):
+        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"]))
+    return np.asarray(arr, dtype=float)
+
+
+# -- Demo ----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def demo(models_dir, monkeypatch):
+    monkeypatch.setenv("SER_MODELS_DIR", str(models_dir))
+    return page("pages/demo.py")
+
+
+def test_demo_without_models_explains_how_to_train(tmp_path, monkeypatch):
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
+    at = page("pages/demo.py")
+    assert "No trained models" in at.info[0].value and "Train" in at.info[0].value
+    assert "python -m ser_core train" in at.info[0].value
+
+
+def test_demo_lists_models_with_cv_uar(demo, models_dir):
+    ms = demo.multiselect[0]
+    assert sorted(ms.value) == ["random_forest", "svm"]
+    uar = json.loads((models_dir / "svm" / "card.json").read_text())["cv"]["metrics"]["uar"]["mean"]
+    assert ms.format_func("svm") == f"svm (CV UAR {uar:.2f})"
+    assert [r.value for r in demo.radio if r.label == "Input"] == ["Upload a file"]
+
+
+def test_demo_upload_predicts_with_every_model_and_ensemble(demo):
+    from ser_core.inference import Predictor
+
+    demo.file_uploader[0].set_value((ANGRY.name, ANGRY.read_bytes(), "audio/flac")).run()
+    no_exception(demo)
+    assert not demo.error
+    tops = [m.value for m in demo.metric if m.label == "top emotion"]
+    assert len(tops) == 3  # ensemble + two models
+    direct = Predictor.from_dir().predict_file(ANGRY)  # the page shows the library's own predictions
+    expected = [max(p, key=p.get) for p in direct.values()]
+    assert sorted(tops[1:]) == sorted(expected)
+    markdown = " ".join(m.value for m in demo.markdown)
+    assert "random_forest (CV UAR" in markdown and "svm (CV UAR" in markdown
+    assert [s.value for s in demo.subheader] == ["Ensemble (weighted by CV UAR)", "Each model"]
+    wave = figure(demo.get("plotly_chart")[0])
+    assert wave["layout"]["shapes"][0]["type"] == "rect"  # the trimmed speech region is highlighted
+    bars = figure(demo.get("plotly_chart")[1])
+    probs = _decode(bars["data"][0]["x"])
+    assert np.isclose(probs.sum(), 1.0, atol=1e-3) and len(probs) == 8
+
+
+def test_demo_record_with_audio_input(demo):
+    demo.radio(key="demo_mode").set_value("Record").run()
+    y, sr = sf.read(ANGRY, dtype="float32")
+    demo.audio_input[0].set_value(("recording.wav", wav_bytes(y, sr, "PCM_16"), "audio/wav")).run()
+    no_exception(demo)
+    assert len([m for m in demo.metric if m.label == "top emotion"]) == 3
+
+
+@pytest.mark.parametrize("name, make, expect", [
+    ("notes.wav", lambda: b"this is a text file, not audio\n" * 50, "not a readable audio file"),
+    ("silence.wav", lambda: wav_bytes(np.zeros(32000, np.float32)), "silent"),
+    ("empty.wav", lambda: b"", "empty"),
+    ("long.wav", lambda: wav_bytes(np.zeros(8000 * 60 * 20, np.int16), 8000, "PCM_16"), "120 s limit"),
+])
+def test_demo_bad_input_is_a_friendly_error(demo, name, make, expect):
+    demo.file_uploader[0].set_value((name, make(), "audio/wav")).run()
+    no_exception(demo)
+    assert expect in demo.error[0].value
+    assert not [m for m in demo.metric if m.label == "top emotion"]
+
+
+def test_demo_noise_warns_that_it_is_not_speech(demo):
+    noise = np.random.default_rng(0).normal(0, 0.3, 3 * 16000).astype(np.float32)
+    demo.file_uploader[0].set_value(("noise.wav", wav_bytes(noise), "audio/wav")).run()
+    no_exception(demo)
+    assert "voiced" in demo.warning[0].value
+
+
+def test_demo_long_recording_gets_a_timeline(demo):
+    clips = [sf.read(p, dtype="float32")[0] for p in sorted((SAMPLES / "Actor_02").glob("*.flac"))[:4]]
+    y = np.concatenate(clips)  # about 14 s, four emotions in a row
+    demo.file_uploader[0].set_value(("long.wav", wav_bytes(y), "audio/wav")).run()
+    no_exception(demo)
+    assert "Emotion over time (ensemble, 3 s windows)" in [s.value for s in demo.subheader]
+    segments = demo.dataframe[0].value
+    assert segments["from (s)"].iloc[0] == 0 and segments["to (s)"].iloc[-1] == pytest.approx(len(y) / 16000, abs=0.1)
+
+
+# Live mode (streamlit-webrtc) needs a real server session; tests/test_browser.py covers it.
+
+
+# -- helpers behind the Demo page -----------------------------------------------------------------------------
+def test_analyse_audio_reports_speech_region_and_predictions(models_dir):
+    from app_shared import analyse_audio
+    from ser_core.audio import trim_silence
+    from ser_core.inference import Predictor
+
+    y, sr = sf.read(ANGRY, dtype="float32")
+    padded = np.concatenate([np.zeros(sr), y, np.zeros(sr)]).astype(np.float32)  # 1 s of silence each side
+    res = analyse_audio(wav_bytes(padded, sr), Predictor.from_dir(None, models_dir))
+    _, (s0, e0) = trim_silence(y, top_db=20)  # the clip's own speech region
+    assert res["speech"] == pytest.approx((sr + s0, sr + e0), abs=512)  # one trimming hop
+    assert set(res["predictions"]) == {"svm", "random_forest"}
+    assert len(padded) / sr > 6 and res["timeline"][-1]["end_s"] == pytest.approx(len(padded) / sr)
+    assert abs(sum(res["ensemble"].values()) - 1) < 1e-6 and res["voiced_fraction"] > 0.3
+
+
+def test_live_buffer_mixes_resamples_and_keeps_the_last_seconds():
+    import av
+
+    from app_shared import LiveBuffer
+
+    sr, f = 48000, 440.0
+    t = np.arange(5 * sr) / sr
+    tone = (0.5 * np.sin(2 * np.pi * f * t) * 32767).astype(np.int16)
+    buf = LiveBuffer(seconds=3.0)
+    for i in range(0, len(t), 960):  # 20 ms packed stereo s16 frames, as WebRTC delivers them
+        chunk = np.repeat(tone[i:i + 960], 2)[None]  # (1, 2 * n) interleaved L R
+        frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="stereo")
+        frame.sample_rate = sr
+        buf.add([frame])
+    assert buf.seconds == pytest.approx(3.0) and buf.received_s == pytest.approx(5.0)
+    spec = np.abs(np.fft.rfft(buf.buf))
+    assert np.fft.rfftfreq(len(buf.buf), 1 / 16000)[spec.argmax()] == pytest.approx(f, abs=1)
+    assert 0.45 < np.abs(buf.buf).max() < 0.55
+
+
+def test_pages_import_no_deep_learning_framework(models_dir, tmp_path):
+    """Home, Explore and Demo (with scikit-learn models) run without importing TensorFlow, PyTorch or
+    transformers: frameworks load only with a model that needs them (and after aiortc, see the Demo page)."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({APP!r}, default_timeout={TIMEOUT}).run()
+at.switch_page("pages/explore.py").run()
+at.switch_page("pages/demo.py").run()
+at.file_uploader[0].set_value(("a.flac", open({str(ANGRY)!r}, "rb").read(), "audio/flac")).run()
+assert not at.exception and len([m for m in at.metric if m.label == "top emotion"]) == 3
+print(sorted(m for m in ("tensorflow", "torch", "transformers", "keras") if m in sys.modules))
+print("aiortc" in sys.modules)
+"""
+    env = {**os.environ, "SER_MODELS_DIR": str(models_dir), "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-3:-1] == ["[]", "True"]
