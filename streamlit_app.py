@@ -3,7 +3,7 @@ import streamlit as st
 
 from app_shared import data_source_sidebar
 
-st.set_page_config(page_title="SER Studio", page_icon="🎙️", layout="wide")
+st.set_page_config(page_title="SER Studio", page_icon=":material/graphic_eq:", layout="wide")
 
 
 def home():
@@ -21,11 +21,11 @@ def home():
 
 
 pages = [
-    st.Page(home, title="Home", icon="🏠", default=True),
-    st.Page("pages/explore.py", title="Explore", icon="📊"),
-    st.Page("pages/demo.py", title="Demo", icon="🎤"),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/leaderboard.py", title="Leaderboard", icon="🏆"),
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page("pages/explore.py", title="Explore", icon=":material/bar_chart:"),
+    st.Page("pages/demo.py", title="Demo", icon=":material/mic:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
 ]
 nav = st.navigation(pages)
 data_source_sidebar()
