@@ -1,0 +1,157 @@
+"""scikit-learn models: majority baseline, decision tree, random forest and SVM on utterance features.
+
+Each model holds a ``Pipeline(StandardScaler, estimator)`` fitted only on what ``fit`` receives (optional
+random oversampling happens inside ``fit`` too). Inputs of more than two dimensions (sequences, images) are
+flattened to ``(n, prod(rest))``. Saved with joblib as ``pipeline.joblib`` beside ``model.json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+
+from ..errors import ConfigError, ModelError
+from .base import SERModel, check_training_data, random_oversample
+
+PIPELINE_FILE = "pipeline.joblib"
+
+
+def _flatten(X: np.ndarray) -> np.ndarray:
+    return X.reshape(len(X), -1)
+
+
+class SklearnModel(SERModel):
+    """Common fit/predict/save for the scikit-learn family; subclasses build the final estimator."""
+
+    framework = "sklearn"
+
+    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, class_weight: str | None = None,
+                 oversample: bool = False):
+        self.feature_set = feature_set
+        self.seed = seed
+        self.class_weight = class_weight
+        self.oversample = oversample
+        self._check_params()
+
+    def _estimator(self, y: np.ndarray):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_params(self):
+        if self.class_weight not in (None, "balanced"):
+            raise ConfigError(f"class_weight must be 'balanced' or None, not {self.class_weight!r}.")
+
+    def fit(self, X, y, progress=None):
+        """``X`` (n, d) or (n, ...) flattened; ``y`` (n,) labels. Returns ``self``. ``progress(epoch, logs)``
+        (as for the neural families) is called once, after the single pass of fitting."""
+        self._check_params()
+        X, y = check_training_data(X, y, self.name, min_classes=1 if self.name == "majority" else 2)
+        X = _flatten(X)
+        if self.oversample:
+            X, y = random_oversample(X, y, seed=self.seed)
+        self.pipeline_ = Pipeline([("scale", StandardScaler()), ("clf", self._estimator(y))])
+        self.pipeline_.fit(X, y)
+        self.classes_ = np.asarray(self.pipeline_.classes_).astype(str)
+        self.n_features_ = X.shape[1]
+        if progress is not None:
+            progress(1, {})
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """``(n, len(classes_))`` probabilities; rows sum to 1."""
+        self._check_fitted()
+        X = _flatten(np.asarray(X, dtype=np.float32))
+        if X.shape[1] != self.n_features_:
+            raise ModelError(f"Model '{self.name}' was trained on {self.n_features_} features but got "
+                             f"{X.shape[1]}; use the feature set '{self.feature_set}'.")
+        return self.pipeline_.predict_proba(X)
+
+    def _save_state(self, directory: Path):
+        joblib.dump(self.pipeline_, directory / PIPELINE_FILE)
+
+    def _load_state(self, directory: Path):
+        path = directory / PIPELINE_FILE
+        if not path.is_file():
+            raise ModelError(f"Saved model in '{directory}' lacks {PIPELINE_FILE}; save it again.")
+        self.pipeline_ = joblib.load(path)
+        self.n_features_ = int(self.pipeline_.named_steps["scale"].n_features_in_)
+
+
+class MajorityBaseline(SklearnModel):
+    """Always predicts the most frequent training label; probabilities are the training class priors."""
+
+    name = "majority"
+
+    def __init__(self, feature_set: str = "prosody", seed: int = 0, class_weight: str | None = None,
+                 oversample: bool = False):
+        super().__init__(feature_set, seed, class_weight, oversample)
+
+    def _estimator(self, y):
+        return DummyClassifier(strategy="prior")
+
+
+class DecisionTreeModel(SklearnModel):
+    name = "decision_tree"
+
+    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, class_weight: str | None = None,
+                 oversample: bool = False, max_depth: int | None = 12, min_samples_leaf: int = 3):
+        super().__init__(feature_set, seed, class_weight, oversample)
+        self.max_depth = max_depth  # a full-depth tree memorises 720 clips; 12 levels keep it readable
+        self.min_samples_leaf = min_samples_leaf
+
+    def _estimator(self, y):
+        return DecisionTreeClassifier(max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+                                      class_weight=self.class_weight, random_state=self.seed)
+
+
+class RandomForestModel(SklearnModel):
+    name = "random_forest"
+
+    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, class_weight: str | None = None,
+                 oversample: bool = False, n_estimators: int = 500, max_depth: int | None = None,
+                 max_features: str | float | int = "sqrt", n_jobs: int | None = None):
+        super().__init__(feature_set, seed, class_weight, oversample)
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.max_features = max_features
+        self.n_jobs = n_jobs  # trees are independent; results do not depend on n_jobs
+
+    def _estimator(self, y):
+        return RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                      max_features=self.max_features, class_weight=self.class_weight,
+                                      n_jobs=self.n_jobs, random_state=self.seed)
+
+
+class SVMModel(SklearnModel):
+    """SVC whose decision values are Platt-calibrated by internal cross-validation (what
+    ``SVC(probability=True)`` did before scikit-learn 1.9 deprecated it)."""
+
+    name = "svm"
+
+    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, class_weight: str | None = None,
+                 oversample: bool = False, C: float = 10.0, gamma: str | float = "scale", kernel: str = "rbf"):
+        super().__init__(feature_set, seed, class_weight, oversample)
+        self.C = C
+        self.gamma = gamma
+        self.kernel = kernel
+
+    def _estimator(self, y):
+        svc = SVC(C=self.C, gamma=self.gamma, kernel=self.kernel, class_weight=self.class_weight,
+                  random_state=self.seed)
+        n_splits = int(min(5, np.unique(y, return_counts=True)[1].min()))
+        if n_splits < 2:
+            raise ModelError("Model 'svm' needs at least two training clips of every emotion to calibrate "
+                             "its probabilities.")
+        cv = StratifiedKFold(n_splits, shuffle=True, random_state=self.seed)
+        return CalibratedClassifierCV(svc, method="sigmoid", cv=cv, ensemble=False)
+
+
+__all__ = ["SklearnModel", "MajorityBaseline", "DecisionTreeModel", "RandomForestModel", "SVMModel"]
