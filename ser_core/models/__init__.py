@@ -34,7 +34,7 @@ _SPECS = [
               "Random forest on standardised utterance features."),
     ModelSpec("svm", "sklearn_models", "SVMModel", "sklearn", "rich",
               "RBF support vector machine on standardised utterance features (probability calibrated)."),
-    ModelSpec("mlp_tf", "keras_models", "KerasMLP", "tensorflow", "mfcc_chroma_mel",
+    ModelSpec("mlp_tf", "keras_models", "KerasMLP", "tensorflow", "rich",
               "Multi-layer perceptron in TensorFlow/Keras on utterance features."),
     ModelSpec("fcnn_torch", "torch_models", "TorchFCNN", "torch", "rich",
               "Fully connected network in PyTorch on utterance features (ReLU, softmax, Adam)."),
