@@ -142,13 +142,17 @@ def cmd_evaluate(a):
     from .corpora import load_corpus
     from .evaluation import compute_metrics
     from .features import compute_files, get_feature_set
-    from .saved import load_trained
+    from .saved import load_speaker_norm, load_trained, resolve
 
     model, card = load_trained(a.model, a.models_dir)
     corpus = load_corpus(a.data, corpus=a.corpus)
     X = compute_files(corpus.manifest["path"].tolist(), get_feature_set(model.feature_set), n_jobs=a.jobs,
                       progress=True)
     y = corpus.manifest["emotion"].to_numpy()
+    if card.get("speaker_norm"):  # as in CV: each speaker by its own clips (speakers with < 5: training stats)
+        speakers = corpus.manifest["speaker"].astype(str).to_numpy()
+        X = load_speaker_norm(resolve(a.model, a.models_dir), unseen="self").transform(X, speakers)
+        _err(f"speaker-adaptive model: each of the {len(set(speakers))} speakers normalised with its own clips")
     pred = model.predict(X)
     labels = sorted(set(model.classes_) | set(np.unique(y)))
     m = compute_metrics(y, pred, labels)
@@ -166,12 +170,23 @@ def cmd_predict(a):
 
     names = None if a.model == "all" else [m.strip() for m in a.model.split(",")]
     predictor = Predictor.from_dir(names, a.models_dir)
+    adaptive = sorted(predictor.calibration_status())
+    if a.calibrate and adaptive:
+        predictor.calibrate(_audio_files(a.calibrate))
+        _err(f"calibrated {', '.join(adaptive)} on {predictor.n_calibration_clips} clips")
+    elif adaptive:
+        _err(f"note: speaker-adaptive model(s) {', '.join(adaptive)} run uncalibrated (training-data statistics, "
+             "less accurate); pass --calibrate with 5+ clips of the same speaker")
+    elif a.calibrate:
+        _err("note: none of these models is speaker-adaptive; --calibrate is ignored")
+    status = predictor.calibration_status()
     out = []
     for f in a.files:
         y = load_audio(f, trim=False, normalize=None)
         preds = predictor.predict(y, 16000)
         for name, probs in preds.items():
-            out.append({"file": f, "model": name, "label": max(probs, key=probs.get), "probabilities": probs})
+            row = {"file": f, "model": name, "label": max(probs, key=probs.get), "probabilities": probs}
+            out.append({**row, "calibrated": status[name]} if name in status else row)
         if a.ensemble:
             ens = ensemble(preds, predictor.weights())
             out.append({"file": f, "model": "ensemble", "label": max(ens, key=ens.get), "probabilities": ens})
@@ -180,6 +195,22 @@ def cmd_predict(a):
     else:
         for r in out:
             print(f"{r['file']}\t{r['model']:<20} {r['label']:<10} {r['probabilities'][r['label']]:.2f}")
+
+
+def _audio_files(items) -> list[str]:
+    """Files and folders (their audio files, recursively, sorted) -> a list of audio file paths."""
+    from pathlib import Path
+
+    from .corpora import AUDIO_EXTS
+
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTS)
+        else:
+            out.append(str(p))
+    return out
 
 
 def cmd_models(a):
@@ -197,14 +228,15 @@ def cmd_models(a):
                          "labels": c.get("labels"), "feature_set": c.get("feature_set", {}).get("name"),
                          "cv": {"split": c.get("cv", {}).get("split"), "k": c.get("cv", {}).get("k"),
                                 **{m: metrics[m] for m in ("uar", "accuracy", "macro_f1") if m in metrics}},
-                         "size_bytes": c.get("size_bytes")})
+                         "size_bytes": c.get("size_bytes"), "speaker_norm": bool(c.get("speaker_norm"))})
     if a.json:
         _print_json(rows)
     else:
         for r in rows:
             cv = r.get("cv", {})
             score = f"UAR {cv['uar']['mean']:.3f}" if "uar" in cv else r.get("description", "")
-            print(f"{r['name']:<20} {r['framework']:<12} {score}")
+            print(f"{r['name']:<20} {r['framework']:<12} {score}" + (" (speaker-adaptive)" if r.get("speaker_norm")
+                                                                      else ""))
 
 
 def cmd_leaderboard(a):
@@ -300,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="+")
     pr.add_argument("--models-dir", default=None)
     pr.add_argument("--ensemble", action="store_true", help="add a CV-UAR-weighted ensemble row")
+    pr.add_argument("--calibrate", action="append", metavar="FILE_OR_DIR",
+                    help="clips (5+) of the same speaker for speaker-adaptive models (repeatable; folders too)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 

@@ -193,7 +193,7 @@ def _speaker_normalise(X_train, spk_train, X_test, spk_test):
     from .features import SpeakerNormalizer
 
     norm = SpeakerNormalizer(unseen="self").fit(X_train, spk_train)
-    return norm.transform(X_train, spk_train), norm.transform(X_test, spk_test)
+    return norm.transform(X_train, spk_train), norm.transform(X_test, spk_test), norm
 
 
 def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = True, n_jobs=None,
@@ -261,11 +261,12 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             if should_stop and should_stop():
                 raise KeyboardInterrupt("cancelled")
             emit({"event": "fold_start", "fold": i, "folds": len(splits), "run_id": run_id})
-            Xtr, ytr, Xte = X[tr], y[tr], X[te]
+            Xtr, ytr, Xte, norm = X[tr], y[tr], X[te], None
             if config.speaker_norm:
-                Xtr, Xte = _speaker_normalise(Xtr, speakers[tr], Xte, speakers[te])
-            for k in config.augment:  # augmented copies of training clips only
-                Xtr, ytr = np.concatenate([Xtr, X_aug[k][tr]]), np.concatenate([ytr, y[tr]])
+                Xtr, Xte, norm = _speaker_normalise(Xtr, speakers[tr], Xte, speakers[te])
+            for k in config.augment:  # augmented copies of training clips only (normalised like their speaker)
+                Xa = X_aug[k][tr] if norm is None else norm.transform(X_aug[k][tr], speakers[tr])
+                Xtr, ytr = np.concatenate([Xtr, Xa]), np.concatenate([ytr, y[tr]])
             model = create_model(config.model, **{**config.params, "feature_set": fs.name,
                                                   "seed": config.params.get("seed", config.seed)})
             t0 = time.perf_counter()
@@ -293,11 +294,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             emit({"event": "fold_done", **fold, "folds": len(splits), "run_id": run_id})
         summary = summarize([f["metrics"] for f in folds])
         saved = None
-        if save_to is not None and config.speaker_norm:
-            # a speaker-normalised model needs several clips of the same speaker at prediction time, which the
-            # demo and `predict` do not have: keep the CV result, do not ship such a model
-            emit({"event": "note", "message": "speaker-normalised runs are evaluated only; no final model saved"})
-        elif save_to is not None:
+        if save_to is not None:
             emit({"event": "final", "run_id": run_id})
             saved = _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions,
                                  save_to, run_id)
@@ -317,17 +314,22 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
 
 
 def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions, save_to, run_id):
-    """Train on every clip and save with a model card carrying the CV metrics it was judged by."""
+    """Train on every clip and save with a model card carrying the CV metrics it was judged by.
+
+    With speaker normalisation every training speaker is z-scored with its own statistics, and the global
+    statistics of the training data are saved with the model (the fallback when a user does not calibrate)."""
     from .models import create_model
     from .saved import save_trained
 
-    Xall, yall = X, y
+    Xall, yall, norm = X, y, None
     if config.speaker_norm:
         from .features import SpeakerNormalizer
 
-        Xall = SpeakerNormalizer().fit(X, speakers).transform(X, speakers)
+        norm = SpeakerNormalizer().fit(X, speakers)
+        Xall = norm.transform(X, speakers)
     for k in config.augment:
-        Xall, yall = np.concatenate([Xall, X_aug[k]]), np.concatenate([yall, y])
+        Xa = X_aug[k] if norm is None else norm.transform(X_aug[k], speakers)
+        Xall, yall = np.concatenate([Xall, Xa]), np.concatenate([yall, y])
     model = create_model(config.model, **{**config.params, "feature_set": fs.name,
                                           "seed": config.params.get("seed", config.seed)})
     t0 = time.perf_counter()
@@ -343,7 +345,7 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
         "final_train_time_s": time.perf_counter() - t0,
         "versions": versions,
     }
-    return save_trained(model, save_to, card=card)
+    return save_trained(model, save_to, card=card, speaker_norm=norm)
 
 
 def _augmented(paths, fs, kind, seed, n_jobs):

@@ -658,17 +658,33 @@ class SpeakerNormalizer:
     least ``min_clips`` of them (transductive: unlabeled test clips of one speaker normalise each other;
     labels are never used). Constant features keep scale 1. Fit it on the training fold only.
 
+    ``prior_clips`` > 0 shrinks the spread of a speaker's own rows toward ``within_scale_`` (the mean spread of
+    the fit speakers) as if ``prior_clips`` more clips had that spread: a std from 5 clips is too noisy in
+    hundreds of dimensions. ``add_speaker(name, X)`` adds a speaker's statistics after fitting (calibration).
+
     On RAVDESS (SVM, ``rich``, 5-fold StratifiedGroupKFold by actor) accuracy was 0.54 without it, 0.51 with
-    ``"global"`` and 0.67 with ``"self"``.
+    ``"global"`` and 0.67 with ``"self"``. Calibrating on k random clips of each of actors 13-16 (SVM trained on
+    actors 1-12) gave UAR 0.15 / 0.32 / 0.53 (k = 5 / 8 / 15) with ``prior_clips=0`` and 0.50 / 0.51 / 0.58
+    with ``prior_clips=10`` (0.45 uncalibrated).
     """
 
-    def __init__(self, unseen: str = "global", min_clips: int = 5, eps: float = 1e-8):
-        self.unseen, self.min_clips, self.eps = unseen, min_clips, eps
+    def __init__(self, unseen: str = "global", min_clips: int = 5, eps: float = 1e-8, prior_clips: int = 0):
+        self.unseen, self.min_clips, self.eps, self.prior_clips = unseen, min_clips, eps, prior_clips
 
     def fit(self, X, speakers):
         X, speakers = self._check(X, speakers)
         self.global_mean_, self.global_scale_ = self._stats(X)
-        self.stats_ = {s: self._stats(X[speakers == s]) for s in np.unique(speakers)}
+        within = np.mean([X[speakers == s].std(axis=0) for s in np.unique(speakers)], axis=0)
+        self.within_scale_ = np.where(within > self.eps, within, 1.0)  # a typical speaker's spread
+        self.stats_ = {s: self._speaker_stats(X[speakers == s]) for s in np.unique(speakers)}
+        return self
+
+    def add_speaker(self, speaker, X) -> "SpeakerNormalizer":
+        """Add (or replace) one speaker's statistics from its clips ``X`` (n >= min_clips, d); returns self."""
+        X, _ = self._check(X, np.zeros(len(X)))
+        if len(X) < self.min_clips:
+            raise ConfigError(f"A speaker's statistics need at least {self.min_clips} clips; got {len(X)}.")
+        self.stats_ = {**self.stats_, str(speaker): self._speaker_stats(X)}  # a new dict: copies stay independent
         return self
 
     def transform(self, X, speakers) -> np.ndarray:
@@ -683,7 +699,7 @@ class SpeakerNormalizer:
             if s in self.stats_:
                 mean, scale = self.stats_[s]
             elif self.unseen == "self" and rows.sum() >= self.min_clips:
-                mean, scale = self._stats(X[rows])
+                mean, scale = self._speaker_stats(X[rows])
             else:
                 mean, scale = self.global_mean_, self.global_scale_
             out[rows] = (X[rows] - mean) / scale
@@ -692,8 +708,25 @@ class SpeakerNormalizer:
     def fit_transform(self, X, speakers) -> np.ndarray:
         return self.fit(X, speakers).transform(X, speakers)
 
+    @classmethod
+    def from_stats(cls, mean, scale, within_scale, **kw) -> "SpeakerNormalizer":
+        """A fitted normaliser that knows no speaker, only the statistics of the data it was fitted on (each
+        ``(d,)``, e.g. a saved model's training data): every speaker gets ``mean``, ``scale``, or its own with
+        ``unseen="self"`` or ``add_speaker``."""
+        norm = cls(**kw)
+        norm.global_mean_, norm.global_scale_, norm.within_scale_ = (np.asarray(a, np.float64)
+                                                                     for a in (mean, scale, within_scale))
+        norm.stats_ = {}
+        return norm
+
     def _stats(self, X):
         scale = X.std(axis=0)
+        return X.mean(axis=0), np.where(scale > self.eps, scale, 1.0)
+
+    def _speaker_stats(self, X):
+        """Mean and std of one speaker's rows, the variance shrunk toward ``within_scale_`` by ``prior_clips``."""
+        n, k = len(X), self.prior_clips
+        scale = np.sqrt((n * X.var(axis=0) + k * self.within_scale_ ** 2) / (n + k)) if k else X.std(axis=0)
         return X.mean(axis=0), np.where(scale > self.eps, scale, 1.0)
 
     @staticmethod

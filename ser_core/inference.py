@@ -3,18 +3,25 @@
     >>> p = Predictor.from_dir()                    # every model in trained_models/
     >>> res = p.predict_file("speech.wav")          # {model_name: {label: probability}}
     >>> tl = p.timeline(y, sr, window_s=3, hop_s=1)  # emotion over time for long recordings
+    >>> p.calibrate(["me1.wav", ..., "me5.wav"])     # speaker-adaptive models: 5+ clips of the same speaker
+
+Speaker-adaptive models (trained with ``speaker_norm``) see features z-scored per speaker. After
+``calibrate`` they z-score with the statistics of the user's own clips; before, with their training data's
+global statistics (less accurate). ``calibration_status()`` says which applies to each of them.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .audio import load_audio, prepare
-from .errors import AudioError
-from .features import compute, get_feature_set
-from .saved import list_trained, load_trained
+from .errors import AudioError, ConfigError
+from .features import SpeakerNormalizer, compute, get_feature_set
+from .saved import list_trained, load_speaker_norm, load_trained, resolve
 
 
 @dataclass
@@ -23,6 +30,7 @@ class LoadedModel:
     model: object
     card: dict
     load_time_s: float
+    speaker_norm: SpeakerNormalizer | None = None  # the training data's statistics (speaker-adaptive models)
 
     @property
     def uar(self):
@@ -34,6 +42,8 @@ class Predictor:
 
     def __init__(self, models: list[LoadedModel]):
         self.models = models
+        self.calibration: dict = {}  # model name -> its training SpeakerNormalizer plus the user's statistics
+        self.n_calibration_clips = 0
 
     @classmethod
     def from_dir(cls, names=None, root=None) -> "Predictor":
@@ -43,7 +53,8 @@ class Predictor:
         for name in wanted:
             t0 = time.perf_counter()
             model, card = load_trained(name, root)
-            loaded.append(LoadedModel(card["name"], model, card, time.perf_counter() - t0))
+            norm = load_speaker_norm(resolve(name, root)) if card.get("speaker_norm") else None
+            loaded.append(LoadedModel(card["name"], model, card, time.perf_counter() - t0, norm))
         return cls(loaded)
 
     def features(self, y: np.ndarray, sr: int) -> dict:
@@ -55,6 +66,47 @@ class Predictor:
                 out[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
         return out
 
+    def calibrate(self, clips, min_clips: int = 5) -> "Predictor":
+        """Calibrate the speaker-adaptive models to one speaker: ``clips`` are at least ``min_clips`` paths or
+        ``(y, sr)`` pairs of that speaker. Labels are never needed, but the clips should span the speaker's
+        range (several moods), as the training speakers' clips did: their mean is what a model compares with.
+        Replaces an earlier calibration and returns self (``copy.copy(p).calibrate(...)`` leaves a shared
+        predictor ``p`` untouched)."""
+        clips = list(clips)
+        if len(clips) < min_clips:
+            raise ConfigError(f"Calibration needs at least {min_clips} clips of the same speaker; got {len(clips)}.")
+        signals = [(load_audio(c, trim=False, normalize=None), 16000) if isinstance(c, (str, Path)) else c
+                   for c in clips]
+        feats, calibration = {}, {}
+        for m in self.models:
+            if m.speaker_norm is not None:
+                fs_name = m.model.feature_set
+                if fs_name not in feats:
+                    feats[fs_name] = np.stack([compute(y, sr, get_feature_set(fs_name)) for y, sr in signals])
+                calibration[m.name] = copy.copy(m.speaker_norm).add_speaker(_USER, feats[fs_name])
+        self.calibration, self.n_calibration_clips = calibration, len(clips)
+        return self
+
+    def clear_calibration(self) -> None:
+        self.calibration, self.n_calibration_clips = {}, 0
+
+    def calibration_status(self) -> dict:
+        """``{model name: True (calibrated to the user's clips) | False (training statistics)}`` for the
+        speaker-adaptive models; other models are not listed."""
+        return {m.name: m.name in self.calibration for m in self.models if m.speaker_norm is not None}
+
+    @property
+    def calibrated(self) -> bool:
+        """True when there are speaker-adaptive models and all of them are calibrated."""
+        status = self.calibration_status()
+        return bool(status) and all(status.values())
+
+    def _normalise(self, m: LoadedModel, x: np.ndarray) -> np.ndarray:
+        """A speaker-adaptive model's input ``(1, d)`` z-scored with the calibration (or training) statistics."""
+        if m.speaker_norm is None:
+            return x
+        return self.calibration.get(m.name, m.speaker_norm).transform(x, [_USER] * len(x))
+
     def predict(self, y: np.ndarray, sr: int, *, timings: dict | None = None) -> dict:
         feats = {}
         results = {}
@@ -64,7 +116,7 @@ class Predictor:
             if fs_name not in feats:
                 feats[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
             t1 = time.perf_counter()
-            proba = m.model.predict_proba(feats[fs_name])[0]
+            proba = m.model.predict_proba(self._normalise(m, feats[fs_name]))[0]
             t2 = time.perf_counter()
             if timings is not None:
                 timings[m.name] = {"features_ms": 1000 * (t1 - t0), "model_ms": 1000 * (t2 - t1)}
@@ -101,6 +153,9 @@ class Predictor:
         known = [u for u in uars.values() if u is not None]
         fill = float(np.mean(known)) if known else 1.0
         return {k: (v if v is not None else fill) for k, v in uars.items()}
+
+
+_USER = "user"  # the speaker label of prediction-time clips
 
 
 def ensemble(preds: dict, weights: dict | None = None) -> dict:
