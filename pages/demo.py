@@ -1,6 +1,8 @@
 """Demo: upload, record or stream speech; every selected model's prediction side by side, plus the ensemble."""
 import streamlit_webrtc  # noqa: F401  (imports aiortc; it must load before TensorFlow, i.e. before any model)
 
+import copy
+import hashlib
 import io
 import queue
 import time
@@ -18,6 +20,7 @@ from ser_core.saved import default_models_dir
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
 LOW_VOICING = 0.15  # below this fraction of voiced frames the input is probably not speech
 MODES = ["Upload a file", "Record", "Live microphone"]
+CALIBRATION_MIN = 5  # clips of the user's voice before speaker-adaptive models use them (SpeakerNormalizer)
 
 st.title("Try the models")
 cards = trained_model_cards()
@@ -28,16 +31,19 @@ if not cards:
     st.stop()
 
 uar = {c["name"]: c["uar"] for c in cards}
+adaptive = {c["name"] for c in cards if c.get("speaker_norm")}
 
 
 def model_label(n: str) -> str:
-    return f"{n} (CV UAR {uar[n]:.2f})" if uar.get(n) is not None else f"{n} (no CV score)"
+    label = f"{n} (CV UAR {uar[n]:.2f})" if uar.get(n) is not None else f"{n} (no CV score)"
+    return label + (" (speaker-adaptive)" if n in adaptive else "")
 
 
 names = [c["name"] for c in cards]
 chosen = st.multiselect("Models", names, default=names, format_func=model_label,
                         help="CV UAR: unweighted average recall of the model's cross-validation (chance = 1 / "
-                             "number of emotions). The ensemble weighs each model by it.")
+                             "number of emotions). The ensemble weighs each model by it. Speaker-adaptive models "
+                             "compare a voice with itself: calibrate them to yours below.")
 if not chosen:
     st.info("Select at least one model.")
     st.stop()
@@ -49,11 +55,76 @@ except SERError as exc:
     st.stop()
 
 
+@st.cache_resource(max_entries=8, show_spinner="Calibrating to your voice...")
+def calibrated_predictor(models: tuple, version: float, key: tuple, _signals: list):
+    """A copy of the shared predictor calibrated on ``_signals`` ((y, sr) pairs; ``key``: their digests)."""
+    return copy.copy(load_predictor(models, None, version)).calibrate(_signals, min_clips=CALIBRATION_MIN)
+
+
+def calibration(predictor):
+    """The "Calibrate to your voice" expander; returns ``(predictor to use, calibration key)``."""
+    from ser_core.audio import load_audio
+
+    st.session_state.setdefault("calib_recorded", {})  # sha1 -> (name, bytes), recordings kept across reruns
+    st.session_state.setdefault("calib_round", 0)  # bumped by "Clear" to give the widgets fresh keys
+    rnd, clips = st.session_state["calib_round"], {}
+    with st.expander("Calibrate to your voice"):
+        st.caption(f"Speaker-adaptive models judge a voice against the same voice's average. Give them at least "
+                   f"{CALIBRATION_MIN} clips of your own speech, a sentence each, in your usual range of moods "
+                   "(only calm clips would make everything else sound emotional); more clips calibrate better. "
+                   "Until then they compare you with the training speakers and are less accurate.")
+        uploads = st.file_uploader("Clips of your voice", type=UPLOAD_TYPES, accept_multiple_files=True,
+                                   key=f"calib_upload_{rnd}")
+        rec = st.audio_input("Or record them one at a time", key=f"calib_record_{rnd}")
+        recorded = st.session_state["calib_recorded"]
+        if rec is not None:
+            data = rec.getvalue()
+            recorded.setdefault(hashlib.sha1(data).hexdigest(), (f"recording {len(recorded) + 1}", data))
+        for u in uploads or []:
+            clips[hashlib.sha1(u.getvalue()).hexdigest()] = (u.name, u.getvalue())
+        clips.update(recorded)
+        good, bad = {}, []  # digest -> (y, sr); unusable clips are named and left out
+        for digest, (name, data) in sorted(clips.items()):
+            try:
+                good[digest] = (load_audio(io.BytesIO(data), trim=False, normalize=None), 16000)
+            except SERError as exc:
+                bad.append(f"'{name}' ({exc})")
+        if bad:
+            st.warning("Left out: " + "; ".join(bad))
+        key, signals = tuple(good), list(good.values())
+        if len(signals) >= CALIBRATION_MIN:
+            try:
+                predictor = calibrated_predictor(tuple(chosen), version, key, signals)
+            except SERError as exc:
+                st.error(f"Cannot calibrate with these clips: {exc}")
+                key = ()
+        else:
+            key = ()
+        names = ", ".join(sorted(predictor.calibration_status()))
+        if key:
+            st.success(f"{len(signals)} clips in: {names} calibrated to your voice.")
+        else:
+            st.info(f"{len(signals)} of {CALIBRATION_MIN} clips in: {names} not calibrated yet (training-data "
+                    "statistics).")
+        if clips and st.button("Clear calibration clips"):
+            st.session_state["calib_recorded"] = {}
+            st.session_state["calib_round"] = rnd + 1
+            st.rerun()
+    return predictor, key
+
+
+if adaptive & set(chosen):
+    predictor, calibration_key = calibration(predictor)
+else:
+    calibration_key = ()
+cal_status = predictor.calibration_status()
+
+
 @st.cache_data(max_entries=16, show_spinner="Analysing the recording...")
-def analyse(data: bytes, filename: str, models: tuple, version: float) -> dict:
+def analyse(data: bytes, filename: str, models: tuple, version: float, calibration_key: tuple, _predictor) -> dict:
     buf = io.BytesIO(data)
     buf.name = filename
-    return analyse_audio(buf, load_predictor(models, None, version))
+    return analyse_audio(buf, _predictor)
 
 
 def prob_chart(probs: dict, key: str, height: int = 270):
@@ -72,6 +143,9 @@ def model_card(name: str, probs: dict, key: str, timing: dict | None = None):
         st.markdown(f"**{model_label(name)}**")
         st.metric("top emotion", top, f"{probs[top]:.0%} confidence", delta_color="off", delta_arrow="off")
         prob_chart(probs, key=key)
+        if name in cal_status:
+            st.caption(f"calibrated to your voice ({predictor.n_calibration_clips} clips)" if cal_status[name]
+                       else "uncalibrated: training speakers' statistics")
         if timing:
             st.caption(f"features {timing['features_ms']:.0f} ms + model {timing['model_ms']:.0f} ms")
 
@@ -199,7 +273,7 @@ if f is None:
 data = f.getvalue()
 st.audio(data)
 try:
-    result = analyse(data, f.name, tuple(chosen), version)
+    result = analyse(data, f.name, tuple(chosen), version, calibration_key, predictor)
 except AudioTooLongError:
     st.error(f"This recording is longer than the demo's {DEMO_MAX_S:.0f} s limit; cut it to the part you want "
              "analysed (or use `python -m ser_core predict` for long files).")

@@ -85,7 +85,8 @@ oversample = c2.checkbox("Oversample minority classes", key=_keep("train_oversam
 focal_gamma = c3.number_input("Focal loss gamma (0 = cross-entropy)", min_value=0.0, max_value=5.0, step=0.5,
                               key=_keep("train_focal", 0.0))
 speaker_norm = c4.checkbox("Per-speaker normalisation", key=_keep("train_spknorm", False),
-                           help="z-score utterance features per speaker (utterance feature sets only)")
+                           help="z-score utterance features per speaker (utterance feature sets only). The "
+                                "saved model is speaker-adaptive: calibrate it to a voice on the Demo page.")
 force = st.checkbox("Force rerun (ignore a stored result of the identical configuration)",
                     key=_keep("train_force", False))
 
