@@ -17,6 +17,8 @@ sys.path.insert(0, str(REPO))
 
 DEFAULT_MODELS = ["svm", "random_forest", "mlp_tf", "fcnn_torch", "transformer_torch", "cnn", "cnn_lstm",
                   "lstm", "decision_tree"]
+# speaker-adaptive variants (per-speaker normalisation; calibrate with 5+ clips of the user), saved as adaptive_*
+ADAPTIVE_MODELS = ["svm", "fcnn_torch"]
 
 
 def main():
@@ -24,17 +26,31 @@ def main():
     p.add_argument("data", nargs="?", default=str(REPO.parent / "shared" / "data" / "ravdess"))
     p.add_argument("--models", default=",".join(DEFAULT_MODELS))
     p.add_argument("--db", default=None)
+    p.add_argument("--adaptive", default=",".join(ADAPTIVE_MODELS), help="speaker-adaptive variants ('' for none)")
     p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--json-out", default=None, help="write the runs' summaries here")
     a = p.parse_args()
     from ser_core.cli import main as cli
 
+    import contextlib
+    import io
+    import json
+
     t0 = time.perf_counter()
-    argv = ["train", "--data", a.data, "--models", a.models, "--folds", str(a.folds), "--split", "speaker",
-            "--force", "--models-dir", str(REPO / "trained_models")]
-    if a.db:
-        argv += ["--db", a.db]
-    rc = cli(argv)
-    print(f"total {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    base = ["train", "--data", a.data, "--folds", str(a.folds), "--split", "speaker", "--force", "--json",
+            "--models-dir", str(REPO / "trained_models")] + (["--db", a.db] if a.db else [])
+    runs, rc = [], 0
+    for models, extra in ((a.models, []), (a.adaptive, ["--speaker-norm", "--name-prefix", "adaptive_"])):
+        if not models:
+            continue
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = cli(base + ["--models", models] + extra) or rc
+        runs += [{**r, "speaker_norm": bool(extra)} for r in json.loads(out.getvalue() or "[]")]
+    total = time.perf_counter() - t0
+    print(f"total {total:.0f} s", file=sys.stderr)
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps({"total_s": round(total, 1), "runs": runs}, indent=1))
     return rc
 
 
