@@ -180,7 +180,7 @@ if compare.open:
 
 if across.open:
     with across:
-        from ser_core.features import get_feature_set, list_feature_sets
+        from ser_core.features import list_feature_sets
 
         sets = list_feature_sets("utterance")
         c1, c2, c3, c4 = st.columns([3, 2, 3, 2])

@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium, streamlit_server
 from test_app_pages import ANGRY, REPO, train_quick_models
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "test-artifacts" / "screenshots"
 PAGES = {"Home": "SER Studio", "Explore": "Explore the data", "Demo": "Try the models", "Train": None,
          "Leaderboard": None}  # expected h1 (None: the page's own title, written elsewhere)
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ARGS = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 
 @pytest.fixture(scope="module")
@@ -44,30 +32,8 @@ def app_url(shared_ravdess, tmp_path_factory):
         mp.setenv("SER_CACHE_DIR", env["SER_CACHE_DIR"])
         models = train_quick_models(shared_ravdess, tmp_path_factory.mktemp("browser-models"))
     env["SER_MODELS_DIR"] = str(models)
-    port = free_port()
-    log = open(base / "streamlit-server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
-                             str(port), "--server.headless", "true", "--client.toolbarMode", "minimal"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start; see {log.name}")
-        time.sleep(0.5)
-    yield url, models
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with streamlit_server(env, base / "streamlit-server.log", "--client.toolbarMode", "minimal") as url:
+        yield url, models
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +53,7 @@ def fake_mic_wav(tmp_path_factory) -> Path:
 def browser(fake_mic_wav):
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found; install it with `apt-get install chromium`.")
+    require_chromium()
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True,

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, require_chromium, streamlit_server, symlink_actors
+
 SHOTS = REPO / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,40 +18,19 @@ def app(tmp_path_factory, shared_ravdess):
     """``(url, corpus folder, env)`` of a Streamlit server with its own jobs, results and models folders."""
     tmp = tmp_path_factory.mktemp("browser")
     data = tmp / "data"
-    for a in ("01", "02", "03", "04"):
-        (data / f"Actor_{a}").mkdir(parents=True)
-        for f in (shared_ravdess / f"Actor_{a}").glob("*.flac"):
-            (data / f"Actor_{a}" / f.name).symlink_to(f)
-    port = _free_port()
+    symlink_actors(shared_ravdess, data, ("01", "02", "03", "04"))
     env = {**os.environ, "SER_JOBS_DIR": str(tmp / "jobs"), "SER_RESULTS_DB": str(tmp / "results.sqlite"),
            "SER_MODELS_DIR": str(tmp / "models"),
            "SER_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "feature-cache")}
-    log = open(tmp / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
-                             str(port), "--server.headless", "true", "--server.address", "127.0.0.1"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
-    yield url, data, env
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with streamlit_server(env, tmp / "streamlit.log") as url:
+        yield url, data, env
 
 
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make chromium` (apt-get install chromium).")
+    require_chromium()
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b

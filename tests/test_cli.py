@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+
+from helpers import ravdess_48k, symlink_actors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,27 +55,13 @@ def test_help_everywhere():
 @pytest.fixture(scope="module")
 def small_ravdess(shared_ravdess, tmp_path_factory):
     """Four shared actors (symlinked, original names)."""
-    root = tmp_path_factory.mktemp("ravdess4")
-    for actor in ("Actor_01", "Actor_02", "Actor_03", "Actor_04"):
-        (root / actor).mkdir()
-        for f in sorted((shared_ravdess / actor).glob("*.flac")):
-            (root / actor / f.name).symlink_to(f)
-    return root
+    return symlink_actors(shared_ravdess, tmp_path_factory.mktemp("ravdess4"), ("01", "02", "03", "04"))
 
 
 @pytest.fixture(scope="module")
 def original_layout(shared_ravdess, tmp_path_factory):
     """Two actors in the official download's format: 48 kHz 16-bit WAV in Actor_XX/ folders."""
-    import soxr
-
-    root = tmp_path_factory.mktemp("ravdess48k") / "Audio_Speech_Actors_01-24"
-    for actor in ("Actor_05", "Actor_06"):
-        (root / actor).mkdir(parents=True)
-        for f in sorted((shared_ravdess / actor).glob("*.flac"))[::3]:
-            y, sr = sf.read(f, dtype="float32")
-            sf.write(root / actor / f.with_suffix(".wav").name, soxr.resample(y, sr, 48000), 48000,
-                     subtype="PCM_16")
-    return root
+    return ravdess_48k(shared_ravdess, tmp_path_factory.mktemp("ravdess48k"), ("05", "06"), step=3)
 
 
 def test_train_evaluate_predict_leaderboard(small_ravdess, original_layout, tmp_path):

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import soundfile as sf
+
+from helpers import ravdess_48k
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "trained_models"
@@ -38,28 +39,19 @@ def test_cards_and_size():
 
 
 @pytest.fixture(scope="module")
-def ravdess_48k(shared_ravdess, tmp_path_factory):
-    import soxr
-
-    root = tmp_path_factory.mktemp("dl") / "Audio_Speech_Actors_01-24"
-    for actor in ("Actor_15", "Actor_16"):
-        (root / actor).mkdir(parents=True)
-        for f in sorted((shared_ravdess / actor).glob("*.flac"))[::4]:
-            y, sr = sf.read(f, dtype="float32")
-            sf.write(root / actor / f.with_suffix(".wav").name, soxr.resample(y, sr, 48000), 48000,
-                     subtype="PCM_16")
-    return root
+def ravdess_48k_folder(shared_ravdess, tmp_path_factory):
+    return ravdess_48k(shared_ravdess, tmp_path_factory.mktemp("dl"), ("15", "16"), step=4)
 
 
-def test_evaluate_every_shipped_model_on_original_layout(ravdess_48k):
+def test_evaluate_every_shipped_model_on_original_layout(ravdess_48k_folder):
     for m in cli("models", "--json"):
-        ev = cli("evaluate", "--model", m["name"], "--data", ravdess_48k, "--json")
+        ev = cli("evaluate", "--model", m["name"], "--data", ravdess_48k_folder, "--json")
         assert ev["n"] == 30 and ev["corpus"] == "ravdess"
         assert ev["uar"] > 0.125, (m["name"], ev["uar"])  # seen speakers: far above chance
 
 
-def test_predict_all_on_a_clip(ravdess_48k):
-    clip = next(ravdess_48k.glob("Actor_15/*.wav"))
+def test_predict_all_on_a_clip(ravdess_48k_folder):
+    clip = next(ravdess_48k_folder.glob("Actor_15/*.wav"))
     preds = cli("predict", "--model", "all", clip, "--ensemble", "--json")
     names = {p["model"] for p in preds}
     assert REQUIRED | {"ensemble"} <= names

@@ -1,0 +1,83 @@
+"""Helpers shared by the test files: the real-browser setup, a Streamlit server, RAVDESS folders."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"  # Debian's Chromium (Playwright's own browser download fails offline)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def require_chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make chromium` (apt-get install chromium).")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(env: dict, log_path: Path, *extra_args):
+    """Run ``streamlit run streamlit_app.py`` on a free port; yields its URL once healthy."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
+                                 str(port), "--server.headless", "true", "--server.address", "127.0.0.1",
+                                 *extra_args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"streamlit did not start: {Path(log_path).read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def symlink_actors(shared_ravdess: Path, root: Path, actors) -> Path:
+    """``root/Actor_XX/`` with symlinks to the shared clips of the given actors (original names)."""
+    for a in actors:
+        (root / f"Actor_{a}").mkdir(parents=True)
+        for f in sorted((shared_ravdess / f"Actor_{a}").glob("*.flac")):
+            (root / f"Actor_{a}" / f.name).symlink_to(f)
+    return root
+
+
+def ravdess_48k(shared_ravdess: Path, root: Path, actors, step: int) -> Path:
+    """Every ``step``-th clip of the given actors in the official download's format: 48 kHz 16-bit WAV in
+    ``root/Audio_Speech_Actors_01-24/Actor_XX/``."""
+    import soundfile as sf
+    import soxr
+
+    root = root / "Audio_Speech_Actors_01-24"
+    for a in actors:
+        (root / f"Actor_{a}").mkdir(parents=True)
+        for f in sorted((shared_ravdess / f"Actor_{a}").glob("*.flac"))[::step]:
+            y, sr = sf.read(f, dtype="float32")
+            sf.write(root / f"Actor_{a}" / f.with_suffix(".wav").name, soxr.resample(y, sr, 48000), 48000,
+                     subtype="PCM_16")
+    return root
