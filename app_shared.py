@@ -15,9 +15,17 @@ DATA_DIR = REPO / "data"  # where downloads go
 SOURCES = ("Bundled samples (16 RAVDESS clips)", "Local folder or CSV", "Download RAVDESS")
 
 
+_SOURCE_KEYS = ("samples", "folder", "download")  # the data source in the URL (?data=folder&path=...)
+
+
 def init_session():
-    st.session_state.setdefault("data_kind", SOURCES[0])
-    st.session_state.setdefault("data_path", "")
+    """Session defaults, taken from the URL's query parameters when present so a browser reload (a new
+    session) keeps the data source the user picked."""
+    if "data_kind" not in st.session_state:
+        q = st.query_params
+        key = q.get("data", "samples")
+        st.session_state["data_kind"] = SOURCES[_SOURCE_KEYS.index(key)] if key in _SOURCE_KEYS else SOURCES[0]
+        st.session_state["data_path"] = q.get("path", "")
 
 
 def data_source_sidebar():
@@ -39,6 +47,11 @@ def data_source_sidebar():
                 st.caption(f"Using {target}")
             elif st.button("Download RAVDESS speech (about 200 MB)"):
                 _download_ravdess()
+    params = {"data": _SOURCE_KEYS[SOURCES.index(kind)]}
+    if kind == SOURCES[1] and st.session_state["data_path"]:
+        params["path"] = st.session_state["data_path"]
+    if dict(st.query_params) != params:
+        st.query_params.from_dict(params)
 
 
 def _download_ravdess():

@@ -181,14 +181,15 @@ def _alive(pid: int | None, job_id: str) -> bool:
     except PermissionError:
         pass
     proc = Path(f"/proc/{pid}")
-    if proc.is_dir():
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-            return job_id in (proc / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, IndexError):
+    try:
+        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
             return False
-    return True
+        cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+    except (OSError, IndexError):  # no /proc (macOS), or a read that raced with the process: trust kill(0)
+        return True
+    # a pid reused by another program: only a readable command line without the job id proves it (the kernel
+    # can return an empty one for a live, busy process)
+    return not cmdline or job_id in cmdline
 
 
 # -- the local executor ----------------------------------------------------------------------------------------
@@ -252,6 +253,9 @@ class LocalProcessExecutor:
             return st
         if pid is None and time.time() - os.path.getmtime(d / "status.json") < 30:
             return st  # just submitted: the worker's pid is being written
+        time.sleep(0.5)  # declaring a job dead is final: look twice
+        if _alive(pid, job_id):
+            return st
         st = _read_json(d / "status.json", {})  # the worker may have finished between the two reads
         if st.get("state") not in ACTIVE:
             return st

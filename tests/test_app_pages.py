@@ -75,6 +75,19 @@ def test_home_renders_with_data_source_picker():
     assert "speaker-grouped" in at.markdown[0].value
 
 
+def test_data_source_is_kept_in_the_url_across_a_reload(shared_ravdess):
+    at = page(data_kind="Local folder or CSV", data_path=str(shared_ravdess))
+    assert at.query_params["data"] in ("folder", ["folder"])
+    assert at.query_params["path"] in (str(shared_ravdess), [str(shared_ravdess)])
+    reloaded = AppTest.from_file(APP, default_timeout=TIMEOUT)  # a new session opened on the same URL
+    reloaded.query_params["data"], reloaded.query_params["path"] = "folder", str(shared_ravdess)
+    reloaded.run()
+    assert reloaded.sidebar.radio[0].value == "Local folder or CSV"
+    reloaded.switch_page("pages/explore.py").run()
+    no_exception(reloaded)
+    assert {m.label: m.value for m in reloaded.metric}["Clips"] == "960"
+
+
 # -- Explore -------------------------------------------------------------------------------------------------
 def test_explore_overview_of_bundled_samples():
     at = page("pages/explore.py")

@@ -145,3 +145,20 @@ def test_cancel_escalates_to_sigterm_when_a_fold_runs_long(tmp_path, space):
     assert st["state"] == "cancelled" and time.time() - t0 < 20, ex.log(job_id)
     assert ResultsStore(space["db"]).get_run(st["run_ids"][0])["status"] == "cancelled"
     assert not [e for e in ex.events(job_id) if e["event"] == "fold_done"]
+
+
+def test_alive_tells_a_worker_from_a_reused_pid_and_a_dead_one():
+    import subprocess
+    import sys
+
+    from ser_core.jobs import _alive
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "/jobs/job-123"])
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        assert _alive(worker.pid, "job-123")
+        assert not _alive(other.pid, "job-123")  # a live process that is not this job's worker
+    finally:
+        worker.kill(), other.kill()
+        worker.wait(), other.wait()
+    assert not _alive(worker.pid, "job-123") and not _alive(None, "job-123")
