@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -155,6 +156,9 @@ def test_alive_tells_a_worker_from_a_reused_pid_and_a_dead_one():
 
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "/jobs/job-123"])
     other = subprocess.Popen(["sleep", "30"])
+    deadline = time.time() + 10  # just after exec the kernel may still show an empty command line
+    while b"sleep" not in Path(f"/proc/{other.pid}/cmdline").read_bytes() and time.time() < deadline:
+        time.sleep(0.05)
     try:
         assert _alive(worker.pid, "job-123")
         assert not _alive(other.pid, "job-123")  # a live process that is not this job's worker
