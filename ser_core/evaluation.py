@@ -261,12 +261,10 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             if should_stop and should_stop():
                 raise KeyboardInterrupt("cancelled")
             emit({"event": "fold_start", "fold": i, "folds": len(splits), "run_id": run_id})
-            Xtr, ytr, Xte, norm = X[tr], y[tr], X[te], None
+            Xtr, Xte, norm = X[tr], X[te], None
             if config.speaker_norm:
                 Xtr, Xte, norm = _speaker_normalise(Xtr, speakers[tr], Xte, speakers[te])
-            for k in config.augment:  # augmented copies of training clips only (normalised like their speaker)
-                Xa = X_aug[k][tr] if norm is None else norm.transform(X_aug[k][tr], speakers[tr])
-                Xtr, ytr = np.concatenate([Xtr, Xa]), np.concatenate([ytr, y[tr]])
+            Xtr, ytr = _with_augmented(Xtr, y[tr], {k: a[tr] for k, a in X_aug.items()}, speakers[tr], norm)
             model = create_model(config.model, **{**config.params, "feature_set": fs.name,
                                                   "seed": config.params.get("seed", config.seed)})
             t0 = time.perf_counter()
@@ -321,15 +319,13 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
     from .models import create_model
     from .saved import save_trained
 
-    Xall, yall, norm = X, y, None
+    Xall, norm = X, None
     if config.speaker_norm:
         from .features import SpeakerNormalizer
 
         norm = SpeakerNormalizer().fit(X, speakers)
         Xall = norm.transform(X, speakers)
-    for k in config.augment:
-        Xa = X_aug[k] if norm is None else norm.transform(X_aug[k], speakers)
-        Xall, yall = np.concatenate([Xall, Xa]), np.concatenate([yall, y])
+    Xall, yall = _with_augmented(Xall, y, X_aug, speakers, norm)
     model = create_model(config.model, **{**config.params, "feature_set": fs.name,
                                           "seed": config.params.get("seed", config.seed)})
     t0 = time.perf_counter()
@@ -346,6 +342,18 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
         "versions": versions,
     }
     return save_trained(model, save_to, card=card, speaker_norm=norm)
+
+
+def _with_augmented(X, y, X_aug: dict, speakers, norm=None):
+    """Training rows ``X`` plus one augmented copy of each per augmentation (``X_aug``: kind -> rows aligned with
+    ``X``), the copies z-scored like their speaker when ``norm`` (a fitted SpeakerNormalizer) is given."""
+    if not X_aug:
+        return X, y
+    parts, labels = [X], [y]
+    for Xa in X_aug.values():
+        parts.append(Xa if norm is None else norm.transform(Xa, speakers))
+        labels.append(y)
+    return np.concatenate(parts), np.concatenate(labels)
 
 
 def _augmented(paths, fs, kind, seed, n_jobs):

@@ -57,15 +57,6 @@ class Predictor:
             loaded.append(LoadedModel(card["name"], model, card, time.perf_counter() - t0, norm))
         return cls(loaded)
 
-    def features(self, y: np.ndarray, sr: int) -> dict:
-        """``{feature_set_name: (1, ...) array}``: each set computed once for all models that use it."""
-        out = {}
-        for m in self.models:
-            fs_name = m.model.feature_set
-            if fs_name not in out:
-                out[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
-        return out
-
     def calibrate(self, clips, min_clips: int = 5) -> "Predictor":
         """Calibrate the speaker-adaptive models to one speaker: ``clips`` are at least ``min_clips`` paths or
         ``(y, sr)`` pairs of that speaker. Labels are never needed, but the clips should span the speaker's
