@@ -1,4 +1,5 @@
-"""Leaderboard: every stored cross-validation run, one run's confusion matrix and folds, two runs compared."""
+"""Leaderboard: every stored cross-validation run, one run's confusion matrix, reliability diagram and folds, two
+runs compared."""
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -7,6 +8,7 @@ from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
 
 METRIC_LABELS = {"accuracy": "accuracy", "weighted_precision": "w. precision", "weighted_recall": "w. recall",
                  "uar": "UAR", "macro_f1": "macro F1"}
+CALIBRATION_LABELS = {"ece": "ECE", "brier": "Brier"}  # of calibrated probabilities; older runs have none
 OPTIMISTIC = "random ⚠ speaker-dependent (optimistic)"
 
 st.title("Leaderboard")
@@ -30,6 +32,9 @@ def _table(df: pd.DataFrame) -> pd.DataFrame:
     for m in METRICS:  # mean and std in separate columns so the table sorts by the mean
         out[METRIC_LABELS[m]] = df[f"{m}_mean"].to_numpy() * 100
         out[f"{METRIC_LABELS[m]} ±"] = df[f"{m}_std"].to_numpy() * 100
+    for m, label in CALIBRATION_LABELS.items():
+        if df[f"{m}_mean"].notna().any():
+            out[label] = df[f"{m}_mean"].to_numpy(dtype=float)
     out["train s/fold"] = df["train_time_s"].to_numpy()
     out["ms/clip"] = df["latency_ms"].to_numpy()
     out["size MB"] = df["model_size_bytes"].to_numpy(dtype=float) / 1e6
@@ -44,10 +49,13 @@ pct |= {c: st.column_config.NumberColumn(c, format="± %.1f") for c in table if 
 st.dataframe(table.sort_values("UAR", ascending=False), hide_index=True, width="stretch",
              column_config=pct | {"train s/fold": st.column_config.NumberColumn(format="%.2f"),
                                   "ms/clip": st.column_config.NumberColumn(format="%.2f"),
-                                  "size MB": st.column_config.NumberColumn(format="%.2f")})
+                                  "size MB": st.column_config.NumberColumn(format="%.2f")}
+             | {c: st.column_config.NumberColumn(format="%.3f") for c in CALIBRATION_LABELS.values()})
 st.caption("Mean ± standard deviation over the folds, in %. UAR = unweighted average recall (mean of the "
            "per-class recalls), the fair score when classes are unbalanced. Rows marked ⚠ used random splits: the "
-           "same speakers were in training and test folds, so they overstate what a model does on a new voice.")
+           "same speakers were in training and test folds, so they overstate what a model does on a new voice. "
+           "ECE (expected calibration error: the gap between confidence and accuracy, 0 = honest) and Brier "
+           "(0 = best) score the temperature-calibrated probabilities, each fold calibrated on the other folds.")
 st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), "ser_leaderboard.csv",
                    "text/csv", key="lb_csv", disabled=table.empty)
 
@@ -80,6 +88,24 @@ def _confusion(run: dict, height=420):
     return fig
 
 
+def _reliability(summary: dict, height=380):
+    """Accuracy per confidence bin of the out-of-fold predictions (summary ``reliability``) against the diagonal."""
+    fig = go.Figure()
+    for name, key in (("calibrated", "reliability"), ("uncalibrated", "reliability_uncalibrated")):
+        curve = pd.DataFrame(summary.get(key) or {}).dropna()
+        if not curve.empty:
+            fig.add_bar(x=(curve["lower"] + curve["upper"]) / 2, y=curve["accuracy"], name=name,
+                        width=(curve["upper"] - curve["lower"]) * 0.45, customdata=curve[["count", "confidence"]],
+                        hovertemplate="confidence %{customdata[1]:.2f}<br>accuracy %{y:.2f}<br>%{customdata[0]} "
+                                      "clips<extra>" + name + "</extra>")
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="honest (accuracy = confidence)",
+                    line=dict(dash="dash", color="grey"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), barmode="group",
+                      title="reliability: accuracy per confidence bin", xaxis_title="top probability",
+                      yaxis_title="accuracy", xaxis_range=[0, 1], yaxis_range=[0, 1])
+    return fig
+
+
 def _metrics_table(run: dict) -> pd.DataFrame:
     s = run["summary"]
     return pd.DataFrame({"metric": [METRIC_LABELS[m] for m in METRICS],
@@ -101,14 +127,26 @@ fig = go.Figure(go.Bar(x=recall.values * 100, y=recall.index, orientation="h"))
 fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), title="recall per class (%)",
                   xaxis_range=[0, 100])
 right.plotly_chart(fig, key="lb_recall")
+calibration = run["summary"].get("calibration")
+if calibration:
+    st.plotly_chart(_reliability(run["summary"]), key="lb_reliability")
+    st.caption(f"Out-of-fold predictions of all folds pooled (the table's ECE is the mean of each fold's own). "
+               f"ECE {calibration['ece_uncalibrated']:.3f} as the model "
+               f"says, {calibration['ece']:.3f} after temperature scaling (each fold scaled by a temperature fitted "
+               f"on the other folds; the saved model uses T = {calibration['temperature']:.2f}). Answers below "
+               f"{calibration['threshold']:.2f} are shown as \"not sure\" "
+               f"({calibration['uncertain_fraction'] * 100:.0f} % of these clips): at that confidence they are right "
+               "less than 1 time in 3.")
 folds = pd.DataFrame([{"fold": f["fold"] + 1, "test speakers": ", ".join(map(str, f["test_speakers"] or [])),
                        "train clips": f["n_train"], "test clips": f["n_test"],
                        **{METRIC_LABELS[m]: f["metrics"][m] * 100 for m in METRICS},
+                       **{label: f["metrics"][m] for m, label in CALIBRATION_LABELS.items() if m in f["metrics"]},
                        "train s": f["train_time_s"], "ms/clip": f["latency_ms"]} for f in run["folds"]])
 st.markdown("**Per-fold scores (%)**")
 st.dataframe(folds, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.1f")
                                                      for c in METRIC_LABELS.values()}
-             | {c: st.column_config.NumberColumn(format="%.2f") for c in ("train s", "ms/clip")})
+             | {c: st.column_config.NumberColumn(format="%.2f") for c in ("train s", "ms/clip")}
+             | {c: st.column_config.NumberColumn(format="%.3f") for c in CALIBRATION_LABELS.values()})
 with st.expander("Configuration"):
     st.json({k: run[k] for k in ("model", "params", "feature_set", "splitter", "seed", "options", "data_root",
                                  "data_fingerprint", "n_clips", "n_speakers", "saved_model", "versions",

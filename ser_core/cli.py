@@ -137,11 +137,9 @@ def cmd_train(a):
 
 
 def cmd_evaluate(a):
-    import numpy as np
-
     from .corpora import load_corpus
-    from .evaluation import compute_metrics
     from .features import compute_files, get_feature_set
+    from .inference import evaluate_model
     from .saved import load_speaker_norm, load_trained, resolve
 
     model, card = load_trained(a.model, a.models_dir)
@@ -153,20 +151,18 @@ def cmd_evaluate(a):
         speakers = corpus.manifest["speaker"].astype(str).to_numpy()
         X = load_speaker_norm(resolve(a.model, a.models_dir), unseen="self").transform(X, speakers)
         _err(f"speaker-adaptive model: each of the {len(set(speakers))} speakers normalised with its own clips")
-    pred = model.predict(X)
-    labels = sorted(set(model.classes_) | set(np.unique(y)))
-    m = compute_metrics(y, pred, labels)
-    m.update(model=card["name"], corpus=corpus.name, unknown_labels=sorted(set(np.unique(y)) - set(model.classes_)))
+    m = evaluate_model(model, card, X, y)  # calibrated probabilities (the card's temperature), as predict uses
+    m.update(model=card["name"], corpus=corpus.name)
     if a.json:
         _print_json(m)
     else:
         print(f"{card['name']} on {corpus.name} ({m['n']} clips): UAR {m['uar']:.3f}, accuracy {m['accuracy']:.3f}, "
-              f"macro F1 {m['macro_f1']:.3f}")
+              f"macro F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}, Brier {m['brier']:.3f}")
 
 
 def cmd_predict(a):
     from .audio import load_audio
-    from .inference import Predictor, ensemble
+    from .inference import Predictor, ensemble, is_uncertain
 
     names = None if a.model == "all" else [m.strip() for m in a.model.split(",")]
     predictor = Predictor.from_dir(names, a.models_dir)
@@ -179,13 +175,15 @@ def cmd_predict(a):
              "less accurate); pass --calibrate with 5+ clips of the same speaker")
     elif a.calibrate:
         _err("note: none of these models is speaker-adaptive; --calibrate is ignored")
-    status = predictor.calibration_status()
+    status, thresholds = predictor.calibration_status(), predictor.thresholds()
     out = []
     for f in a.files:
         y = load_audio(f, trim=False, normalize=None)
         preds = predictor.predict(y, 16000)
         for name, probs in preds.items():
             row = {"file": f, "model": name, "label": max(probs, key=probs.get), "probabilities": probs}
+            if is_uncertain(probs, thresholds[name]):  # below the card's threshold; absent otherwise
+                row["uncertain"] = True
             out.append({**row, "calibrated": status[name]} if name in status else row)
         if a.ensemble:
             ens = ensemble(preds, predictor.weights())
@@ -194,7 +192,8 @@ def cmd_predict(a):
         _print_json(out)
     else:
         for r in out:
-            print(f"{r['file']}\t{r['model']:<20} {r['label']:<10} {r['probabilities'][r['label']]:.2f}")
+            print(f"{r['file']}\t{r['model']:<20} {r['label']:<10} {r['probabilities'][r['label']]:.2f}"
+                  + ("  (not sure)" if r.get("uncertain") else ""))
 
 
 def _audio_files(items) -> list[str]:
@@ -223,11 +222,13 @@ def cmd_models(a):
     else:
         rows = []
         for c in list_trained(a.models_dir):
-            metrics = c.get("cv", {}).get("metrics", {})
+            metrics, cal = c.get("cv", {}).get("metrics", {}), c.get("calibration")
             rows.append({"name": c["name"], "model": c.get("model"), "framework": c.get("framework"),
                          "labels": c.get("labels"), "feature_set": c.get("feature_set", {}).get("name"),
                          "cv": {"split": c.get("cv", {}).get("split"), "k": c.get("cv", {}).get("k"),
-                                **{m: metrics[m] for m in ("uar", "accuracy", "macro_f1") if m in metrics}},
+                                **{m: metrics[m] for m in ("uar", "accuracy", "macro_f1", "ece", "brier")
+                                   if m in metrics}},
+                         "calibration": {k: cal[k] for k in ("temperature", "threshold")} if cal else None,
                          "size_bytes": c.get("size_bytes"), "speaker_norm": bool(c.get("speaker_norm"))})
     if a.json:
         _print_json(rows)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, CorpusError
+from .saved import load_oof
 
 SPLITS = {
     "speaker": "stratified K-fold grouped by speaker (speaker-independent)",
@@ -61,9 +62,13 @@ def make_splitter(split: str = "speaker", n_splits: int = 4, seed: int = 0):
     raise ConfigError(f"Unknown split '{split}'; choose from {', '.join(SPLITS)}.")
 
 
-def compute_metrics(y_true, y_pred, labels) -> dict:
+def compute_metrics(y_true, y_pred, labels, *, proba=None, classes=None) -> dict:
     """Accuracy, weighted precision/recall, UAR (unweighted average recall), macro F1, per-class recall and the
-    confusion matrix (rows = true label, columns = predicted, in ``labels`` order)."""
+    confusion matrix (rows = true label, columns = predicted, in ``labels`` order).
+
+    proba: ``(n, len(classes))`` predicted probabilities, columns in ``classes`` order; when given, the
+    calibration metrics of ``ser_core.calibration.probability_metrics`` are added (``ece``, ``brier``,
+    ``wrong_over_90``; a true label not among ``classes`` counts as a wrong answer)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = list(labels)
@@ -76,6 +81,11 @@ def compute_metrics(y_true, y_pred, labels) -> dict:
                                                    zero_division=0)
     _, _, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=[l for l, p in zip(labels, present) if p],
                                                   average="macro", zero_division=0)
+    calibration = {}
+    if proba is not None:
+        from .calibration import label_indices, probability_metrics
+
+        calibration = probability_metrics(label_indices(y_true, labels if classes is None else classes), proba)
     return {
         "n": int(len(y_true)),
         "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
@@ -86,16 +96,21 @@ def compute_metrics(y_true, y_pred, labels) -> dict:
         "per_class_recall": {l: float(r) for l, r, p in zip(labels, recall, present) if p},
         "confusion": cm.tolist(),
         "labels": labels,
+        **calibration,
     }
 
 
 SUMMARY_METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "macro_f1")
+CALIBRATION_METRICS = ("ece", "brier", "wrong_over_90", "ece_uncalibrated")  # when every fold has them
+RUN_ENTRIES = ("calibration", "reliability", "reliability_uncalibrated")  # summary entries that are no metric
 
 
 def summarize(fold_metrics: list[dict]) -> dict:
-    """``{metric: {"mean", "std"}}`` over folds, including each class's recall."""
+    """``{metric: {"mean", "std"}}`` over folds, including each class's recall; the calibration metrics too
+    when every fold carries them (older stored runs do not)."""
+    present = [m for m in CALIBRATION_METRICS if fold_metrics and all(m in f for f in fold_metrics)]
     out = {m: {"mean": float(np.mean([f[m] for f in fold_metrics])),
-               "std": float(np.std([f[m] for f in fold_metrics]))} for m in SUMMARY_METRICS}
+               "std": float(np.std([f[m] for f in fold_metrics]))} for m in (*SUMMARY_METRICS, *present)}
     classes = sorted({c for f in fold_metrics for c in f["per_class_recall"]})
     out["per_class_recall"] = {
         c: float(np.mean([f["per_class_recall"][c] for f in fold_metrics if c in f["per_class_recall"]]))
@@ -180,6 +195,8 @@ class RunResult:
     model_size_bytes: int | None
     cached: bool = False
     saved_model: str | None = None
+    calibration: dict | None = None  # summary["calibration"]: temperature, "not sure" threshold, pooled ECE
+    oof: dict | None = None  # out-of-fold predictions (see _out_of_fold); a cached run: its saved model's oof.npz
 
 
 def _dir_size(path: Path) -> int:
@@ -204,7 +221,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     ...}``. store: a ``ResultsStore`` (None: no record). use_cache: reuse a finished stored run with the same
     config hash and data fingerprint instead of retraining. save_to: a folder; when given, a final model is
     trained on all clips and saved there with its model card. should_stop: callable() -> bool, checked
-    between folds (cancellation).
+    between folds (cancellation). The result carries the out-of-fold predictions (``oof``) and their
+    cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see ``_calibrate``).
     """
     from .features import compute_files
     from .models import create_model
@@ -225,7 +243,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             emit({"event": "cached", "run_id": hit["id"]})
             return RunResult(hit["id"], config, hit["summary"], hit["folds"], hit["labels"], hit["confusion"],
                              hit["train_time_s"], hit["latency_ms"], hit["model_size_bytes"], cached=True,
-                             saved_model=hit.get("saved_model"))
+                             saved_model=hit.get("saved_model"), calibration=hit["summary"].get("calibration"),
+                             oof=load_oof(hit["saved_model"]) if hit.get("saved_model") else None)
 
     paths = manifest["path"].tolist()
     y = manifest["emotion"].to_numpy()
@@ -256,6 +275,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             options={"augment": list(config.augment), "speaker_norm": config.speaker_norm},
             config_hash=chash, versions=versions)
     folds, confusion, train_times, latencies, size = [], np.zeros((len(labels), len(labels)), int), [], [], None
+    oof_proba, oof_fold = np.zeros((len(y), len(labels))), np.full(len(y), -1)  # fold -1: never a test clip
     try:
         for i, (tr, te) in enumerate(splits):
             if should_stop and should_stop():
@@ -274,6 +294,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             proba = model.predict_proba(Xte)
             latency = 1000 * (time.perf_counter() - t0) / max(1, len(te))
             pred = np.asarray(model.classes_)[proba.argmax(1)]
+            oof_proba[te], oof_fold[te] = _in_label_order(proba, model.classes_, labels), i
             m = compute_metrics(y[te], pred, labels)
             confusion += np.asarray(m["confusion"])
             if i == 0:  # model size: what a saved fold model takes on disk
@@ -290,12 +311,17 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                 store.add_fold(run_id, i, metrics=m, n_train=len(tr), n_test=len(te),
                                test_speakers=fold["test_speakers"], train_time_s=t_train, latency_ms=latency)
             emit({"event": "fold_done", **fold, "folds": len(splits), "run_id": run_id})
-        summary = summarize([f["metrics"] for f in folds])
+        oof = _out_of_fold(paths, y, labels, oof_proba, oof_fold)
+        calibration = _calibrate(folds, oof)  # also adds the calibrated metrics to every fold's
+        if store is not None:
+            for f in folds:
+                store.update_fold_metrics(run_id, f["fold"], f["metrics"])
+        summary = {**summarize([f["metrics"] for f in folds]), **calibration}
         saved = None
         if save_to is not None:
             emit({"event": "final", "run_id": run_id})
             saved = _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions,
-                                 save_to, run_id)
+                                 save_to, run_id, oof)
         if store is not None:
             store.finish_run(run_id, summary=summary, labels=labels, confusion=confusion.tolist(),
                              train_time_s=float(np.mean(train_times)), latency_ms=float(np.mean(latencies)),
@@ -308,11 +334,64 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         raise
     emit({"event": "done", "run_id": run_id, "summary": summary})
     return RunResult(run_id, config, summary, folds, labels, confusion.tolist(), float(np.mean(train_times)),
-                     float(np.mean(latencies)), size, saved_model=str(saved) if saved else None)
+                     float(np.mean(latencies)), size, saved_model=str(saved) if saved else None,
+                     calibration=summary["calibration"], oof=oof)
 
 
-def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions, save_to, run_id):
-    """Train on every clip and save with a model card carrying the CV metrics it was judged by.
+def _in_label_order(proba, classes, labels) -> np.ndarray:
+    """``(n, len(classes))`` probabilities -> ``(n, len(labels))`` in ``labels`` order (0 for a label the fold's
+    model never saw)."""
+    from .calibration import label_indices
+
+    out = np.zeros((len(proba), len(labels)))
+    out[:, label_indices(classes, labels)] = proba
+    return out
+
+
+def _out_of_fold(paths, y, labels, proba, fold) -> dict:
+    """The run's out-of-fold predictions, one row per clip that was in a test fold (every clip of a K-fold or
+    LOSO run, in manifest order): ``{"proba": (n, k) float, "classes": (k,) str, "fold": (n,) int, "y": (n,)
+    str true labels, "paths": (n,) str}`` -- numpy arrays, as ``ser_core.saved.load_oof`` returns them."""
+    tested = fold >= 0
+    return {"proba": proba[tested], "classes": np.asarray(labels, dtype=str), "fold": fold[tested],
+            "y": np.asarray(y, dtype=str)[tested], "paths": np.asarray(paths, dtype=str)[tested]}
+
+
+def _calibrate(folds, oof) -> dict:
+    """Temperature scaling of the out-of-fold probabilities, cross-fitted: each fold is scaled by the
+    temperature learnt on the other folds. Adds the calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw
+    ``ece_uncalibrated`` to each fold's metrics, and returns the run's summary entries:
+
+    - ``calibration``: ``temperature`` (fitted on every fold: the final model's), ``fold_temperatures``,
+      ``threshold`` (top probability below which an answer is "not sure", see ``uncertainty_threshold``),
+      ``uncertain_fraction`` (of the clips, calibrated), and ``ece``, ``brier``, ``wrong_over_90`` of all
+      calibrated out-of-fold predictions pooled, with ``ece_uncalibrated``, ``brier_uncalibrated``;
+    - ``reliability``, ``reliability_uncalibrated``: ``reliability_curve`` of the pooled predictions."""
+    from .calibration import (TemperatureScaler, cross_fitted_calibration, expected_calibration_error,
+                              label_indices, probability_metrics, reliability_curve, uncertainty_threshold)
+
+    y_idx, raw = label_indices(oof["y"], oof["classes"]), oof["proba"]
+    calibrated, temperatures = cross_fitted_calibration(raw, y_idx, oof["fold"])
+    for f in folds:
+        rows = oof["fold"] == f["fold"]
+        f["metrics"].update(probability_metrics(y_idx[rows], calibrated[rows]),
+                            ece_uncalibrated=expected_calibration_error(y_idx[rows], raw[rows]))
+    threshold = uncertainty_threshold(calibrated, y_idx)
+    before = probability_metrics(y_idx, raw)
+    return {"calibration": {"temperature": TemperatureScaler().fit(raw, y_idx).temperature_,
+                            "fold_temperatures": temperatures.tolist(), "threshold": threshold,
+                            "uncertain_fraction": float(np.mean(calibrated.max(1) < threshold)),
+                            **probability_metrics(y_idx, calibrated), "ece_uncalibrated": before["ece"],
+                            "brier_uncalibrated": before["brier"]},
+            "reliability": reliability_curve(y_idx, calibrated),
+            "reliability_uncalibrated": reliability_curve(y_idx, raw)}
+
+
+def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions, save_to, run_id,
+                 oof):
+    """Train on every clip and save with a model card carrying the CV metrics it was judged by, the
+    temperature and "not sure" threshold calibrated on its out-of-fold predictions (card ``calibration``), and
+    those predictions (``oof.npz``, for stacking).
 
     With speaker normalisation every training speaker is z-scored with its own statistics, and the global
     statistics of the training data are saved with the model (the fallback when a user does not calibrate)."""
@@ -336,12 +415,13 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
                           "emotions": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}},
         "cv": {"split": config.split, "split_description": SPLITS[config.split], "k": config.folds,
                "seed": config.seed, "speaker_dependent": config.split in SPEAKER_DEPENDENT_SPLITS,
-               "metrics": summary, "run_id": run_id},
+               "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, "run_id": run_id},
+        "calibration": summary["calibration"],
         "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm},
         "final_train_time_s": time.perf_counter() - t0,
         "versions": versions,
     }
-    return save_trained(model, save_to, card=card, speaker_norm=norm)
+    return save_trained(model, save_to, card=card, speaker_norm=norm, oof=oof)
 
 
 def _with_augmented(X, y, X_aug: dict, speakers, norm=None):

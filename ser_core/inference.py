@@ -4,6 +4,11 @@
     >>> res = p.predict_file("speech.wav")          # {model_name: {label: probability}}
     >>> tl = p.timeline(y, sr, window_s=3, hop_s=1)  # emotion over time for long recordings
     >>> p.calibrate(["me1.wav", ..., "me5.wav"])     # speaker-adaptive models: 5+ clips of the same speaker
+    >>> p.thresholds()                              # {model_name: top probability below which it is not sure}
+
+Probabilities are temperature-scaled as the model card says (card ``calibration``, fitted on the model's
+out-of-fold predictions; cards without it: unchanged), so a model's confidence is an honest estimate of how
+often it is right; an answer below the card's ``threshold`` is "not sure" (``is_uncertain``).
 
 Speaker-adaptive models (trained with ``speaker_norm``) see features z-scored per speaker. After
 ``calibrate`` they z-score with the statistics of the user's own clips; before, with their training data's
@@ -19,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import load_audio, prepare
+from .calibration import apply_temperature
 from .errors import AudioError, ConfigError
 from .features import SpeakerNormalizer, compute, get_feature_set
 from .saved import list_trained, load_speaker_norm, load_trained, resolve
@@ -35,6 +41,11 @@ class LoadedModel:
     @property
     def uar(self):
         return (self.card.get("cv", {}).get("metrics", {}).get("uar") or {}).get("mean")
+
+    @property
+    def threshold(self) -> float | None:
+        """Top probability below which this model's answer is "not sure" (None: its card has no calibration)."""
+        return (self.card.get("calibration") or {}).get("threshold")
 
 
 class Predictor:
@@ -107,7 +118,7 @@ class Predictor:
             if fs_name not in feats:
                 feats[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
             t1 = time.perf_counter()
-            proba = m.model.predict_proba(self._normalise(m, feats[fs_name]))[0]
+            proba = calibrated_proba(m.model, m.card, self._normalise(m, feats[fs_name]))[0]
             t2 = time.perf_counter()
             if timings is not None:
                 timings[m.name] = {"features_ms": 1000 * (t1 - t0), "model_ms": 1000 * (t2 - t1)}
@@ -138,6 +149,10 @@ class Predictor:
             out.append(entry)
         return out
 
+    def thresholds(self) -> dict:
+        """``{model name: threshold or None}``: below its threshold a model's top probability means "not sure"."""
+        return {m.name: m.threshold for m in self.models}
+
     def weights(self) -> dict:
         """Ensemble weights: each model's CV UAR (models without one weigh as the mean of the others)."""
         uars = {m.name: m.uar for m in self.models}
@@ -147,6 +162,35 @@ class Predictor:
 
 
 _USER = "user"  # the speaker label of prediction-time clips
+
+
+def calibrated_proba(model, card: dict, X) -> np.ndarray:
+    """``model.predict_proba(X)`` scaled by the temperature of its card's ``calibration`` (unchanged when the
+    card has none: models saved before calibration existed)."""
+    proba = model.predict_proba(X)
+    temperature = (card.get("calibration") or {}).get("temperature", 1.0)
+    return proba if temperature == 1.0 else apply_temperature(proba, temperature)
+
+
+def is_uncertain(probs: dict, threshold: float | None) -> bool:
+    """True when the top probability of ``probs`` ({label: probability}) is below ``threshold`` (None: never)."""
+    return threshold is not None and bool(probs) and max(probs.values()) < threshold
+
+
+def evaluate_model(model, card: dict, X, y) -> dict:
+    """``compute_metrics`` of a saved model (``load_trained``'s ``(model, card)``) on features ``X`` -- already
+    normalised as the model expects -- against true labels ``y``, from its calibrated probabilities: UAR,
+    accuracy, ..., ``ece``, ``brier``, ``wrong_over_90``, plus ``unknown_labels`` (labels of ``y`` the model
+    does not know; they count as errors)."""
+    from .evaluation import compute_metrics
+
+    proba = calibrated_proba(model, card, X)
+    classes = [str(c) for c in model.classes_]
+    y = np.asarray(y).astype(str)
+    pred = np.asarray(classes)[proba.argmax(1)]
+    m = compute_metrics(y, pred, sorted(set(classes) | set(y)), proba=proba, classes=classes)
+    m["unknown_labels"] = sorted(set(y) - set(classes))
+    return m
 
 
 def ensemble(preds: dict, weights: dict | None = None) -> dict:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .evaluation import CALIBRATION_METRICS  # runs() columns too; None for runs stored before they existed
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -142,6 +144,11 @@ class ResultsStore:
                  train_time_s, latency_ms),
             )
 
+    def update_fold_metrics(self, run_id: int, fold: int, metrics: dict):
+        """Complete a fold's metrics with what needs every fold first (the cross-fitted calibration metrics)."""
+        with self._tx() as con:
+            con.execute("UPDATE folds SET metrics=? WHERE run_id=? AND fold=?", (json.dumps(metrics), run_id, fold))
+
     def finish_run(self, run_id: int, *, summary, labels, confusion, train_time_s, latency_ms,
                    model_size_bytes, saved_model=None):
         with self._tx() as con:
@@ -199,13 +206,13 @@ class ResultsStore:
             q = "SELECT * FROM runs" + (" WHERE status=?" if status else "") + " ORDER BY id"
             rows = [_decode(dict(r)) for r in con.execute(q, (status,) if status else ())]
         for r in rows:
-            for m in METRICS:
+            for m in (*METRICS, *CALIBRATION_METRICS):
                 s = (r.get("summary") or {}).get(m) or {}
                 r[f"{m}_mean"], r[f"{m}_std"] = s.get("mean"), s.get("std")
         cols = ["id", "created_at", "status", "model", "dataset", "split", "k", "speaker_dependent",
-                *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")], "train_time_s", "latency_ms",
-                "model_size_bytes", "n_clips", "n_speakers", "seed", "params", "feature_set", "options",
-                "saved_model", "error", "config_hash", "data_fingerprint"]
+                *[f"{m}_{s}" for m in (*METRICS, *CALIBRATION_METRICS) for s in ("mean", "std")],
+                "train_time_s", "latency_ms", "model_size_bytes", "n_clips", "n_speakers", "seed", "params",
+                "feature_set", "options", "saved_model", "error", "config_hash", "data_fingerprint"]
         return pd.DataFrame(rows, columns=cols)
 
 

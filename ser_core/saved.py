@@ -15,6 +15,7 @@ from .errors import ModelNotFoundError
 
 CARD_JSON = "card.json"
 SPEAKER_NORM = "speaker_norm.npz"  # global feature statistics of a speaker-adaptive model's training data
+OOF = "oof.npz"  # the cross-validation's out-of-fold predictions (proba, classes, fold, y, paths), for stacking
 CALIBRATION_PRIOR_CLIPS = 10  # a calibrated speaker's spread is shrunk toward the training speakers' (see
 # SpeakerNormalizer: with 5 calibration clips UAR 0.50 instead of 0.15 on held-out RAVDESS actors)
 
@@ -24,11 +25,13 @@ def default_models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "trained_models"
 
 
-def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None) -> Path:
+def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None) -> Path:
     """Save a fitted model into ``directory`` (replaced atomically) with its model card; returns the folder.
 
     speaker_norm: the ``SpeakerNormalizer`` fitted on the training data of a model trained on per-speaker
-    z-scored features; its global statistics are saved (``speaker_norm.npz``) as the un-calibrated fallback."""
+    z-scored features; its global statistics are saved (``speaker_norm.npz``) as the un-calibrated fallback.
+    oof: the out-of-fold predictions of the cross-validation that judged it, saved as ``oof.npz`` (arrays
+    ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``)."""
     import numpy as np
 
     from .features import get_feature_set
@@ -52,6 +55,8 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     if speaker_norm is not None:
         np.savez(tmp / SPEAKER_NORM, mean=speaker_norm.global_mean_, scale=speaker_norm.global_scale_,
                  within_scale=speaker_norm.within_scale_)
+    if oof is not None:
+        np.savez(tmp / OOF, **{k: np.asarray(v) for k, v in oof.items()})
     extra = getattr(model, "card_notes", None)  # e.g. VGG16: which weights were loaded
     if callable(extra):
         full["notes"] = extra()
@@ -112,6 +117,18 @@ def load_speaker_norm(directory, unseen: str = "global"):
                                             prior_clips=CALIBRATION_PRIOR_CLIPS)
 
 
+def load_oof(directory) -> dict | None:
+    """A saved model's out-of-fold predictions ``{"proba": (n, k) float, "classes": (k,) str, "fold": (n,) int,
+    "y": (n,) str, "paths": (n,) str}`` (numpy arrays), or None when the folder has none (older models)."""
+    import numpy as np
+
+    path = Path(directory) / OOF
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def load_trained(name_or_path, root=None):
     """``(model, card)`` for a saved model given by name (under ``root``) or by folder path."""
     from .models.base import load_model_dir
@@ -135,14 +152,21 @@ SPEAKER_ADAPTIVE_NOTE = (
     "and is less accurate. Its CV metrics normalise each test speaker with that speaker's own unlabelled clips.")
 
 
+CALIBRATION_NOTE = (
+    "- Calibrated: probabilities are rescaled by temperature {temperature:.2f} (fitted on the cross-validation's "
+    "out-of-fold predictions; ECE {ece_uncalibrated:.3f} before, {ece:.3f} after, cross-fitted); an answer whose "
+    "top probability is below {threshold:.2f} is reported as not sure.")
+
+
 def render_card(card: dict) -> str:
     cv = card.get("cv", {})
     metrics = cv.get("metrics", {})
     data = card.get("training_data", {})
     rows = "\n".join(f"| {m} | {metrics[m]['mean']:.3f} ± {metrics[m]['std']:.3f} |"
-                     for m in ("uar", "accuracy", "macro_f1", "weighted_precision", "weighted_recall")
-                     if m in metrics)
+                     for m in ("uar", "accuracy", "macro_f1", "weighted_precision", "weighted_recall", "ece",
+                               "brier") if m in metrics)
     notes = card.get("notes")
+    cal = card.get("calibration")
     return f"""# Model card: {card['name']}
 
 - Model: `{card['model']}` ({card['framework']}), parameters: `{json.dumps(card.get('params', {}))}`
@@ -153,6 +177,7 @@ def render_card(card: dict) -> str:
 - Evaluation: {cv.get('k', '?')}-fold, {cv.get('split_description', cv.get('split', '?'))}, seed {cv.get('seed', '?')}
 {SPEAKER_ADAPTIVE_NOTE if card.get('speaker_norm') else ''}
 {('- Notes: ' + json.dumps(notes)) if notes else ''}
+{CALIBRATION_NOTE.format(**cal) if cal else ''}
 
 | metric | mean ± std over folds |
 |---|---|

@@ -98,17 +98,19 @@ def test_saved_speaker_norm_model_has_card_and_training_statistics(trained):
 
 
 def test_uncalibrated_uses_training_statistics_and_calibrated_uses_the_users(trained):
+    from ser_core.calibration import apply_temperature
     from ser_core.errors import ConfigError
     from ser_core.inference import Predictor
     from ser_core.saved import load_trained
 
     models, _, user = trained
-    model, _ = load_trained(NAME, models)
+    model, card = load_trained(NAME, models)
+    T = card["calibration"]["temperature"]  # predictions are temperature-scaled as the card says
     p = Predictor.from_dir([NAME], models)
     clip = user[-1]
     x = features([clip])
     with np.load(models / NAME / "speaker_norm.npz") as z:
-        expected = model.predict_proba(((x - z["mean"]) / z["scale"]).astype(np.float32))[0]
+        expected = apply_temperature(model.predict_proba(((x - z["mean"]) / z["scale"]).astype(np.float32)), T)[0]
         within = z["within_scale"]
     assert p.calibration_status() == {NAME: False} and not p.calibrated
     got = p.predict_file(clip)[NAME]
@@ -118,7 +120,7 @@ def test_uncalibrated_uses_training_statistics_and_calibrated_uses_the_users(tra
         p.calibrate(user[:4])
     cal = user[:6]
     Xc = features(cal)
-    expected = model.predict_proba(calibrated_zscore(x, Xc, within))[0]
+    expected = apply_temperature(model.predict_proba(calibrated_zscore(x, Xc, within)), T)[0]
     assert p.calibrate(cal) is p and p.calibrated and p.n_calibration_clips == 6
     got = p.predict_file(clip)[NAME]
     assert np.allclose([got[str(c)] for c in model.classes_], expected, atol=1e-6)

@@ -1,0 +1,207 @@
+"""Honest confidence: how far a model's probabilities can be trusted, and temperature scaling to fix them.
+
+Every function takes ``y_true_idx`` -- each clip's true label as a column index into ``proba`` (``-1``, or any
+index outside the columns, for a label the model does not know: always a wrong answer) -- and ``proba``
+``(n_clips, n_classes)`` with rows summing to 1.
+
+    >>> ece = expected_calibration_error(y_idx, proba)          # 0 = confidence matches accuracy
+    >>> T = TemperatureScaler().fit(proba_val, y_val).temperature_
+    >>> calibrated = apply_temperature(proba_new, T)            # same arg-max, honest confidence
+    >>> cal, temps = cross_fitted_calibration(oof, y_idx, fold)  # each fold calibrated by the other folds
+
+Temperature scaling (Guo et al., 2017) divides the logits by one number ``T > 0``: ``T > 1`` flattens
+over-confident probabilities, ``T < 1`` sharpens timid ones; the arg-max (so accuracy and UAR) never changes.
+Models here return probabilities, so ``log(p)`` (clipped at ``EPS``) serves as the logits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-12  # probabilities are clipped here before the log: log(0) would be -inf
+N_BINS = 15  # equal-width confidence bins of the expected calibration error (the usual choice, Guo et al.)
+OVERCONFIDENT = 0.9  # a wrong answer given with more than this probability is an over-confident error
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # search range of T: from 20x sharper to 20x flatter
+UNSURE_BELOW = 1 / 3  # "not sure": answers of a confidence that is right less than 1 time in 3 (out-of-fold)
+
+
+def label_indices(y, classes) -> np.ndarray:
+    """``(n,)`` int: each label's column in ``classes`` order, ``-1`` for a label not among ``classes``."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    return np.array([index.get(str(v), -1) for v in np.asarray(y).ravel()], dtype=int)
+
+
+def _check(y_true_idx, proba):
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y_true_idx, dtype=int).ravel()
+    if proba.ndim != 2 or len(proba) != len(y):
+        raise ValueError(f"proba must be (n_clips, n_classes) with one row per label; got {proba.shape} for "
+                         f"{len(y)} labels.")
+    return y, proba
+
+
+def _correct(y, proba) -> np.ndarray:
+    """``(n,)`` bool: the arg-max is the true label (never for a label outside the columns)."""
+    return proba.argmax(1) == y if proba.shape[1] else np.zeros(len(y), bool)
+
+
+def reliability_curve(y_true_idx, proba, n_bins: int = N_BINS) -> dict:
+    """Top-label reliability diagram data over ``n_bins`` equal-width confidence bins ``(lower, upper]`` (the
+    first bin includes 0): ``{"lower", "upper", "count", "confidence", "accuracy"}``, one list entry per bin;
+    ``confidence`` (mean top probability) and ``accuracy`` are ``None`` for an empty bin. JSON-ready;
+    ``pandas.DataFrame(curve)`` gives one row per bin."""
+    y, proba = _check(y_true_idx, proba)
+    conf, correct = proba.max(1) if proba.size else np.zeros(len(y)), _correct(y, proba)
+    bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    sum_conf = np.bincount(bins, weights=conf, minlength=n_bins)
+    sum_correct = np.bincount(bins, weights=correct.astype(float), minlength=n_bins)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return {"lower": edges[:-1].tolist(), "upper": edges[1:].tolist(), "count": count.tolist(),
+            "confidence": [float(s / c) if c else None for s, c in zip(sum_conf, count)],
+            "accuracy": [float(s / c) if c else None for s, c in zip(sum_correct, count)]}
+
+
+def expected_calibration_error(y_true_idx, proba, n_bins: int = N_BINS) -> float:
+    """Top-label ECE: ``sum_b (n_b / n) |accuracy_b - mean confidence_b|`` over ``n_bins`` equal-width bins of
+    the top probability. 0 when confidence matches accuracy; 0.0 for no clips."""
+    curve = reliability_curve(y_true_idx, proba, n_bins)
+    n = sum(curve["count"])
+    return float(sum(c * abs(a - p) for c, a, p in zip(curve["count"], curve["accuracy"], curve["confidence"])
+                     if c) / n) if n else 0.0
+
+
+def brier_score(y_true_idx, proba) -> float:
+    """Multi-class Brier score: mean over clips of ``sum_k (p_k - onehot_k)^2`` (0 best, 2 worst; a label
+    outside the columns has an all-zero one-hot)."""
+    y, proba = _check(y_true_idx, proba)
+    if not len(y):
+        return 0.0
+    onehot = (y[:, None] == np.arange(proba.shape[1])[None]).astype(float)
+    return float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+
+
+def overconfident_errors(y_true_idx, proba, threshold: float = OVERCONFIDENT) -> float:
+    """Fraction of the WRONG answers whose top probability is above ``threshold`` (0.0 when none is wrong)."""
+    y, proba = _check(y_true_idx, proba)
+    wrong = ~_correct(y, proba)
+    return float(np.mean(proba[wrong].max(1) > threshold)) if wrong.any() and proba.shape[1] else 0.0
+
+
+def probability_metrics(y_true_idx, proba) -> dict:
+    """``{"ece", "brier", "wrong_over_90"}``: the calibration metrics stored with every fold."""
+    return {"ece": expected_calibration_error(y_true_idx, proba), "brier": brier_score(y_true_idx, proba),
+            "wrong_over_90": overconfident_errors(y_true_idx, proba, OVERCONFIDENT)}
+
+
+def _log_proba(proba) -> np.ndarray:
+    return np.log(np.clip(np.asarray(proba, dtype=np.float64), EPS, 1.0))
+
+
+def _softmax(z) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def apply_temperature(proba, temperature: float) -> np.ndarray:
+    """``softmax(log(p) / T)`` row by row, ``(n, k)`` -> ``(n, k)`` (or one clip ``(k,)`` -> ``(k,)``); ``T > 1``
+    flattens, ``T < 1`` sharpens.
+
+    >>> apply_temperature([[0.9, 0.1]], 2.0)   # array([[0.75, 0.25]])"""
+    if not temperature > 0:
+        raise ValueError(f"The temperature must be > 0; got {temperature}.")
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.size == 0:
+        return proba.copy()
+    return _softmax(_log_proba(proba) / float(temperature))
+
+
+class TemperatureScaler:
+    """Learns one temperature ``T`` minimising the negative log-likelihood of ``softmax(log(p) / T)``.
+
+    ``fit(proba, y_idx)`` searches ``log T`` in ``log(bounds)`` (bounded 1-D minimisation) and sets
+    ``temperature_``; ``transform(proba)`` applies it. Clips whose label is outside the columns carry no
+    information about T and are ignored; with no usable clip ``temperature_`` is 1 (no change)."""
+
+    def __init__(self, bounds: tuple = TEMPERATURE_BOUNDS):
+        self.bounds = bounds
+
+    def fit(self, proba, y_idx) -> "TemperatureScaler":
+        from scipy.optimize import minimize_scalar
+
+        y, proba = _check(y_idx, proba)
+        known = (y >= 0) & (y < proba.shape[1])
+        if not known.any():
+            self.temperature_ = 1.0
+            return self
+        logits, y = _log_proba(proba[known]), y[known]
+
+        def nll(log_t):
+            z = logits / np.exp(log_t)
+            z = z - z.max(1, keepdims=True)
+            return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+
+        lo, hi = np.log(self.bounds[0]), np.log(self.bounds[1])
+        res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+        self.temperature_ = float(np.exp(res.x))
+        return self
+
+    def transform(self, proba) -> np.ndarray:
+        if not hasattr(self, "temperature_"):
+            raise ValueError("TemperatureScaler is not fitted yet; call fit() first.")
+        return apply_temperature(proba, self.temperature_)
+
+    def __repr__(self):
+        return f"TemperatureScaler(bounds={self.bounds})"
+
+
+def cross_fitted_calibration(proba, y_idx, fold_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Honestly calibrated out-of-fold probabilities: each fold's rows are scaled by a temperature fitted on
+    the OTHER folds' rows, so no fold's labels calibrate its own probabilities.
+
+    Returns ``(calibrated (n, k), temperatures)``, ``temperatures[i]`` being the one applied to the fold
+    ``np.unique(fold_ids)[i]``. A fold with no other fold (a single hold-out split) keeps ``T = 1``."""
+    y, proba = _check(y_idx, proba)
+    fold_ids = np.asarray(fold_ids).ravel()
+    out, temps = proba.copy(), []
+    for f in np.unique(fold_ids):
+        own = fold_ids == f
+        t = TemperatureScaler().fit(proba[~own], y[~own]).temperature_ if (~own).any() else 1.0
+        out[own] = apply_temperature(proba[own], t)
+        temps.append(t)
+    return out, np.asarray(temps)
+
+
+def uncertainty_threshold(proba, y_idx, min_accuracy: float = UNSURE_BELOW) -> float:
+    """The confidence ``t`` below which an answer is called "not sure", chosen on (calibrated, out-of-fold)
+    predictions: an answer with top probability ``< t`` is right less than ``min_accuracy`` of the time.
+
+    The chance that an answer is right is estimated as a non-decreasing function of its top probability
+    (isotonic regression of right/wrong on confidence, clips of equal confidence pooled); ``t`` lies halfway
+    between the most confident answer still under ``min_accuracy`` and the next confidence. 0.0 when no answer
+    is that unreliable (never "not sure"), 1.0 when all are (e.g. a majority-class baseline: never sure).
+    With the default 1/3 a decent model calls few clips uncertain: those it would mostly get wrong."""
+    y, proba = _check(y_idx, proba)
+    if not len(y):
+        return 1.0
+    conf, inverse = np.unique(proba.max(1), return_inverse=True)  # distinct confidences, ascending
+    count = np.bincount(inverse, minlength=len(conf))
+    right = np.bincount(inverse, weights=_correct(y, proba).astype(float), minlength=len(conf))
+    unsure = _increasing_fit(right / count, count) < min_accuracy
+    if not unsure.any():
+        return 0.0
+    if unsure.all():
+        return 1.0
+    m = int(np.flatnonzero(unsure)[-1])  # the fit is non-decreasing: the unsure ones are a prefix
+    return float((conf[m] + conf[m + 1]) / 2)
+
+
+def _increasing_fit(values, weights) -> np.ndarray:
+    """Weighted least-squares non-decreasing fit of ``values`` (pool-adjacent-violators), ``(n,)`` -> ``(n,)``."""
+    blocks = []  # [mean, weight, length], merged while a block's mean exceeds the next one's
+    for v, w in zip(np.asarray(values, float), np.asarray(weights, float)):
+        blocks.append([v, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (v2, w2, n2), (v1, w1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.concatenate([np.full(n, v) for v, _, n in blocks]) if blocks else np.zeros(0)
