@@ -285,6 +285,28 @@ def pitch(*, y, sr: int = 16000, hop_length: int = 160, fmin: float = 60.0, fmax
     return f0, voiced, np.clip(1.0 - aperiodicity, 0.0, 1.0).astype(np.float32)
 
 
+def spectral_shape(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int = 160) -> np.ndarray:
+    """Seven voice-quality tracks of the power spectrum, ``(7, t)``: centroid (Hz), bandwidth (Hz), 85 %
+    roll-off (Hz), log spectral flatness, spectral flux (of the sum-normalised magnitude), alpha ratio (dB,
+    1-5 kHz over 50 Hz-1 kHz) and Hammarberg index (dB, peak below 2 kHz over peak in 2-5 kHz), as in eGeMAPS."""
+    S = _spectrogram(y, S, n_fft, hop_length).astype(np.float64)
+    P = np.square(S)
+    freqs = np.linspace(0, sr / 2, S.shape[0])
+    total = P.sum(axis=0) + 1e-12
+    centroid = freqs @ P / total
+    bandwidth = np.sqrt((np.square(freqs[:, None] - centroid) * P).sum(axis=0) / total)
+    cum = np.cumsum(P, axis=0)
+    rolloff = freqs[np.argmax(cum >= 0.85 * cum[-1], axis=0)]
+    flatness = np.mean(np.log(P + 1e-12), axis=0) - np.log(np.mean(P, axis=0) + 1e-12)
+    Sn = S / (S.sum(axis=0, keepdims=True) + 1e-12)
+    flux = np.concatenate([[0.0], np.sqrt(np.square(np.diff(Sn, axis=1)).sum(axis=0))])
+    low, high = P[(freqs >= 50) & (freqs < 1000)], P[(freqs >= 1000) & (freqs < 5000)]
+    alpha = 10 * np.log10((high.sum(axis=0) + 1e-12) / (low.sum(axis=0) + 1e-12))
+    hammarberg = 10 * np.log10((P[freqs < 2000].max(axis=0) + 1e-12) /
+                               (P[(freqs >= 2000) & (freqs < 5000)].max(axis=0) + 1e-12))
+    return np.vstack([centroid, bandwidth, rolloff, flatness, flux, alpha, hammarberg]).astype(np.float32)
+
+
 def frame_features(y, sr: int, *, n_fft: int = 512, hop_length: int = 160, fmin: float = 60.0,
                    fmax: float = 600.0) -> dict[str, np.ndarray]:
     """Frame-level tracks on one time axis for plotting. ``y`` is used as given (prepare it first).
@@ -348,6 +370,14 @@ BLOCK_DIMS = {
     "zcr": lambda fs: 1, "centroid": lambda fs: 1, "rms": lambda fs: 1,
     "f0": lambda fs: 1,  # semitones re 55 Hz, voiced frames only (utterance) / 0 when unvoiced (sequence)
     "voicing": lambda fs: 1,  # YIN periodicity in [0, 1]
+    "mel40": lambda fs: 40,  # 40-band log-mel (dB), whatever n_mels says
+    "spectral_shape": lambda fs: 7,  # see spectral_shape()
+    "energy": lambda fs: 2,  # frame power in dB and its delta
+}
+# Utterance-level summaries that are not statistics of one frame track (``FeatureSet.summaries``).
+SUMMARY_DIMS = {
+    "voice": 14,  # pitch level/range/movement of voiced frames, energy shimmer, voicing and pause timing
+    "voiced_spectrum": 80,  # 40-band log-mel mean over voiced frames, and voiced minus unvoiced
 }
 
 
@@ -360,6 +390,7 @@ class FeatureSet:
     blocks: tuple[str, ...] = ()  # frame features (keys of BLOCK_DIMS), utterance and sequence kinds
     functionals: tuple[str, ...] = ("mean",)  # statistics over time, utterance kind
     description: str = field(default="", compare=False)
+    summaries: tuple[str, ...] = ()  # utterance-level summaries (keys of SUMMARY_DIMS), after the functionals
     # audio preparation (ser_core.audio.prepare)
     sr: int = 16000  # every model here works at 16 kHz (wav2vec2 needs it)
     trim: bool = True  # leading/trailing silence carries no emotion and varies between corpora
@@ -379,7 +410,8 @@ class FeatureSet:
         if self.kind not in KINDS:
             raise ConfigError(f"Feature set '{self.name}': kind must be one of {', '.join(KINDS)}.")
         unknown = [b for b in self.blocks if b not in BLOCK_DIMS] + \
-                  [f for f in self.functionals if f not in FUNCTIONALS]
+                  [f for f in self.functionals if f not in FUNCTIONALS] + \
+                  [x for x in self.summaries if x not in SUMMARY_DIMS]
         if unknown:
             raise ConfigError(f"Feature set '{self.name}': unknown block or functional {unknown}.")
         if self.kind in ("utterance", "sequence") and not self.blocks:
@@ -406,7 +438,7 @@ class FeatureSet:
     def shape(self) -> tuple[int, ...]:
         """Shape of one clip's array, known without computing anything."""
         if self.kind == "utterance":
-            return (self.frame_dim * len(self.functionals),)
+            return (self.frame_dim * len(self.functionals) + sum(SUMMARY_DIMS[x] for x in self.summaries),)
         if self.kind == "sequence":
             return (self.max_frames, self.frame_dim)
         if self.kind == "image":
@@ -422,7 +454,10 @@ class FeatureSet:
         """Column names of an utterance vector (``"mfcc3_std"``) or of a sequence frame (``"mfcc3"``)."""
         cols = [f"{b}{i}" if BLOCK_DIMS[b](self) > 1 else b for b in self.blocks
                 for i in range(BLOCK_DIMS[b](self))]
-        return [f"{c}_{f}" for f in self.functionals for c in cols] if self.kind == "utterance" else cols
+        if self.kind != "utterance":
+            return cols
+        return [f"{c}_{f}" for f in self.functionals for c in cols] + \
+            [f"{x}{i}" for x in self.summaries for i in range(SUMMARY_DIMS[x])]
 
     def replace(self, **changes) -> FeatureSet:
         return dataclasses.replace(self, **changes)
@@ -441,6 +476,13 @@ _SETS = [
                 "f0", "voicing"), _FULL,
                "20 MFCCs with deltas and delta-deltas, chroma, contrast, tonnetz, ZCR, centroid, energy, pitch "
                "and voicing, each summarised by mean/std/min/max/p10/p50/p90/slope.", n_mfcc=20),
+    FeatureSet("expressive", "utterance",
+               ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "contrast", "tonnetz", "zcr", "centroid", "rms",
+                "f0", "voicing", "mel40", "spectral_shape", "energy"), _FULL,
+               "The rich set plus 40 log-mel bands, eGeMAPS-style spectral shape (bandwidth, roll-off, flatness, "
+               "flux, alpha ratio, Hammarberg index) and energy dynamics, each with 8 functionals; pitch range and "
+               "movement, shimmer, voicing and pause timing; the voiced spectrum.", n_mfcc=20,
+               summaries=("voice", "voiced_spectrum")),
     FeatureSet("prosody", "utterance", ("f0", "voicing", "rms", "centroid"), _FULL,
                "Pitch, voicing, energy and spectral centroid functionals (32 values)."),
     FeatureSet("mfcc_seq", "sequence", ("mfcc", "mfcc_delta", "mfcc_delta2"),
@@ -495,6 +537,14 @@ class _Analysis:
         return chroma(S=self.S, sr=self.sr)
 
     @cached_property
+    def mel40(self):
+        return power_to_db(mel_filters(self.sr, _n_fft(self.S), 40) @ np.square(self.S)).astype(np.float32)
+
+    @cached_property
+    def energy_db(self):  # frame power in dB
+        return (10 * np.log10(np.square(self.S, dtype=np.float64).sum(axis=0) + 1e-12)).astype(np.float32)
+
+    @cached_property
     def pitch(self):
         fs = self.fs
         return pitch(y=self.y, sr=self.sr, hop_length=fs.hop_length, fmin=fs.f0_fmin, fmax=fs.f0_fmax)
@@ -525,7 +575,39 @@ class _Analysis:
             return 12 * np.log2(np.nan_to_num(self.pitch[0], nan=55.0) / 55.0)[None]  # 0 when unvoiced
         if name == "voicing":
             return self.pitch[2][None]
+        if name == "mel40":
+            return self.mel40
+        if name == "spectral_shape":
+            return spectral_shape(S=self.S, sr=self.sr)
+        if name == "energy":
+            return np.vstack([self.energy_db, deltas(self.energy_db[None])[0]])
         raise ConfigError(f"Unknown block '{name}'.")
+
+    def summary(self, name: str) -> np.ndarray:
+        """``(SUMMARY_DIMS[name],)`` utterance-level values."""
+        f0, voiced, _ = self.pitch
+        if name == "voice":
+            semitones = 12 * np.log2(f0[voiced] / 55.0)
+            if len(semitones) > 2:
+                p5, p95 = np.percentile(semitones, [5, 95])
+                step = np.abs(np.diff(semitones))
+                pitch_stats = [semitones.mean(), semitones.std(), p5, p95, p95 - p5, step.mean(), np.median(step)]
+                shimmer = float(np.abs(np.diff(self.energy_db[voiced])).mean())
+            else:
+                pitch_stats, shimmer = [0.0] * 7, 0.0
+            edges = np.diff(np.concatenate([[0], voiced.astype(int), [0]]))
+            n_seg, frame_s = int((edges == 1).sum()), self.fs.hop_length / self.sr
+            duration = len(voiced) * frame_s
+            seg_s = (np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)) * frame_s if n_seg else np.zeros(1)
+            pause = float((self.energy_db < self.energy_db.max() - 30).mean())
+            timing = [voiced.mean(), n_seg / duration, seg_s.mean(), seg_s.max(), duration, pause, shimmer]
+            return np.asarray(pitch_stats + timing, dtype=np.float32)
+        if name == "voiced_spectrum":
+            mel = self.mel40
+            on = mel[:, voiced].mean(axis=1) if voiced.sum() > 2 else mel.mean(axis=1)
+            off = mel[:, ~voiced].mean(axis=1) if (~voiced).sum() > 2 else mel.mean(axis=1)
+            return np.concatenate([on, on - off]).astype(np.float32)
+        raise ConfigError(f"Unknown summary '{name}'.")
 
 
 def _fit_length(X: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
@@ -560,7 +642,8 @@ def compute_prepared(y: np.ndarray, fs) -> np.ndarray:
         if b == "f0":  # statistics of voiced frames only
             X = X[:, a.pitch[1]]
         parts.append(functionals(X, fs.functionals, frame_rate=rate).reshape(len(fs.functionals), -1))
-    return np.concatenate(parts, axis=1).ravel()  # grouped by functional, as feature_names()
+    grouped = np.concatenate(parts, axis=1).ravel()  # grouped by functional, as feature_names()
+    return np.concatenate([grouped] + [a.summary(x) for x in fs.summaries]).astype(np.float32)
 
 
 def compute(y, sr: int, fs) -> np.ndarray:
@@ -741,5 +824,6 @@ class SpeakerNormalizer:
 
 __all__ = ["FEATURE_VERSION", "FeatureSet", "FEATURE_SETS", "FUNCTIONALS", "BLOCK_DIMS", "get_feature_set",
            "list_feature_sets", "compute", "compute_prepared", "compute_file", "compute_files",
-           "frame_features", "functionals", "SpeakerNormalizer", "log_mel", "mfcc", "deltas", "chroma",
+           "frame_features", "functionals", "SpeakerNormalizer", "SUMMARY_DIMS", "log_mel", "spectral_shape",
+           "mfcc", "deltas", "chroma",
            "spectral_contrast", "tonnetz", "spectral_centroid", "rms", "zero_crossing_rate", "pitch"]

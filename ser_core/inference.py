@@ -37,6 +37,7 @@ class LoadedModel:
     card: dict
     load_time_s: float
     speaker_norm: SpeakerNormalizer | None = None  # the training data's statistics (speaker-adaptive models)
+    auxiliary: bool = False  # loaded only as an ensemble's member: computed, not reported by predict()
 
     @property
     def uar(self):
@@ -60,13 +61,18 @@ class Predictor:
     def from_dir(cls, names=None, root=None) -> "Predictor":
         cards = list_trained(root)
         wanted = [c["name"] for c in cards] if names in (None, "all", ["all"]) else list(names)
-        loaded = []
-        for name in wanted:
+        loaded, queue = {}, [(name, False) for name in wanted]
+        while queue:  # an ensemble's members are loaded too (as auxiliary models unless asked for)
+            name, auxiliary = queue.pop(0)
+            if name in loaded:
+                continue
             t0 = time.perf_counter()
             model, card = load_trained(name, root)
             norm = load_speaker_norm(resolve(name, root)) if card.get("speaker_norm") else None
-            loaded.append(LoadedModel(card["name"], model, card, time.perf_counter() - t0, norm))
-        return cls(loaded)
+            loaded[name] = LoadedModel(card["name"], model, card, time.perf_counter() - t0, norm, auxiliary)
+            queue += [(member, True) for member in getattr(model, "members", [])]
+        ensembles = [m for m in loaded.values() if m.model.feature_set is None]
+        return cls([m for m in loaded.values() if m.model.feature_set is not None] + ensembles)
 
     def calibrate(self, clips, min_clips: int = 5) -> "Predictor":
         """Calibrate the speaker-adaptive models to one speaker: ``clips`` are at least ``min_clips`` paths or
@@ -112,18 +118,23 @@ class Predictor:
     def predict(self, y: np.ndarray, sr: int, *, timings: dict | None = None) -> dict:
         feats = {}
         results = {}
-        for m in self.models:
+        for m in self.models:  # ensembles come last: their members' results are there by then
             fs_name = m.model.feature_set
             t0 = time.perf_counter()
-            if fs_name not in feats:
-                feats[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
+            if fs_name is None:
+                X = {k: np.array([[results[k].get(str(c), 0.0) for c in m.model.classes_]]) for k in m.model.members}
+            else:
+                if fs_name not in feats:
+                    feats[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
+                X = self._normalise(m, feats[fs_name])
             t1 = time.perf_counter()
-            proba = calibrated_proba(m.model, m.card, self._normalise(m, feats[fs_name]))[0]
+            proba = calibrated_proba(m.model, m.card, X)[0]
             t2 = time.perf_counter()
             if timings is not None:
                 timings[m.name] = {"features_ms": 1000 * (t1 - t0), "model_ms": 1000 * (t2 - t1)}
             results[m.name] = {str(c): float(p) for c, p in zip(m.model.classes_, proba)}
-        return results
+        auxiliary = {m.name for m in self.models if m.auxiliary}
+        return {k: v for k, v in results.items() if k not in auxiliary}
 
     def predict_file(self, path, **kw) -> dict:
         y = load_audio(path, trim=False, normalize=None)

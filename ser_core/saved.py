@@ -40,13 +40,13 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     tmp = directory.with_name(directory.name + ".tmp-save")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(tmp)
-    fs = get_feature_set(model.feature_set)
+    features = get_feature_set(model.feature_set).params() if model.feature_set else {"name": None, "kind": None}
     full = {
         "name": directory.name,
         "model": model.name,
         "framework": model.framework,
         "labels": [str(c) for c in model.classes_],
-        "feature_set": fs.params(),
+        "feature_set": features,
         "params": {k: v for k, v in model.get_params().items() if _is_json(v)},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(card or {}),

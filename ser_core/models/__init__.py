@@ -34,6 +34,8 @@ _SPECS = [
               "Random forest on standardised utterance features."),
     ModelSpec("svm", "sklearn_models", "SVMModel", "sklearn", "rich",
               "RBF support vector machine on standardised utterance features (probability calibrated)."),
+    ModelSpec("lda", "sklearn_models", "LDAModel", "sklearn", "expressive",
+              "Shrinkage linear discriminant analysis on standardised utterance features."),
     ModelSpec("mlp_tf", "keras_models", "KerasMLP", "tensorflow", "rich",
               "Multi-layer perceptron in TensorFlow/Keras on utterance features."),
     ModelSpec("fcnn_torch", "torch_models", "TorchFCNN", "torch", "rich",

@@ -99,6 +99,10 @@ def load_model_dir(directory):
     if not meta_path.is_file():
         raise ModelNotFoundError(f"No saved model in '{directory}' (missing {MODEL_JSON}).")
     meta = json.loads(meta_path.read_text())
+    if meta["name"] == "ensemble":  # pools other saved models; not a family one trains on features
+        from ..ensemble import EnsembleModel
+
+        return EnsembleModel.load(directory)
     return model_class(meta["name"]).load(directory)
 
 

@@ -154,4 +154,28 @@ class SVMModel(SklearnModel):
         return CalibratedClassifierCV(svc, method="sigmoid", cv=cv, ensemble=False)
 
 
-__all__ = ["SklearnModel", "MajorityBaseline", "DecisionTreeModel", "RandomForestModel", "SVMModel"]
+class LDAModel(SklearnModel):
+    """Linear discriminant analysis with Ledoit-Wolf shrinkage of the shared covariance, on standardised
+    utterance features: one linear projection that separates the emotions relative to the spread within them.
+    With ``shrinkage="auto"`` it needs no tuning, and it generalised to unseen speakers better than the RBF SVM
+    on the ``expressive`` set (see the README's table of techniques)."""
+
+    name = "lda"
+
+    def __init__(self, feature_set: str = "expressive", seed: int = 0, class_weight: str | None = None,
+                 oversample: bool = False, shrinkage: str | float = "auto"):
+        super().__init__(feature_set, seed, class_weight, oversample)
+        self.shrinkage = shrinkage
+
+    def _check_params(self):
+        super()._check_params()
+        if self.class_weight is not None:
+            raise ConfigError("Model 'lda' has no class weights; use oversample=True to balance the classes.")
+
+    def _estimator(self, y):
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        return LinearDiscriminantAnalysis(solver="lsqr", shrinkage=self.shrinkage)
+
+
+__all__ = ["SklearnModel", "MajorityBaseline", "DecisionTreeModel", "RandomForestModel", "SVMModel", "LDAModel"]

@@ -1,0 +1,203 @@
+"""The ensemble as a first-class model: log-linear pooling of saved models, fitted on their out-of-fold
+predictions.
+
+    >>> run = fit_ensemble(["lda", "svm", "mlp_tf", "cnn"], store=ResultsStore())   # -> trained_models/ensemble
+    >>> p = Predictor.from_dir(["ensemble"])        # loads its members too; predict() returns the ensemble only
+
+The ensemble's probability is ``softmax(sum_m w_m log p_m)``, where ``p_m`` is member ``m``'s calibrated
+probability and ``w_m >= 0`` minimise the negative log-likelihood of the members' **out-of-fold** predictions
+(the speaker-grouped cross-validation each member was judged by). Members must come from runs with the same
+folds (same data, split, K and seed). The ensemble is cross-validated like the others: fold ``k``'s predictions
+use weights fitted on the other folds' out-of-fold predictions only (stacking; the members' out-of-fold
+predictions of those folds came from models that had seen fold ``k``'s clips in training, the usual caveat of
+stacking, but never fold ``k``'s labels through the weights). Its probabilities are then temperature-calibrated
+like every model's (``ser_core.evaluation``), and the run is stored (model ``ensemble``) for the Leaderboard.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+from .models.base import SERModel
+
+ENSEMBLE = "ensemble"  # registry-like name of the family, also the default folder name
+L2 = 1e-3  # keeps the weights finite when members agree
+
+
+def _log(p):
+    return np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1.0))
+
+
+def pool(member_probas, weights) -> np.ndarray:
+    """``softmax(sum_m w_m log p_m)`` of ``member_probas`` (a list of ``(n, k)`` arrays in one class order)."""
+    z = sum(w * _log(p) for w, p in zip(weights, member_probas))
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_weights(member_probas, y_idx) -> np.ndarray:
+    """Non-negative pooling weights minimising the mean negative log-likelihood (plus a small L2 term)."""
+    from scipy.optimize import minimize
+
+    logs = np.stack([_log(p) for p in member_probas])  # (m, n, k)
+    rows = np.arange(logs.shape[1])
+
+    def loss(w):
+        z = np.tensordot(w, logs, axes=1)
+        z = z - z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        p = np.exp(z - lse[:, None])
+        nll = float(np.mean(lse - z[rows, y_idx]))
+        onehot = np.zeros_like(p)
+        onehot[rows, y_idx] = 1.0
+        grad = np.einsum("mnk,nk->m", logs, p - onehot) / len(rows)
+        return nll + L2 * float(w @ w), grad + 2 * L2 * w
+
+    w0 = np.full(len(member_probas), 1.0 / len(member_probas))
+    res = minimize(loss, w0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(w0))
+    return res.x
+
+
+class EnsembleModel(SERModel):
+    """Saved like any model (``model.json``, no weights file); its input is its members' probabilities.
+
+    ``predict_proba(member_probas)`` takes ``{member name: (n, len(classes_)) probabilities}`` in ``classes_``
+    order (the members' calibrated outputs) and returns the pooled ``(n, len(classes_))``. ``Predictor`` feeds
+    it; ``feature_set`` is None because it computes no features of its own."""
+
+    name = ENSEMBLE
+    framework = ENSEMBLE
+
+    def __init__(self, members=(), weights=(), feature_set=None, seed: int = 0):
+        self.members = list(members)
+        self.weights = [float(w) for w in weights]
+        self.feature_set = feature_set
+        self.seed = seed
+
+    def fit(self, X, y):
+        raise ConfigError("An ensemble is fitted on its members' out-of-fold predictions: use "
+                          "ser_core.ensemble.fit_ensemble (or `python -m ser_core ensemble`).")
+
+    def predict_proba(self, member_probas) -> np.ndarray:
+        self._check_fitted()
+        missing = [m for m in self.members if m not in member_probas]
+        if missing:
+            raise ConfigError(f"The ensemble needs the predictions of {', '.join(missing)}.")
+        return pool([member_probas[m] for m in self.members], self.weights)
+
+    def _save_state(self, directory: Path):
+        pass  # everything is in model.json
+
+    def _load_state(self, directory: Path):
+        pass
+
+
+def _aligned_oofs(names, root):
+    """The members' cards and out-of-fold predictions, checked to come from the same folds and classes."""
+    from .saved import load_oof, read_card, resolve
+
+    cards, oofs = [], []
+    for name in names:
+        directory = resolve(name, root)
+        card, oof = read_card(directory), load_oof(directory)
+        if card.get("model") == ENSEMBLE:
+            raise ConfigError(f"'{name}' is an ensemble itself; choose single models as members.")
+        if card.get("speaker_norm"):
+            raise ConfigError(f"'{name}' is speaker-adaptive (needs the user's clips); the ensemble judges single "
+                              "clips, so leave it out.")
+        if oof is None:
+            raise ConfigError(f"'{name}' has no out-of-fold predictions (oof.npz); retrain it with this version.")
+        cards.append(card)
+        oofs.append(oof)
+    ref = oofs[0]
+    order = np.argsort(ref["paths"])
+    for name, oof in zip(names, oofs):
+        idx = np.argsort(oof["paths"])
+        same = (len(idx) == len(order) and np.array_equal(oof["paths"][idx], ref["paths"][order])
+                and np.array_equal(oof["fold"][idx], ref["fold"][order])
+                and list(oof["classes"]) == list(ref["classes"]))
+        if not same:
+            raise ConfigError(f"'{name}' was cross-validated on other clips, folds or labels than '{names[0]}'; "
+                              "retrain the members with the same data, split, K and seed.")
+        oof["order"] = idx
+    return cards, oofs
+
+
+def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dict:
+    """Fit, cross-validate, calibrate and save an ensemble of the saved models ``members`` (names under
+    ``root``); record its run in ``store`` (a ``ResultsStore``, optional). Returns the saved model's card."""
+    from .calibration import apply_temperature, label_indices
+    from .evaluation import RUN_ENTRIES, SPLITS, _calibrate, compute_metrics, summarize
+    from .saved import default_models_dir, save_trained
+
+    members = list(dict.fromkeys(members))
+    if len(members) < 2:
+        raise ConfigError("An ensemble needs at least two member models.")
+    root = Path(root) if root else default_models_dir()
+    cards, oofs = _aligned_oofs(members, root)
+    ref = oofs[0]
+    order = ref["order"]
+    classes = [str(c) for c in ref["classes"]]
+    y, fold, paths = ref["y"][order], ref["fold"][order], ref["paths"][order]
+    y_idx = label_indices(y, classes)
+    # each member as Predictor serves it: its probabilities scaled by its own (final) temperature
+    probas = [apply_temperature(o["proba"][o["order"]], (c.get("calibration") or {}).get("temperature", 1.0))
+              for c, o in zip(cards, oofs)]
+    pooled = np.zeros_like(probas[0])
+    folds = []
+    for f in np.unique(fold):
+        test = fold == f
+        w = fit_weights([p[~test] for p in probas], y_idx[~test])
+        pooled[test] = pool([p[test] for p in probas], w)
+        pred = np.asarray(classes)[pooled[test].argmax(1)]
+        folds.append({"fold": int(f), "n_test": int(test.sum()), "n_train": int((~test).sum()),
+                      "metrics": compute_metrics(y[test], pred, classes)})
+    oof = {"proba": pooled, "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths}
+    entries = _calibrate(folds, oof)
+    summary = {**summarize([f["metrics"] for f in folds]), **entries}
+    weights = fit_weights(probas, y_idx)
+    model = EnsembleModel(members, weights)
+    model.classes_ = np.asarray(classes)
+    cv = cards[0].get("cv", {})
+    run_id = None
+    if store is not None:
+        run_id = _record(store, cards, members, weights, folds, summary, classes)
+    card = {
+        "training_data": cards[0].get("training_data", {}),
+        "members": members,
+        "weights": dict(zip(members, map(float, weights))),
+        "cv": {**{k: cv.get(k) for k in ("split", "k", "seed", "speaker_dependent")},
+               "split_description": SPLITS.get(cv.get("split"), cv.get("split")),
+               "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, "run_id": run_id},
+        "calibration": summary["calibration"],
+        "versions": cards[0].get("versions", {}),
+    }
+    save_trained(model, root / name, card=card, oof=oof)
+    return json.loads((root / name / "card.json").read_text())
+
+
+def _record(store, cards, members, weights, folds, summary, classes) -> int:
+    """Store the ensemble's cross-validation as a run, beside its members' runs."""
+    data, cv = cards[0].get("training_data", {}), cards[0].get("cv", {})
+    run_id = store.start_run(
+        model=ENSEMBLE, params={"members": members, "weights": [float(w) for w in weights]},
+        feature_set={"name": "members", "kind": "ensemble"}, dataset=data.get("corpus", "?"),
+        data_root=data.get("root"), data_fingerprint=data.get("fingerprint", "?"), n_clips=data.get("clips"),
+        n_speakers=data.get("speakers"), split=cv.get("split", "speaker"),
+        splitter=f"same folds as {', '.join(members)}", k=len(folds), seed=cv.get("seed", 0),
+        speaker_dependent=bool(cv.get("speaker_dependent")), options={"members": members},
+        config_hash="ensemble-" + "-".join(members), versions=cards[0].get("versions", {}))
+    confusion = np.sum([np.asarray(f["metrics"]["confusion"]) for f in folds], axis=0)
+    for f in folds:
+        store.add_fold(run_id, f["fold"], metrics=f["metrics"], n_train=f["n_train"], n_test=f["n_test"],
+                       test_speakers=[], train_time_s=0.0, latency_ms=0.0)
+    store.finish_run(run_id, summary=summary, labels=classes, confusion=confusion.tolist(), train_time_s=0.0,
+                     latency_ms=0.0, model_size_bytes=None)
+    return run_id
+
+
+__all__ = ["ENSEMBLE", "EnsembleModel", "fit_ensemble", "fit_weights", "pool"]
