@@ -4,7 +4,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app_shared import trained_model_cards
+from ser_core.channels import CHANNELS
 from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
+from ser_core.robustness import robustness_table
 
 METRIC_LABELS = {"accuracy": "accuracy", "weighted_precision": "w. precision", "weighted_recall": "w. recall",
                  "uar": "UAR", "macro_f1": "macro F1"}
@@ -67,6 +70,18 @@ st.dataframe(pd.DataFrame([{"model": r["model"], "dataset": r["dataset"],
              hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f %%")})
 st.caption("From the projects SER Studio grew from, on RAVDESS with random splits and their own protocols; "
            "not comparable with the speaker-grouped runs above.")
+
+cards = [c for c in trained_model_cards() if c.get("robustness")]
+if cards:  # written by benchmarks/bench_robustness.py --write-cards
+    st.markdown("##### Saved models on perturbed clips: UAR (%) per channel")
+    robust = robustness_table(cards) * 100
+    fig = go.Figure(go.Heatmap(z=robust.values, x=robust.columns, y=robust.index, colorscale="RdYlGn", zmin=0,
+                               text=robust.map(lambda v: f"{v:.0f}").values, texttemplate="%{text}",
+                               hovertemplate="%{y} under %{x}<br>UAR %{z:.1f} %<extra></extra>"))
+    fig.update_layout(height=80 + 32 * len(robust), margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(fig, key="lb_robustness")
+    st.caption("Measured on: " + "; ".join(sorted({c.get("robustness_protocol", "?") for c in cards})) + ". "
+               + "Channels: " + "; ".join(f"{k}: {v}" for k, v in CHANNELS.items() if k in robust.columns) + ".")
 if view.empty:
     st.stop()
 

@@ -137,11 +137,13 @@ def cmd_train(a):
 
 
 def cmd_evaluate(a):
+    from .channels import parse_channels
     from .corpora import load_corpus
     from .features import compute_files, get_feature_set
     from .inference import evaluate_model
     from .saved import load_speaker_norm, load_trained, resolve
 
+    conditions = parse_channels(a.perturb)
     model, card = load_trained(a.model, a.models_dir)
     corpus = load_corpus(a.data, corpus=a.corpus)
     X = compute_files(corpus.manifest["path"].tolist(), get_feature_set(model.feature_set), n_jobs=a.jobs,
@@ -153,11 +155,19 @@ def cmd_evaluate(a):
         _err(f"speaker-adaptive model: each of the {len(set(speakers))} speakers normalised with its own clips")
     m = evaluate_model(model, card, X, y)  # calibrated probabilities (the card's temperature), as predict uses
     m.update(model=card["name"], corpus=corpus.name)
+    if conditions:
+        from .robustness import evaluate_perturbed
+
+        m["perturbations"] = evaluate_perturbed(model, card, corpus, conditions, n_jobs=a.jobs,
+                                                model_dir=resolve(a.model, a.models_dir),
+                                                progress=lambda c: _err(f"perturbed: {c}"))
     if a.json:
         _print_json(m)
     else:
         print(f"{card['name']} on {corpus.name} ({m['n']} clips): UAR {m['uar']:.3f}, accuracy {m['accuracy']:.3f}, "
               f"macro F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}, Brier {m['brier']:.3f}")
+        for c, r in m.get("perturbations", {}).items():
+            print(f"  {c:<10} UAR {r['uar']:.3f}, accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}")
 
 
 def cmd_predict(a):
@@ -268,6 +278,9 @@ def cmd_leaderboard(a):
 
 # -- parser --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .augment import AUGMENTATIONS
+    from .channels import CHANNELS
+
     p = argparse.ArgumentParser(prog="python -m ser_core", description="SER Studio: speech emotion recognition "
                                 "workbench (corpora, features, models, honest evaluation).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -306,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speaker (default): grouped by speaker; random is speaker-DEPENDENT (optimistic)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--feature-set", default=None, help="override the models' default feature set")
-    t.add_argument("--augment", default="", help="training-fold augmentation: noise,stretch,pitch")
+    t.add_argument("--augment", default="",
+                   help="training-fold augmentation, comma-separated: " + ", ".join(AUGMENTATIONS))
     t.add_argument("--speaker-norm", action="store_true", help="per-speaker z-scoring (utterance features)")
     t.add_argument("--param", action="append", help="MODEL.NAME=VALUE hyperparameter override (repeatable)")
     t.add_argument("--corpus", default="auto")
@@ -325,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--corpus", default="auto")
     e.add_argument("--models-dir", default=None)
     e.add_argument("--jobs", type=int, default=None)
+    e.add_argument("--perturb", default="", metavar="CONDITIONS",
+                   help="also score clips through realistic channels, comma-separated: " + ", ".join(CHANNELS))
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 

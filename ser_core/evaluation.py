@@ -258,7 +258,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             emit({"event": "features_progress", "done": done, "total": total})
 
     X = compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
-    X_aug = {k: _augmented(paths, fs, k, config.seed, n_jobs) for k in config.augment}
+    X_aug = {k: _augmented(paths, fs, k, config.seed, speakers, n_jobs) for k in config.augment}
     if config.speaker_norm and fs.kind != "utterance":
         raise ConfigError("Speaker normalisation applies to utterance feature sets only.")
 
@@ -436,8 +436,9 @@ def _with_augmented(X, y, X_aug: dict, speakers, norm=None):
     return np.concatenate(parts), np.concatenate(labels)
 
 
-def _augmented(paths, fs, kind, seed, n_jobs):
-    """Features of augmented copies of every clip (only the training fold's rows are ever used), cached."""
+def _augmented(paths, fs, kind, seed, speakers, n_jobs):
+    """Features of augmented copies of every clip (only the training fold's rows are ever used), cached; a
+    babble channel mixes in other speakers' clips (see ``augmented_features``)."""
     from .augment import augmented_features
 
-    return augmented_features(paths, fs, kind, seed, n_jobs=n_jobs)
+    return augmented_features(paths, fs, kind, seed, speakers=speakers, n_jobs=n_jobs)

@@ -1,0 +1,179 @@
+"""Robustness to real channels: models scored on clips passed through ``ser_core.channels`` conditions.
+
+Two protocols:
+
+- ``evaluate_perturbed(model, card, corpus, conditions)``: a saved model on a labelled corpus, every clip
+  perturbed. On the corpus the model was trained on (the shipped models: RAVDESS actors 01-16) the speakers
+  are SEEN, so the numbers say how much a channel costs, not what a new voice gets.
+- ``cross_validate_perturbed(model_name, corpus, conditions)``: the honest one. Speaker-grouped K-fold; each
+  fold's model learns from clean training clips (plus any augmentation) and is tested on the clean and the
+  perturbed clips of its test speakers.
+
+Perturbed features: each clip is decoded as recorded (no trimming, no normalisation), passed through the
+condition with a seed from its file name and the condition (``condition_seed``), then prepared and computed
+as its feature set says; they are cached as the feature set ``"<name>@<condition>"``. Babble comes from
+``BABBLE_TALKERS`` clips of other speakers of the same corpus.
+
+>>> results = evaluate_perturbed(model, card, load_corpus("data/ravdess"), ("phone", "noise10"))
+>>> results["phone"]     # {"uar": 0.31, "accuracy": 0.33, "ece": 0.21, "n": 960}
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+
+ROBUSTNESS_METRICS = ("uar", "accuracy", "ece")  # per condition; ece: 15-bin top-label calibration error
+CLEAN = "clean"  # the unperturbed clips, scored with the same code for comparison
+
+
+def perturbed_features(paths, fs, condition: str, *, speakers=None, n_jobs=None, cache=True) -> np.ndarray:
+    """Features ``(n, *fs.shape)`` of every clip passed through ``condition`` (a ``CHANNELS`` name).
+
+    speakers : each clip's speaker, aligned with ``paths``; babble for a clip is drawn from other speakers'
+        clips (``None``: from any other clip). cache : as ``compute_files``.
+    """
+    from .augment import transformed_features
+    from .channels import (BABBLE_CHANNELS, CHANNEL_VERSION, babble_sources, channel_features, condition_seed,
+                           parse_channels)
+    from .features import get_feature_set
+
+    fs = get_feature_set(fs)
+    parse_channels([condition])
+    paths = [str(p) for p in paths]
+    seeds = [condition_seed(p, condition) for p in paths]
+    babble = [babble_sources(paths, speakers, i, s) if condition in BABBLE_CHANNELS else ()
+              for i, s in enumerate(seeds)]
+    key = fs.replace(name=f"{fs.name}@{condition}.v{CHANNEL_VERSION}")  # the name is part of the cache key
+    return transformed_features(paths, key, channel_features, [(fs, condition, s, b) for s, b in zip(seeds, babble)],
+                                n_jobs=n_jobs, cache=cache)
+
+
+def condition_features(paths, fs, condition: str, *, speakers=None, n_jobs=None, cache=True) -> np.ndarray:
+    """``perturbed_features``, or for ``"clean"`` the plain features (``compute_files``)."""
+    if condition == CLEAN:
+        from .features import compute_files
+
+        return compute_files(paths, fs, cache=cache, n_jobs=n_jobs, progress=False)
+    return perturbed_features(paths, fs, condition, speakers=speakers, n_jobs=n_jobs, cache=cache)
+
+
+def _parse_conditions(conditions) -> tuple[str, ...]:
+    """``parse_channels`` that also lets ``"clean"`` through."""
+    from .channels import parse_channels
+
+    names = conditions.split(",") if isinstance(conditions, str) else list(conditions)
+    clean = [n.strip() for n in names if n.strip() == CLEAN]
+    return (*clean, *parse_channels([n for n in names if n.strip() != CLEAN]))
+
+
+def _scores(model, card: dict, X, y) -> dict:
+    """``{"uar", "accuracy", "ece", "n"}`` from ``evaluate_model`` (the card's calibrated probabilities)."""
+    from .inference import evaluate_model
+
+    m = evaluate_model(model, card, X, y)
+    return {k: m[k] for k in (*ROBUSTNESS_METRICS, "n")}
+
+
+def evaluate_perturbed(model, card: dict, corpus, conditions, *, model_dir=None, n_jobs=None, cache=True,
+                       progress=None) -> dict:
+    """``{condition: {"uar", "accuracy", "ece", "n"}}`` of a saved model (``load_trained``'s ``(model, card)``,
+    its calibrated probabilities) on every clip of ``corpus`` passed through each condition (``CHANNELS``
+    names, or ``"clean"``). A speaker-adaptive model (card ``speaker_norm``) normalises each speaker with that
+    speaker's own perturbed clips, as ``evaluate`` does for clean ones; it needs its folder ``model_dir``.
+    progress: ``callable(condition)`` before each condition."""
+    conditions = _parse_conditions(conditions)
+    norm = None
+    if card.get("speaker_norm"):
+        from .saved import load_speaker_norm
+
+        if model_dir is None:
+            raise ConfigError("A speaker-adaptive model needs its folder (model_dir) for its training statistics.")
+        norm = load_speaker_norm(model_dir, unseen="self")
+    manifest = corpus.manifest
+    paths, y = manifest["path"].tolist(), manifest["emotion"].to_numpy()
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    out = {}
+    for condition in conditions:
+        if progress:
+            progress(condition)
+        X = condition_features(paths, model.feature_set, condition, speakers=speakers, n_jobs=n_jobs, cache=cache)
+        out[condition] = _scores(model, card, X if norm is None else norm.transform(X, speakers), y)
+    return out
+
+
+def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int = 4, seed: int = 0,
+                             feature_set=None, params=None, augment=(), speaker_norm: bool = False,
+                             n_jobs=None, progress=None) -> dict:
+    """Speaker-grouped K-fold: train ``model_name`` on each fold's clean training clips (plus ``augment``
+    copies), score it on its test speakers' clean and perturbed clips.
+
+    Returns ``{"folds": [{condition: {"uar", "accuracy", "ece", "n"}}], "summary": {condition: {metric:
+    {"mean", "std"}}}, "splitter": repr}``, ``"clean"`` first. progress: ``callable(event: str)``.
+    """
+    from .evaluation import RunConfig, _augmented, _speaker_normalise, _with_augmented, make_splitter
+    from .models import create_model
+
+    emit = progress or (lambda e: None)
+    conditions = tuple(dict.fromkeys((CLEAN, *_parse_conditions(conditions))))
+    config = RunConfig(model=model_name, params=dict(params or {}), feature_set=feature_set, folds=folds,
+                       seed=seed, augment=tuple(augment), speaker_norm=speaker_norm)
+    _, fs = config.resolved()
+    manifest = corpus.manifest
+    paths, y = manifest["path"].tolist(), manifest["emotion"].to_numpy()
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    X = {}
+    for c in conditions:
+        emit(f"features {fs.name}@{c}")
+        X[c] = condition_features(paths, fs, c, speakers=speakers, n_jobs=n_jobs)
+    X_aug = {k: _augmented(paths, fs, k, seed, speakers, n_jobs) for k in config.augment}
+    splitter = make_splitter("speaker", folds, seed)
+    fold_scores = []
+    for i, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, speakers)):
+        emit(f"fold {i + 1}/{folds}")
+        Xtr, norm = X[CLEAN][tr], None
+        if speaker_norm:
+            Xtr, _, norm = _speaker_normalise(Xtr, speakers[tr], X[CLEAN][te], speakers[te])
+        Xtr, ytr = _with_augmented(Xtr, y[tr], {k: a[tr] for k, a in X_aug.items()}, speakers[tr], norm)
+        model = create_model(model_name, **{**config.params, "feature_set": fs.name,
+                                            "seed": config.params.get("seed", seed)})
+        model.fit(Xtr, ytr)
+        test = {c: Xc[te] if norm is None else norm.transform(Xc[te], speakers[te]) for c, Xc in X.items()}
+        fold_scores.append({c: _scores(model, {}, Xte, y[te]) for c, Xte in test.items()})
+    summary = {c: {m: {"mean": float(np.mean([f[c][m] for f in fold_scores])),
+                       "std": float(np.std([f[c][m] for f in fold_scores]))} for m in ROBUSTNESS_METRICS}
+               for c in X}
+    return {"folds": fold_scores, "summary": summary, "splitter": repr(splitter)}
+
+
+# -- model cards -------------------------------------------------------------------------------------------
+def record_robustness(model_dir, results: dict, *, protocol: str) -> dict:
+    """Write ``results`` (``{condition: {"uar", "accuracy", "ece", ...}}``) into the model card of the saved
+    model in ``model_dir`` as ``"robustness"``, with a one-line ``"robustness_protocol"`` saying on what data
+    they were measured. Returns the updated card."""
+    from .cache import _atomic_write
+    from .saved import CARD_JSON, read_card
+
+    card = read_card(model_dir)
+    card["robustness"] = {c: {k: v for k, v in r.items() if k in (*ROBUSTNESS_METRICS, "n")}
+                          for c, r in results.items()}
+    card["robustness_protocol"] = protocol
+    _atomic_write(Path(model_dir) / CARD_JSON, lambda f: f.write(json.dumps(card, indent=2, default=str).encode()))
+    return card
+
+
+def robustness_table(cards, metric: str = "uar"):
+    """One row per model card with a ``"robustness"`` block, one column per condition (``clean`` first, then
+    ``CHANNELS`` order): ``metric`` as a ``pandas.DataFrame`` indexed by model name (empty when no card has
+    the block)."""
+    import pandas as pd
+
+    from .channels import CHANNELS
+
+    rows = {c["name"]: {k: v.get(metric) for k, v in c["robustness"].items()} for c in cards if c.get("robustness")}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    order = [k for k in (CLEAN, *CHANNELS) if k in table.columns]
+    return table[order + [k for k in table.columns if k not in order]]
