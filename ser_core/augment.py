@@ -65,11 +65,11 @@ def _vtlp(y, sr, rng):
 
 
 def _speed(y, sr, rng):
-    """Speed perturbation by 0.9 or 1.1 (Ko et al., 2015): resampled, so tempo, pitch and formants all change
-    and the length changes by 1 / factor."""
+    """Speed perturbation by 0.85, 0.9, 1.1 or 1.15 (Ko et al., 2015): resampled, so tempo, pitch and formants
+    all change    and the length changes by 1 / factor."""
     from .audio import resample
 
-    return resample(y, int(round(sr * rng.choice([0.9, 1.1]))), sr)
+    return resample(y, int(round(sr * rng.choice([0.85, 0.9, 1.1, 1.15]))), sr)
 
 
 _WAVEFORM = {"noise": _noise, "stretch": _stretch, "pitch": _pitch, "vtlp": _vtlp, "speed": _speed}
@@ -83,7 +83,7 @@ def augment_signal(y: np.ndarray, sr: int, kind: str, seed: int = 0, *, babble=N
     - stretch: time stretch by a random rate in [0.85, 1.15];
     - pitch: pitch shift by a random number of semitones in [-2, 2] (non-zero);
     - vtlp: formants moved by a warp factor in [0.85, 1.15], pitch and duration kept;
-    - speed: speed perturbation 0.9 or 1.1 (tempo and pitch);
+    - speed: speed perturbation 0.85, 0.9, 1.1 or 1.15 (tempo and pitch);
     - channel: ``ser_core.channels.random_channel(seed)`` (phone, noise 0-20 dB, babble, reverb, mp3, opus,
       gain or browser); babble needs ``babble=`` (other speakers' signals at ``sr``).
     """
@@ -99,14 +99,29 @@ def augment_signal(y: np.ndarray, sr: int, kind: str, seed: int = 0, *, babble=N
 
 
 def parse_augment(spec) -> tuple[str, ...]:
-    """``"noise,pitch"`` or a list -> validated tuple; ``None``/``""``/``"none"`` -> ()."""
+    """``"noise,pitch,speed*4"`` or a list -> validated tuple; ``None``/``""``/``"none"`` -> ().
+
+    ``KIND*N`` asks for ``N`` augmented copies of each training clip (each with its own random draw)."""
     if not spec or spec == "none":
         return ()
     kinds = tuple(s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip())
     for k in kinds:
-        if k not in AUGMENTATIONS:
-            raise ConfigError(f"Unknown augmentation '{k}'; choose from {', '.join(AUGMENTATIONS)}.")
+        kind, _, count = k.partition("*")
+        if kind not in AUGMENTATIONS:
+            raise ConfigError(f"Unknown augmentation '{kind}'; choose from {', '.join(AUGMENTATIONS)}.")
+        if count and not (count.isdigit() and 1 <= int(count) <= 16):
+            raise ConfigError(f"Bad augmentation '{k}': the number of copies after '*' must be 1 to 16.")
     return kinds
+
+
+def augment_copies(kinds) -> list[tuple[str, str, int]]:
+    """``parse_augment``'s tuple -> one ``(key, kind, seed offset)`` per augmented copy: ``"speed*2"`` gives
+    ``("speed", "speed", 0)`` and ``("speed#2", "speed", 1)``."""
+    out = []
+    for k in kinds:
+        kind, _, count = k.partition("*")
+        out += [(kind if i == 0 else f"{kind}#{i + 1}", kind, i) for i in range(int(count or 1))]
+    return out
 
 
 def _clip_seed(path, seed: int) -> int:

@@ -258,7 +258,10 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             emit({"event": "features_progress", "done": done, "total": total})
 
     X = compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
-    X_aug = {k: _augmented(paths, fs, k, config.seed, speakers, n_jobs) for k in config.augment}
+    from .augment import augment_copies
+
+    X_aug = {key: _augmented(paths, fs, kind, config.seed + 7919 * i, speakers, n_jobs)
+             for key, kind, i in augment_copies(config.augment)}
     if config.speaker_norm and fs.kind != "utterance":
         raise ConfigError("Speaker normalisation applies to utterance feature sets only.")
 

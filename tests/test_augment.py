@@ -70,3 +70,30 @@ def test_cv_adds_augmented_copies_of_training_clips_only(shared_ravdess, tmp_pat
     tests = [n for k, n in seen if k == "test"]
     assert fits == [2 * f["n_train"] for f in res.folds]  # originals + one noisy copy each
     assert tests == [f["n_test"] for f in res.folds]  # test folds never augmented
+
+
+def test_copies_syntax_gives_several_distinct_copies(shared_ravdess, tmp_path, monkeypatch):
+    from ser_core import evaluation
+    from ser_core.augment import augment_copies
+    from ser_core.corpora import load_corpus
+
+    assert parse_augment("speed*3,noise") == ("speed*3", "noise")
+    assert augment_copies(("speed*3", "noise")) == [("speed", "speed", 0), ("speed#2", "speed", 1),
+                                                    ("speed#3", "speed", 2), ("noise", "noise", 0)]
+    for bad in ("speed*0", "speed*x", "speed*17", "warp*2"):
+        with pytest.raises(ConfigError):
+            parse_augment(bad)
+    for a in ("01", "02"):
+        (tmp_path / f"Actor_{a}").mkdir()
+        for f in sorted((shared_ravdess / f"Actor_{a}").glob("*.flac"))[:8]:
+            (tmp_path / f"Actor_{a}" / f.name).symlink_to(f)
+    corpus = load_corpus(tmp_path)
+    seen = []
+    real = evaluation._with_augmented
+    monkeypatch.setattr(evaluation, "_with_augmented",
+                        lambda X, y, X_aug, *a, **k: seen.append(X_aug) or real(X, y, X_aug, *a, **k))
+    evaluation.cross_validate(evaluation.RunConfig(model="majority", folds=2, augment="speed*3"), corpus)
+    copies = seen[0]
+    assert list(copies) == ["speed", "speed#2", "speed#3"]
+    a, b, c = copies.values()
+    assert not np.allclose(a, b) or not np.allclose(b, c)  # independent draws, not one copy three times

@@ -229,3 +229,24 @@ def test_speaker_normalizer_uses_train_statistics_only():
         SpeakerNormalizer().transform(X_test, ["c"] * 10)
     with pytest.raises(ConfigError):
         norm.fit(X_train, spk_train[:3])
+
+
+def test_expressive_set_adds_voice_quality_and_timing(shared_ravdess):
+    from ser_core.features import SUMMARY_DIMS, spectral_shape
+
+    fs = get_feature_set("expressive")
+    rich = get_feature_set("rich")
+    assert fs.shape == (rich.shape[0] + (40 + 7 + 2) * len(fs.functionals) + sum(SUMMARY_DIMS.values()),)
+    assert len(fs.feature_names()) == fs.shape[0] and fs.feature_names()[-1] == "voiced_spectrum79"
+    path = next((shared_ravdess / "Actor_03").glob("03-01-05-02-*.flac"))  # angry, strong, male actor
+    x = F.compute_file(path, fs)
+    assert x.shape == fs.shape and np.isfinite(x).all()
+    assert np.allclose(x[:rich.shape[0] // 8], F.compute_file(path, rich)[:rich.shape[0] // 8])  # rich means
+    named = dict(zip(fs.feature_names(), x))
+    assert 0 < named["voice7"] < 1 and 0.5 < named["voice11"] < 6  # voiced fraction, duration in s
+    # spectral shape of white noise: flat (log flatness near 0), centroid near the middle of the band
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    shape = spectral_shape(y=noise, sr=16000)
+    assert shape.shape[0] == 7 and abs(np.median(shape[0]) - 4000) < 300 and np.median(shape[3]) > -1.0
+    tone = np.sin(2 * np.pi * 300 * np.arange(16000) / 16000).astype(np.float32)
+    assert np.median(spectral_shape(y=tone, sr=16000)[3]) < -5  # a pure tone is far from flat

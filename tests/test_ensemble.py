@@ -1,0 +1,152 @@
+"""The ensemble as a saved model: pooling maths, weights fitted on out-of-fold predictions, cross-validation
+with fold-held-out weights, save/load, prediction through its members, and the refusals."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_core.ensemble import EnsembleModel, fit_ensemble, fit_weights, pool
+from ser_core.errors import ConfigError
+
+
+def test_pool_is_a_normalised_weighted_geometric_mean():
+    a = np.array([[0.7, 0.2, 0.1]])
+    b = np.array([[0.2, 0.6, 0.2]])
+    p = pool([a, b], [1.0, 1.0])
+    expected = a * b / (a * b).sum()
+    assert np.allclose(p, expected) and np.allclose(p.sum(1), 1)
+    assert np.allclose(pool([a, b], [1.0, 0.0]), a)  # a zero weight ignores that member
+    assert np.allclose(pool([a, b], [0.0, 0.0]), 1 / 3)  # no information: uniform
+
+
+def test_fit_weights_prefers_the_informative_member():
+    rng = np.random.default_rng(0)
+    n, k = 3000, 4
+    y = rng.integers(0, k, n)
+    good = np.full((n, k), 0.1)
+    good[np.arange(n), y] = 0.7  # right 100 %, moderately confident
+    noise = rng.dirichlet(np.ones(k), n)  # unrelated to the labels
+    w = fit_weights([good, noise], y)
+    assert w[0] > 1.0 and w[1] < 0.05 and (w >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def members(shared_ravdess, tmp_path_factory):
+    """lda and svm cross-validated with the same folds (3 actors, 3 folds) and saved with oof.npz."""
+    from helpers import symlink_actors
+    from ser_core.corpora import load_corpus
+    from ser_core.evaluation import RunConfig, cross_validate
+    from ser_core.results import ResultsStore
+
+    base = tmp_path_factory.mktemp("ensemble")
+    corpus = load_corpus(symlink_actors(shared_ravdess, base / "data", ("01", "02", "03")))
+    store = ResultsStore(base / "results.sqlite")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+        for name in ("lda", "svm"):
+            cross_validate(RunConfig(model=name, feature_set="rich", folds=3), corpus, store=store,
+                           save_to=base / "models" / name, n_jobs=2)
+        cross_validate(RunConfig(model="svm", feature_set="rich", folds=2), corpus, store=store,
+                       save_to=base / "models" / "svm_k2", n_jobs=2)
+    return base, corpus, store
+
+
+def test_fit_ensemble_cross_validates_saves_and_records_a_run(members):
+    base, corpus, store = members
+    card = fit_ensemble(["lda", "svm"], root=base / "models", store=store)
+    folder = base / "models" / "ensemble"
+    assert (folder / "model.json").is_file() and (folder / "oof.npz").is_file()
+    assert card["model"] == "ensemble" and card["members"] == ["lda", "svm"]
+    assert set(card["weights"]) == {"lda", "svm"} and all(w >= 0 for w in card["weights"].values())
+    uar = card["cv"]["metrics"]["uar"]["mean"]
+    assert 0.125 < uar <= 1 and 0 <= card["calibration"]["ece"] < 1
+    runs = store.runs()
+    row = runs[runs["model"] == "ensemble"].iloc[0]
+    assert row["uar_mean"] == pytest.approx(uar) and row["k"] == 3
+    # fold f's out-of-fold predictions come from weights fitted without fold f: recompute one fold by hand
+    from ser_core.calibration import apply_temperature, label_indices
+    from ser_core.saved import load_oof
+
+    oof, member = load_oof(folder), {m: load_oof(base / "models" / m) for m in ("lda", "svm")}
+    assert sorted(oof["paths"]) == sorted(corpus.manifest["path"])
+    temps = {m: json.loads((base / "models" / m / "card.json").read_text())["calibration"]["temperature"]
+             for m in member}
+    order = {m: np.argsort(member[m]["paths"]) for m in member}
+    probas = [apply_temperature(member[m]["proba"][order[m]], temps[m]) for m in ("lda", "svm")]
+    y_idx = label_indices(member["lda"]["y"][order["lda"]], list(oof["classes"]))
+    test = oof["fold"] == 0
+    w = fit_weights([p[~test] for p in probas], y_idx[~test])
+    assert np.allclose(oof["proba"][test], pool([p[test] for p in probas], w), atol=1e-6)
+
+
+def test_saved_ensemble_loads_and_predicts_through_its_members(members):
+    from ser_core.inference import Predictor
+    from ser_core.saved import load_trained
+
+    base, corpus, store = members
+    fit_ensemble(["lda", "svm"], root=base / "models", store=store)
+    model, card = load_trained("ensemble", base / "models")
+    assert isinstance(model, EnsembleModel) and model.members == ["lda", "svm"]
+    assert model.weights == pytest.approx(list(card["weights"].values()))
+
+    p = Predictor.from_dir(["ensemble"], base / "models")  # members load as auxiliary models
+    assert sorted(m.name for m in p.models) == ["ensemble", "lda", "svm"]
+    path = corpus.manifest["path"].iloc[0]
+    only = p.predict_file(path)
+    assert list(only) == ["ensemble"] and sum(only["ensemble"].values()) == pytest.approx(1)
+    both = Predictor.from_dir(["svm", "ensemble"], base / "models").predict_file(path)
+    assert sorted(both) == ["ensemble", "svm"]
+    assert both["ensemble"] == pytest.approx(only["ensemble"])
+    # by hand: pool the members' calibrated probabilities with the saved weights, then the ensemble's temperature
+    from ser_core.calibration import apply_temperature
+
+    full = Predictor.from_dir(["lda", "svm"], base / "models").predict_file(path)
+    classes = list(model.classes_)
+    probs = [np.array([[full[m][c] for c in classes]]) for m in model.members]
+    expected = apply_temperature(pool(probs, model.weights), card["calibration"]["temperature"])[0]
+    assert [only["ensemble"][c] for c in classes] == pytest.approx(expected.tolist())
+
+
+def test_ensemble_refuses_members_from_other_folds_or_without_oof(members, tmp_path):
+    base, _, _ = members
+    with pytest.raises(ConfigError, match="other clips, folds or labels"):
+        fit_ensemble(["lda", "svm_k2"], root=base / "models", name="mixed")
+    with pytest.raises(ConfigError, match="at least two"):
+        fit_ensemble(["lda"], root=base / "models", name="single")
+    import shutil
+
+    shutil.copytree(base / "models" / "svm", tmp_path / "svm")
+    shutil.copytree(base / "models" / "lda", tmp_path / "lda")
+    (tmp_path / "svm" / "oof.npz").unlink()
+    with pytest.raises(ConfigError, match="no out-of-fold predictions"):
+        fit_ensemble(["lda", "svm"], root=tmp_path)
+    with pytest.raises(ConfigError, match="out-of-fold"):
+        EnsembleModel(["lda", "svm"], [1, 1]).fit(np.zeros((2, 2)), ["a", "b"])
+
+
+def test_cli_ensemble_models_and_evaluate(members, tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    base, corpus, _ = members
+    run = lambda *args: subprocess.run([sys.executable, "-m", "ser_core", *args], cwd=REPO, capture_output=True,
+                                       text=True, timeout=300)
+    db = str(tmp_path / "r.sqlite")
+    out = run("ensemble", "--members", "lda,svm", "--models-dir", str(base / "models"), "--db", db, "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["members"] == ["lda", "svm"] and 0 < res["uar"]["mean"] <= 1 and "ece" in res
+    listed = json.loads(run("models", "--models-dir", str(base / "models"), "--json").stdout)
+    ens = next(r for r in listed if r["name"] == "ensemble")
+    assert "uar" in ens["cv"] and "ece" in ens["cv"]
+    out = run("evaluate", "--model", "ensemble", "--models-dir", str(base / "models"), "--data",
+              str(base / "data"), "--json")
+    assert out.returncode == 0, out.stderr
+    m = json.loads(out.stdout)
+    assert m["n"] == len(corpus.manifest) and {"uar", "accuracy", "ece", "brier"} <= set(m)
+    out = run("ensemble", "--members", "lda", "--models-dir", str(base / "models"), "--db", db)
+    assert out.returncode == 2 and out.stderr.strip().startswith("error:")
