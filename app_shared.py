@@ -238,31 +238,32 @@ def analyse_audio(src, predictor, *, max_duration_s: float = DEMO_MAX_S, timelin
                   window_s: float = 3.0) -> dict:
     """Everything the Demo page shows for one recording (``src``: path, bytes or binary file object).
 
-    Returns ``{"y": (n,) float32 at 16 kHz (untrimmed), "sr", "speech": (start, end) sample indices of the
-    trimmed region the models hear, "voiced_fraction", "predictions": {model: {label: p}}, "weights",
-    "ensemble": {label: p}, "timings", "timeline": list of windows or None}``. Raises the ``SERError``
-    subclasses for unusable audio (unreadable, empty, silent, too long)."""
-    import numpy as np
-    from ser_core.audio import load_audio, trim_silence
-    from ser_core.features import frame_features, get_feature_set
-    from ser_core.inference import ensemble
+    Returns ``{"is_speech": True, "y": (n,) float32 at 16 kHz (untrimmed), "sr", "speech": (start, end) sample
+    indices of the trimmed region the models hear, "predictions": {model: {label: p}}, "lead": the saved
+    ensemble's name or None, "ensemble": {label: p} (``Predictor.best_estimate``), "weights", "timings",
+    "timeline": list of windows or None}``; for a recording that does not sound like speech (silence included,
+    ``ser_core.speech.speech_check``) only ``{"is_speech": False, "reason"}``. Raises the ``SERError``
+    subclasses for unusable audio (unreadable, empty, too long)."""
+    from ser_core.audio import trim_silence
+    from ser_core.features import get_feature_set
+    from ser_core.speech import speech_check_file
 
-    y = load_audio(src, trim=False, normalize=None, max_duration_s=max_duration_s)  # silent -> SilentAudioError
+    y, is_speech, reason = speech_check_file(src, max_duration_s=max_duration_s)
+    if not is_speech:
+        return {"is_speech": False, "reason": reason}
     sr = 16000
-    top_db = get_feature_set(predictor.models[0].model.feature_set).top_db if predictor.models else 20
+    top_db = next((get_feature_set(m.model.feature_set).top_db for m in predictor.models if m.model.feature_set),
+                  20)
     _, (start, end) = trim_silence(y, top_db=top_db)
     timings: dict = {}
     preds = predictor.predict(y, sr, timings=timings)
-    weights = predictor.weights()
-    speech = y[start:end]
-    voiced = frame_features(speech / max(float(np.abs(speech).max()), 1e-9), sr)["voiced"]
+    lead, best = predictor.best_estimate(preds)
     duration = len(y) / sr
     timeline = None
     if duration > timeline_after_s:  # at most ~60 windows, at least one per second
         timeline = predictor.timeline(y, sr, window_s=window_s, hop_s=max(1.0, round(duration / 60)))
-    return {"y": y, "sr": sr, "speech": (int(start), int(end)), "voiced_fraction": float(np.mean(voiced)),
-            "predictions": preds, "weights": weights, "ensemble": ensemble(preds, weights), "timings": timings,
-            "timeline": timeline}
+    return {"is_speech": True, "y": y, "sr": sr, "speech": (int(start), int(end)), "predictions": preds,
+            "lead": lead, "ensemble": best, "weights": predictor.weights(), "timings": timings, "timeline": timeline}
 
 
 class LiveBuffer:

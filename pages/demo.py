@@ -14,11 +14,13 @@ import streamlit as st
 
 from app_shared import (DEMO_MAX_S, EMOTION_COLORS, LiveBuffer, TIMELINE_AFTER_S, analyse_audio, emotion_order,
                         envelope, load_predictor, models_dir_version, trained_model_cards)
+from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
+from ser_core.inference import describe_prediction
 from ser_core.saved import default_models_dir
+from ser_core.speech import NOT_SPEECH
 
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
-LOW_VOICING = 0.15  # below this fraction of voiced frames the input is probably not speech
 MODES = ["Upload a file", "Record", "Live microphone"]
 CALIBRATION_MIN = 5  # clips of the user's voice before speaker-adaptive models use them (SpeakerNormalizer)
 
@@ -32,17 +34,20 @@ if not cards:
 
 uar = {c["name"]: c["uar"] for c in cards}
 adaptive = {c["name"] for c in cards if c.get("speaker_norm")}
+members = {c["name"]: c.get("members", []) for c in cards if c.get("model") == ENSEMBLE}  # saved ensembles
 
 
 def model_label(n: str) -> str:
     label = f"{n} (CV UAR {uar[n]:.2f})" if uar.get(n) is not None else f"{n} (no CV score)"
-    return label + (" (speaker-adaptive)" if n in adaptive else "")
+    return label + (" (speaker-adaptive)" if n in adaptive else "") + \
+        (f" (ensemble of {len(members[n])} models)" if n in members else "")
 
 
-names = [c["name"] for c in cards]
+names = sorted((c["name"] for c in cards), key=lambda n: n not in members)  # a saved ensemble first
 chosen = st.multiselect("Models", names, default=names, format_func=model_label,
                         help="CV UAR: unweighted average recall of the model's cross-validation (chance = 1 / "
-                             "number of emotions). The ensemble weighs each model by it. Speaker-adaptive models "
+                             "number of emotions). A saved ensemble pools its member models and leads the answer; "
+                             "without one, the models' mean weighted by CV UAR does. Speaker-adaptive models "
                              "compare a voice with itself: calibrate them to yours below.")
 if not chosen:
     st.info("Select at least one model.")
@@ -117,7 +122,7 @@ if adaptive & set(chosen):
     predictor, calibration_key = calibration(predictor)
 else:
     calibration_key = ()
-cal_status = predictor.calibration_status()
+cal_status, thresholds = predictor.calibration_status(), predictor.thresholds()
 
 
 @st.cache_data(max_entries=16, show_spinner="Analysing the recording...")
@@ -137,11 +142,16 @@ def prob_chart(probs: dict, key: str, height: int = 270):
     st.plotly_chart(fig, key=key, config={"displayModeBar": False})
 
 
+def answer(probs: dict, threshold: float | None):
+    """The top emotion and its confidence, or "not sure" and the candidates (``describe_prediction``)."""
+    said = describe_prediction(probs, threshold)
+    st.metric("top emotion", said["answer"], said["detail"], delta_color="off", delta_arrow="off")
+
+
 def model_card(name: str, probs: dict, key: str, timing: dict | None = None):
-    top = max(probs, key=probs.get)
     with st.container(border=True):
         st.markdown(f"**{model_label(name)}**")
-        st.metric("top emotion", top, f"{probs[top]:.0%} confidence", delta_color="off", delta_arrow="off")
+        answer(probs, thresholds.get(name))
         prob_chart(probs, key=key)
         if name in cal_status:
             st.caption(f"calibrated to your voice ({predictor.n_calibration_clips} clips)" if cal_status[name]
@@ -174,7 +184,7 @@ def waveform_chart(res: dict):
                "(leading and trailing silence trimmed).")
 
 
-def timeline_chart(windows: list[dict]):
+def timeline_chart(windows: list[dict], threshold: float | None):
     rows = [{"time (s)": (w["start_s"] + w["end_s"]) / 2, "emotion": l, "probability": p}
             for w in windows for l, p in (w["ensemble"].items() if w["speech"] else [])]
     if not rows:
@@ -189,7 +199,7 @@ def timeline_chart(windows: list[dict]):
     st.plotly_chart(fig, key="timeline")
     segs = []
     for w in windows:
-        top = max(w["ensemble"], key=w["ensemble"].get) if w["speech"] else "(no speech)"
+        top = describe_prediction(w["ensemble"], threshold)["answer"] if w["speech"] else "(no speech)"
         if segs and segs[-1]["emotion"] == top:
             segs[-1]["to (s)"] = w["end_s"]
         else:
@@ -198,33 +208,43 @@ def timeline_chart(windows: list[dict]):
     st.dataframe(pd.DataFrame(segs).round(1), hide_index=True)
 
 
-def render(res: dict):
-    waveform_chart(res)
-    if res["voiced_fraction"] < LOW_VOICING:
-        st.warning(f"Only {res['voiced_fraction']:.0%} of this recording is voiced: it may be noise or music "
-                   "rather than speech, so the predictions below are unreliable.")
-    ens = res["ensemble"]
-    if len(res["predictions"]) > 1:
-        st.subheader("Ensemble (weighted by CV UAR)")
-        c1, c2 = st.columns([1, 2])
-        top = max(ens, key=ens.get)
-        c1.metric("top emotion", top, f"{ens[top]:.0%} confidence", delta_color="off", delta_arrow="off")
+def lead_answer(res: dict):
+    """The answer the page leads with: the saved ensemble's, or else the models' mean weighted by CV UAR."""
+    lead, ens = res["lead"], res["ensemble"]
+    st.subheader(f"Best estimate (ensemble of {len(members[lead])} models)" if lead else
+                 "Ensemble (weighted by CV UAR)")
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        answer(ens, thresholds.get(lead))
+    if lead:
+        c1.caption(f"{model_label(lead)}; members: {', '.join(members[lead])}")
+    else:
         w = res["weights"]
         c1.caption("weights: " + ", ".join(f"{k} {v / sum(w.values()):.0%}" for k, v in w.items()))
-        with c2:
-            prob_chart(ens, key="ensemble", height=250)
-    st.subheader("Each model")
-    predictions_grid(res["predictions"], key="model", timings=res["timings"])
+    with c2:
+        prob_chart(ens, key="ensemble", height=250)
+
+
+def render(res: dict):
+    if not res["is_speech"]:
+        st.warning(f"{NOT_SPEECH} {res['reason']}")
+        return
+    singles = {k: v for k, v in res["predictions"].items() if k != res["lead"]}
+    if res["lead"] or len(singles) > 1:
+        lead_answer(res)
+    waveform_chart(res)
+    if singles:
+        st.subheader("Each model")
+        predictions_grid(singles, key="model", timings=res["timings"])
     if res["timeline"] is not None:
         st.subheader("Emotion over time (ensemble, 3 s windows)")
-        timeline_chart(res["timeline"])
+        timeline_chart(res["timeline"], thresholds.get(res["lead"]))
 
 
 def live():
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-    from ser_core.errors import AudioError
-    from ser_core.inference import ensemble
+    from ser_core.speech import speech_check
 
     st.caption("Press START and allow the microphone: every second the models judge the last 3 s of speech.")
     ctx = webrtc_streamer(key="ser-live", mode=WebRtcMode.SENDONLY, audio_receiver_size=1024,
@@ -244,16 +264,15 @@ def live():
         if time.monotonic() - last < 1.0 or buf.seconds < 1.0:
             continue
         last, n = time.monotonic(), n + 1
-        try:
-            preds = predictor.predict(buf.buf, buf.sr)
-        except AudioError:
+        if not speech_check(buf.buf, buf.sr)[0]:
             status.info("Listening... no speech in the last 3 s.")
             continue
-        ens = ensemble(preds, predictor.weights())
-        top = max(ens, key=ens.get)
-        status.success(f"Now: **{top}** ({ens[top]:.0%}), {buf.received_s:.0f} s streamed")
+        preds = predictor.predict(buf.buf, buf.sr)
+        lead, ens = predictor.best_estimate(preds)
+        status.success(f"Now: **{describe_prediction(ens, thresholds.get(lead))['text']}**, "
+                       f"{buf.received_s:.0f} s streamed")
         with out.container():
-            predictions_grid(preds, key=f"live{n}")
+            predictions_grid({k: v for k, v in preds.items() if k != lead}, key=f"live{n}")
 
 
 mode = st.radio("Input", MODES, horizontal=True, key="demo_mode")

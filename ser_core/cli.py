@@ -171,8 +171,8 @@ def cmd_evaluate(a):
 
 
 def cmd_predict(a):
-    from .audio import load_audio
-    from .inference import Predictor, ensemble, is_uncertain
+    from .inference import Predictor, describe_prediction, ensemble, is_uncertain
+    from .speech import NOT_SPEECH, speech_check_file
 
     names = None if a.model == "all" else [m.strip() for m in a.model.split(",")]
     predictor = Predictor.from_dir(names, a.models_dir)
@@ -188,7 +188,10 @@ def cmd_predict(a):
     status, thresholds = predictor.calibration_status(), predictor.thresholds()
     out = []
     for f in a.files:
-        y = load_audio(f, trim=False, normalize=None)
+        y, is_speech, reason = speech_check_file(f)
+        if not is_speech:  # a verdict, not an error: one row for the file, and the other files go on
+            out.append({"file": f, "model": None, "label": None, "no_speech": True, "reason": reason})
+            continue
         preds = predictor.predict(y, 16000)
         for name, probs in preds.items():
             row = {"file": f, "model": name, "label": max(probs, key=probs.get), "probabilities": probs}
@@ -202,8 +205,11 @@ def cmd_predict(a):
         _print_json(out)
     else:
         for r in out:
-            print(f"{r['file']}\t{r['model']:<20} {r['label']:<10} {r['probabilities'][r['label']]:.2f}"
-                  + ("  (not sure)" if r.get("uncertain") else ""))
+            if r.get("no_speech"):
+                print(f"{r['file']}\t{NOT_SPEECH} {r['reason']}")
+            else:
+                said = describe_prediction(r["probabilities"], thresholds.get(r["model"]))
+                print(f"{r['file']}\t{r['model']:<20} {said['text']}")
 
 
 def _audio_files(items) -> list[str]:
@@ -344,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="predict the emotion of audio files with saved models")
+    pr = sub.add_parser("predict", help="predict the emotion of audio files with saved models",
+                        description="Predict the emotion of audio files with saved models. A file that does not "
+                        "sound like speech (silence, noise, music, a tone) gets one row with \"label\": null, "
+                        "\"no_speech\": true and the reason instead of the models' rows; the other files go on "
+                        "and the exit status stays 0. Unreadable files are errors (exit status 2).")
     pr.add_argument("--model", default="all", help="a saved model name, a comma list, or 'all'")
     pr.add_argument("files", nargs="+")
     pr.add_argument("--models-dir", default=None)

@@ -5,6 +5,7 @@
     >>> tl = p.timeline(y, sr, window_s=3, hop_s=1)  # emotion over time for long recordings
     >>> p.calibrate(["me1.wav", ..., "me5.wav"])     # speaker-adaptive models: 5+ clips of the same speaker
     >>> p.thresholds()                              # {model_name: top probability below which it is not sure}
+    >>> describe_prediction(res["svm"], p.thresholds()["svm"])["text"]   # "angry 87%" or "not sure: angry 38%, ..."
 
 Probabilities are temperature-scaled as the model card says (card ``calibration``, fitted on the model's
 out-of-fold predictions; cards without it: unchanged), so a model's confidence is an honest estimate of how
@@ -25,9 +26,11 @@ import numpy as np
 
 from .audio import load_audio, prepare
 from .calibration import apply_temperature
-from .errors import AudioError, ConfigError
+from .ensemble import ENSEMBLE
+from .errors import ConfigError
 from .features import SpeakerNormalizer, compute, get_feature_set
 from .saved import list_trained, load_speaker_norm, load_trained, resolve
+from .speech import speech_check
 
 
 @dataclass
@@ -142,7 +145,8 @@ class Predictor:
 
     def timeline(self, y: np.ndarray, sr: int, *, window_s: float = 3.0, hop_s: float = 1.0) -> list[dict]:
         """Sliding-window predictions: a list of ``{"start_s", "end_s", "speech": bool, "models": {...},
-        "ensemble": {...}}``. Windows with no speech are marked and not classified."""
+        "ensemble": {...}}`` (``ensemble``: the ``best_estimate``). Windows that do not sound like speech
+        (``ser_core.speech.speech_check``) are marked, with the ``reason``, and not classified."""
         y = prepare(y, sr, trim=False, normalize=None)
         sr = 16000
         win, hop = int(window_s * sr), int(hop_s * sr)
@@ -151,12 +155,12 @@ class Predictor:
         for s in starts:
             seg = y[s:s + win]
             entry = {"start_s": s / sr, "end_s": (s + len(seg)) / sr}
-            try:
+            is_speech, reason = speech_check(seg, sr)  # silence, noise, music: marked, not classified
+            if is_speech:
                 preds = self.predict(seg, sr)
-            except AudioError as exc:  # silence or too short: no speech in this window
-                entry.update(speech=False, reason=str(exc), models={}, ensemble={})
+                entry.update(speech=True, models=preds, ensemble=self.best_estimate(preds)[1])
             else:
-                entry.update(speech=True, models=preds, ensemble=ensemble(preds, self.weights()))
+                entry.update(speech=False, reason=reason, models={}, ensemble={})
             out.append(entry)
         return out
 
@@ -170,6 +174,16 @@ class Predictor:
         known = [u for u in uars.values() if u is not None]
         fill = float(np.mean(known)) if known else 1.0
         return {k: (v if v is not None else fill) for k, v in uars.items()}
+
+    def saved_ensemble(self) -> LoadedModel | None:
+        """The saved ensemble (card ``model`` "ensemble") among the reported models, or None."""
+        return next((m for m in self.models if m.card.get("model") == ENSEMBLE and not m.auxiliary), None)
+
+    def best_estimate(self, preds: dict) -> tuple[str | None, dict]:
+        """The answer to lead with, from ``predict``'s ``preds``: ``(name, probabilities)`` of the saved ensemble
+        when one is loaded, else ``(None, the models' CV-UAR-weighted mean)`` (``ensemble``)."""
+        saved = self.saved_ensemble()
+        return (saved.name, preds[saved.name]) if saved else (None, ensemble(preds, self.weights()))
 
 
 _USER = "user"  # the speaker label of prediction-time clips
@@ -186,6 +200,29 @@ def calibrated_proba(model, card: dict, X) -> np.ndarray:
 def is_uncertain(probs: dict, threshold: float | None) -> bool:
     """True when the top probability of ``probs`` ({label: probability}) is below ``threshold`` (None: never)."""
     return threshold is not None and bool(probs) and max(probs.values()) < threshold
+
+
+NOT_SURE = "not sure"  # said instead of a label when the top probability is below the model's threshold
+CANDIDATES = 3  # "not sure" lists the top 2 labels, and a third ...
+CANDIDATE_MIN = 0.1  # ... when it has at least this probability (below, it adds noise, not information)
+
+
+def describe_prediction(probs: dict, threshold: float | None = None) -> dict:
+    """What to say about one model's probabilities ``probs`` ({label: probability}) given its "not sure"
+    ``threshold`` (``LoadedModel.threshold``; None: always sure). Returns ``{"label", "confidence"}`` (the top
+    label and its probability), ``"uncertain"`` (``is_uncertain``), ``"candidates"`` (the top 2-3 ``(label,
+    probability)``), ``"answer"`` (the label, or "not sure"), ``"detail"`` ("87% confidence", or the candidates
+    "angry 38%, fearful 31%, happy 12%") and ``"text"`` ("angry 87%", or "not sure: angry 38%, fearful 31%,
+    happy 12%")."""
+    ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+    label, confidence = ranked[0]
+    candidates = ranked[:2] + [kv for kv in ranked[2:CANDIDATES] if kv[1] >= CANDIDATE_MIN]
+    uncertain = is_uncertain(probs, threshold)
+    listed = ", ".join(f"{l} {p:.0%}" for l, p in candidates)
+    return {"label": label, "confidence": confidence, "uncertain": uncertain, "candidates": candidates,
+            "answer": NOT_SURE if uncertain else label,
+            "detail": listed if uncertain else f"{confidence:.0%} confidence",
+            "text": f"{NOT_SURE}: {listed}" if uncertain else f"{label} {confidence:.0%}"}
 
 
 def evaluate_model(model, card: dict, X, y) -> dict:

@@ -186,24 +186,25 @@ def test_demo_lists_models_with_cv_uar(demo, models_dir):
 
 
 def test_demo_upload_predicts_with_every_model_and_ensemble(demo):
-    from ser_core.inference import Predictor
+    from ser_core.inference import Predictor, describe_prediction
 
     demo.file_uploader[0].set_value((ANGRY.name, ANGRY.read_bytes(), "audio/flac")).run()
     no_exception(demo)
     assert not demo.error
     tops = [m.value for m in demo.metric if m.label == "top emotion"]
     assert len(tops) == 3  # ensemble + two models
-    direct = Predictor.from_dir().predict_file(ANGRY)  # the page shows the library's own predictions
-    expected = [max(p, key=p.get) for p in direct.values()]
-    assert sorted(tops[1:]) == sorted(expected)
+    p = Predictor.from_dir()
+    direct, thresholds = p.predict_file(ANGRY), p.thresholds()  # the page shows the library's own predictions
+    expected = [describe_prediction(probs, thresholds[name])["answer"] for name, probs in direct.items()]
+    assert sorted(tops[1:]) == sorted(expected)  # each a label, or "not sure" below the model's threshold
     markdown = " ".join(m.value for m in demo.markdown)
     assert "random_forest (CV UAR" in markdown and "svm (CV UAR" in markdown
     assert [s.value for s in demo.subheader] == ["Ensemble (weighted by CV UAR)", "Each model"]
-    wave = figure(demo.get("plotly_chart")[0])
-    assert wave["layout"]["shapes"][0]["type"] == "rect"  # the trimmed speech region is highlighted
-    bars = figure(demo.get("plotly_chart")[1])
+    bars = figure(demo.get("plotly_chart")[0])  # the answer leads, then the waveform
     probs = _decode(bars["data"][0]["x"])
     assert np.isclose(probs.sum(), 1.0, atol=1e-3) and len(probs) == 8
+    wave = figure(demo.get("plotly_chart")[1])
+    assert wave["layout"]["shapes"][0]["type"] == "rect"  # the trimmed speech region is highlighted
 
 
 def test_demo_record_with_audio_input(demo):
@@ -216,7 +217,6 @@ def test_demo_record_with_audio_input(demo):
 
 @pytest.mark.parametrize("name, make, expect", [
     ("notes.wav", lambda: b"this is a text file, not audio\n" * 50, "not a readable audio file"),
-    ("silence.wav", lambda: wav_bytes(np.zeros(32000, np.float32)), "silent"),
     ("empty.wav", lambda: b"", "empty"),
     ("long.wav", lambda: wav_bytes(np.zeros(8000 * 60 * 20, np.int16), 8000, "PCM_16"), "120 s limit"),
 ])
@@ -227,11 +227,40 @@ def test_demo_bad_input_is_a_friendly_error(demo, name, make, expect):
     assert not [m for m in demo.metric if m.label == "top emotion"]
 
 
-def test_demo_noise_warns_that_it_is_not_speech(demo):
-    noise = np.random.default_rng(0).normal(0, 0.3, 3 * 16000).astype(np.float32)
-    demo.file_uploader[0].set_value(("noise.wav", wav_bytes(noise), "audio/wav")).run()
+@pytest.mark.parametrize("name, y, reason", [
+    ("noise.wav", np.random.default_rng(0).normal(0, 0.3, 3 * 16000), "noise"),
+    ("tone.wav", 0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000), "tone"),
+    ("silence.wav", np.zeros(32000), "silent"),
+])
+def test_demo_says_when_it_does_not_sound_like_speech(demo, name, y, reason):
+    demo.file_uploader[0].set_value((name, wav_bytes(y.astype(np.float32)), "audio/wav")).run()
     no_exception(demo)
-    assert "voiced" in demo.warning[0].value
+    assert not demo.error
+    assert demo.warning[0].value.startswith("This does not sound like speech.") and reason in demo.warning[0].value
+    assert not [m for m in demo.metric if m.label == "top emotion"]  # no emotion claimed
+
+
+def test_demo_not_sure_below_a_models_threshold(models_dir, tmp_path, monkeypatch):
+    """A model whose card says "not sure below 0.99" lists its top candidates; the same model without
+    calibration names its top emotion."""
+    import shutil
+
+    from ser_core.inference import Predictor, describe_prediction
+
+    for name, calibration in (("rf_sure", None), ("rf_unsure", {"temperature": 1.0, "threshold": 0.99})):
+        shutil.copytree(models_dir / "random_forest", tmp_path / name)
+        card = json.loads((tmp_path / name / "card.json").read_text())
+        card.update(name=name, calibration=calibration)
+        (tmp_path / name / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
+    at = page("pages/demo.py")
+    at.file_uploader[0].set_value((ANGRY.name, ANGRY.read_bytes(), "audio/flac")).run()
+    no_exception(at)
+    probs = Predictor.from_dir(["rf_sure"], tmp_path).predict_file(ANGRY)["rf_sure"]
+    sure, unsure = describe_prediction(probs), describe_prediction(probs, 0.99)
+    assert unsure["uncertain"] and len(unsure["candidates"]) >= 2
+    shown = [(m.value, m.proto.delta) for m in at.metric if m.label == "top emotion"]
+    assert shown[1:] == [(sure["label"], sure["detail"]), ("not sure", unsure["detail"])]
 
 
 def test_demo_long_recording_gets_a_timeline(demo):
@@ -252,6 +281,7 @@ def test_analyse_audio_reports_speech_region_and_predictions(models_dir):
     from app_shared import analyse_audio
     from ser_core.audio import trim_silence
     from ser_core.inference import Predictor
+    from ser_core.speech import speech_check
 
     y, sr = sf.read(ANGRY, dtype="float32")
     padded = np.concatenate([np.zeros(sr), y, np.zeros(sr)]).astype(np.float32)  # 1 s of silence each side
@@ -260,7 +290,45 @@ def test_analyse_audio_reports_speech_region_and_predictions(models_dir):
     assert res["speech"] == pytest.approx((sr + s0, sr + e0), abs=512)  # one trimming hop
     assert set(res["predictions"]) == {"svm", "random_forest"}
     assert len(padded) / sr > 6 and res["timeline"][-1]["end_s"] == pytest.approx(len(padded) / sr)
-    assert abs(sum(res["ensemble"].values()) - 1) < 1e-6 and res["voiced_fraction"] > 0.3
+    assert res["is_speech"] and res["lead"] is None and abs(sum(res["ensemble"].values()) - 1) < 1e-6
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * sr) / sr)
+    res = analyse_audio(wav_bytes(tone, sr), Predictor.from_dir(None, models_dir))
+    assert res == {"is_speech": False, "reason": speech_check(tone, sr)[1]}  # no prediction at all
+
+
+def test_timeline_marks_windows_that_do_not_sound_like_speech(models_dir):
+    from ser_core.inference import Predictor
+
+    y, sr = sf.read(ANGRY, dtype="float32")
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(5 * sr) / sr).astype(np.float32)
+    windows = Predictor.from_dir(None, models_dir).timeline(np.concatenate([y, tone, y]), sr)
+    t0, t1 = len(y) / sr, (len(y) + len(tone)) / sr
+    inside = [w for w in windows if t0 <= w["start_s"] and w["end_s"] <= t1]
+    assert len(inside) == 2 and all(not w["speech"] and "pitch" in w["reason"] and not w["models"] for w in inside)
+    assert windows[0]["speech"] and windows[-1]["speech"] and windows[0]["models"]
+
+
+def test_demo_leads_with_a_saved_ensemble(models_dir, tmp_path, monkeypatch):
+    """A saved ensemble is picked first by default and its answer leads; the single models follow."""
+    import shutil
+
+    from ser_core.ensemble import fit_ensemble
+    from ser_core.inference import Predictor, describe_prediction
+
+    for name in ("svm", "random_forest"):
+        shutil.copytree(models_dir / name, tmp_path / name)
+    fit_ensemble(["svm", "random_forest"], root=tmp_path)
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
+    at = page("pages/demo.py")
+    assert at.multiselect[0].value == ["ensemble", "random_forest", "svm"]
+    at.file_uploader[0].set_value((ANGRY.name, ANGRY.read_bytes(), "audio/flac")).run()
+    no_exception(at)
+    assert [s.value for s in at.subheader] == ["Best estimate (ensemble of 2 models)", "Each model"]
+    p = Predictor.from_dir(None, tmp_path)
+    direct, thresholds = p.predict_file(ANGRY), p.thresholds()
+    shown = [m.value for m in at.metric if m.label == "top emotion"]
+    assert shown == [describe_prediction(direct[n], thresholds[n])["answer"] for n in ("ensemble", "random_forest",
+                                                                                       "svm")]
 
 
 def test_live_buffer_mixes_resamples_and_keeps_the_last_seconds():

@@ -147,7 +147,7 @@ def test_every_page_renders_without_exception(page):
 
 
 def test_demo_upload_shows_every_models_prediction(page, app_url):
-    from ser_core.inference import Predictor
+    from ser_core.inference import Predictor, describe_prediction
 
     goto(page, "Demo")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(ANGRY))
@@ -155,8 +155,10 @@ def test_demo_upload_shows_every_models_prediction(page, app_url):
     settle(page)
     no_exception(page)
     shown = predictions_on_page(page)
-    direct = Predictor.from_dir(None, app_url[1]).predict_file(ANGRY)
-    assert {k: v for k, v in shown.items() if k != "ensemble"} == {k: max(p, key=p.get) for k, p in direct.items()}
+    predictor = Predictor.from_dir(None, app_url[1])
+    direct, thresholds = predictor.predict_file(ANGRY), predictor.thresholds()
+    assert {k: v for k, v in shown.items() if k != "ensemble"} == \
+        {k: describe_prediction(p, thresholds[k])["answer"] for k, p in direct.items()}  # a label or "not sure"
     assert shown["ensemble"] in next(iter(direct.values()))
     assert page.locator(".js-plotly-plot").count() == 1 + 1 + len(direct)  # waveform, ensemble, one per model
     shot(page, "demo-upload")
@@ -188,7 +190,8 @@ def test_demo_live_microphone_streams_predictions(page):
     now = page.get_by_text("Now:")
     now.wait_for(timeout=30_000)
     first = now.inner_text()
-    assert re.match(r"Now: (neutral|calm|happy|sad|angry|fearful|disgust|surprised) \(\d+%\), \d+ s streamed", first)
+    emotion = r"(neutral|calm|happy|sad|angry|fearful|disgust|surprised) \d+%"  # describe_prediction's text
+    assert re.match(rf"Now: ({emotion}|not sure: {emotion}(, {emotion})+), \d+ s streamed", first), first
     deadline = time.time() + 15
     while now.inner_text() == first and time.time() < deadline:  # the estimate is refreshed about every second
         page.wait_for_timeout(250)
