@@ -146,9 +146,21 @@ def cmd_evaluate(a):
     conditions = parse_channels(a.perturb)
     model, card = load_trained(a.model, a.models_dir)
     corpus = load_corpus(a.data, corpus=a.corpus)
-    X = compute_files(corpus.manifest["path"].tolist(), get_feature_set(model.feature_set), n_jobs=a.jobs,
-                      progress=True)
     y = corpus.manifest["emotion"].to_numpy()
+    if model.feature_set is None:  # an ensemble: its members' calibrated probabilities are its input
+        from .inference import calibrated_proba
+
+        if conditions:
+            raise ConfigError("--perturb evaluates single models; run it on each of the ensemble's members.")
+        X = {}
+        for name in model.members:
+            member, member_card = load_trained(name, a.models_dir)
+            Xm = compute_files(corpus.manifest["path"].tolist(), get_feature_set(member.feature_set),
+                               n_jobs=a.jobs, progress=True)
+            X[name] = calibrated_proba(member, member_card, Xm)
+    else:
+        X = compute_files(corpus.manifest["path"].tolist(), get_feature_set(model.feature_set), n_jobs=a.jobs,
+                          progress=True)
     if card.get("speaker_norm"):  # as in CV: each speaker by its own clips (speakers with < 5: training stats)
         speakers = corpus.manifest["speaker"].astype(str).to_numpy()
         X = load_speaker_norm(resolve(a.model, a.models_dir), unseen="self").transform(X, speakers)
@@ -168,6 +180,23 @@ def cmd_evaluate(a):
               f"macro F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}, Brier {m['brier']:.3f}")
         for c, r in m.get("perturbations", {}).items():
             print(f"  {c:<10} UAR {r['uar']:.3f}, accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}")
+
+
+def cmd_ensemble(a):
+    from .ensemble import fit_ensemble
+    from .results import ResultsStore
+
+    card = fit_ensemble([m.strip() for m in a.members.split(",") if m.strip()], root=a.models_dir, name=a.name,
+                        store=ResultsStore(a.db))
+    metrics, cal = card["cv"]["metrics"], card["calibration"]
+    if a.json:
+        _print_json({"name": card["name"], "members": card["members"], "weights": card["weights"],
+                     "run_id": card["cv"]["run_id"], "uar": metrics["uar"], "accuracy": metrics["accuracy"],
+                     "ece": cal["ece"], "brier": cal["brier"], "calibration": cal})
+    else:
+        weights = ", ".join(f"{k} {v:.2f}" for k, v in card["weights"].items())
+        print(f"{card['name']}: UAR {metrics['uar']['mean']:.3f} ± {metrics['uar']['std']:.3f}, ECE {cal['ece']:.3f} "
+              f"(weights: {weights})")
 
 
 def cmd_predict(a):
@@ -239,11 +268,13 @@ def cmd_models(a):
         rows = []
         for c in list_trained(a.models_dir):
             metrics, cal = c.get("cv", {}).get("metrics", {}), c.get("calibration")
+            cv = {m: dict(metrics[m]) for m in ("uar", "accuracy", "macro_f1", "ece", "brier") if m in metrics}
+            for m in ("ece", "brier"):  # over all out-of-fold clips: per-fold ECE on ~240 clips is biased upwards
+                if m in cv and cal and m in cal:
+                    cv[m]["pooled"] = cal[m]
             rows.append({"name": c["name"], "model": c.get("model"), "framework": c.get("framework"),
                          "labels": c.get("labels"), "feature_set": c.get("feature_set", {}).get("name"),
-                         "cv": {"split": c.get("cv", {}).get("split"), "k": c.get("cv", {}).get("k"),
-                                **{m: metrics[m] for m in ("uar", "accuracy", "macro_f1", "ece", "brier")
-                                   if m in metrics}},
+                         "cv": {"split": c.get("cv", {}).get("split"), "k": c.get("cv", {}).get("k"), **cv},
                          "calibration": {k: cal[k] for k in ("temperature", "threshold")} if cal else None,
                          "size_bytes": c.get("size_bytes"), "speaker_norm": bool(c.get("speaker_norm"))})
     if a.json:
@@ -349,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score clips through realistic channels, comma-separated: " + ", ".join(CHANNELS))
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    en = sub.add_parser("ensemble", help="pool saved models into an ensemble fitted on their out-of-fold "
+                        "predictions (same folds), cross-validated and calibrated like any model")
+    en.add_argument("--members", required=True, help="comma-separated saved model names, e.g. lda,svm,mlp_tf,cnn")
+    en.add_argument("--name", default="ensemble", help="folder name of the saved ensemble")
+    en.add_argument("--models-dir", default=None)
+    en.add_argument("--db", default=None)
+    en.add_argument("--json", action="store_true")
+    en.set_defaults(func=cmd_ensemble)
 
     pr = sub.add_parser("predict", help="predict the emotion of audio files with saved models",
                         description="Predict the emotion of audio files with saved models. A file that does not "

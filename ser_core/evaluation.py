@@ -258,10 +258,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             emit({"event": "features_progress", "done": done, "total": total})
 
     X = compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
-    from .augment import augment_copies
-
-    X_aug = {key: _augmented(paths, fs, kind, config.seed + 7919 * i, speakers, n_jobs)
-             for key, kind, i in augment_copies(config.augment)}
+    X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
     if config.speaker_norm and fs.kind != "utterance":
         raise ConfigError("Speaker normalisation applies to utterance feature sets only.")
 
@@ -437,6 +434,15 @@ def _with_augmented(X, y, X_aug: dict, speakers, norm=None):
         parts.append(Xa if norm is None else norm.transform(Xa, speakers))
         labels.append(y)
     return np.concatenate(parts), np.concatenate(labels)
+
+
+def augmented_copies(paths, fs, augment, seed, speakers, n_jobs=None) -> dict:
+    """``{copy key: features of that augmented copy of every clip}`` for a run's ``augment`` tuple (see
+    ``ser_core.augment.augment_copies``); each copy has its own seed, so ``speed*4`` draws four times."""
+    from .augment import augment_copies
+
+    return {key: _augmented(paths, fs, kind, seed + 7919 * i, speakers, n_jobs)
+            for key, kind, i in augment_copies(augment)}
 
 
 def _augmented(paths, fs, kind, seed, speakers, n_jobs):

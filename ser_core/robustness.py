@@ -114,7 +114,7 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
     Returns ``{"folds": [{condition: {"uar", "accuracy", "ece", "n"}}], "summary": {condition: {metric:
     {"mean", "std"}}}, "splitter": repr}``, ``"clean"`` first. progress: ``callable(event: str)``.
     """
-    from .evaluation import RunConfig, _augmented, _speaker_normalise, _with_augmented, make_splitter
+    from .evaluation import RunConfig, _speaker_normalise, _with_augmented, augmented_copies, make_splitter
     from .models import create_model
 
     emit = progress or (lambda e: None)
@@ -129,7 +129,7 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
     for c in conditions:
         emit(f"features {fs.name}@{c}")
         X[c] = condition_features(paths, fs, c, speakers=speakers, n_jobs=n_jobs)
-    X_aug = {k: _augmented(paths, fs, k, seed, speakers, n_jobs) for k in config.augment}
+    X_aug = augmented_copies(paths, fs, config.augment, seed, speakers, n_jobs)
     splitter = make_splitter("speaker", folds, seed)
     fold_scores = []
     for i, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, speakers)):
