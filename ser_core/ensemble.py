@@ -10,7 +10,7 @@ probability and ``w_m >= 0`` minimise the negative log-likelihood of the members
 folds (same data, split, K and seed). The ensemble is cross-validated like the others: fold ``k``'s predictions
 use weights fitted on the other folds' out-of-fold predictions only (stacking; the members' out-of-fold
 predictions of those folds came from models that had seen fold ``k``'s clips in training, the usual caveat of
-stacking, but never fold ``k``'s labels through the weights). Its probabilities are then temperature-calibrated
+stacking, but never fold ``k``'s labels through the weights). Its probabilities are then calibrated
 like every model's (``ser_core.evaluation``), and the run is stored (model ``ensemble``) for the Leaderboard.
 """
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _aligned_oofs(names, root):
 def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dict:
     """Fit, cross-validate, calibrate and save an ensemble of the saved models ``members`` (names under
     ``root``); record its run in ``store`` (a ``ResultsStore``, optional). Returns the saved model's card."""
-    from .calibration import apply_temperature, label_indices
+    from .calibration import apply_calibration, label_indices
     from .evaluation import RUN_ENTRIES, SPLITS, _calibrate, compute_metrics, summarize
     from .saved import default_models_dir, save_trained
 
@@ -144,9 +144,8 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
     classes = [str(c) for c in ref["classes"]]
     y, fold, paths = ref["y"][order], ref["fold"][order], ref["paths"][order]
     y_idx = label_indices(y, classes)
-    # each member as Predictor serves it: its probabilities scaled by its own (final) temperature
-    probas = [apply_temperature(o["proba"][o["order"]], (c.get("calibration") or {}).get("temperature", 1.0))
-              for c, o in zip(cards, oofs)]
+    # each member as Predictor serves it: its probabilities calibrated as its card says
+    probas = [apply_calibration(o["proba"][o["order"]], c.get("calibration")) for c, o in zip(cards, oofs)]
     pooled = np.zeros_like(probas[0])
     folds = []
     for f in np.unique(fold):

@@ -358,31 +358,37 @@ def _out_of_fold(paths, y, labels, proba, fold) -> dict:
 
 
 def _calibrate(folds, oof) -> dict:
-    """Temperature scaling of the out-of-fold probabilities, cross-fitted: each fold is scaled by the
-    temperature learnt on the other folds. Adds the calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw
-    ``ece_uncalibrated`` to each fold's metrics, and returns the run's summary entries:
+    """Calibration of the out-of-fold probabilities, cross-fitted: each fold is calibrated on the other folds.
+    Both ``CALIBRATION_METHODS`` are cross-fitted and the one with the lower pooled ECE is kept (temperature on
+    a tie). Adds the calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw ``ece_uncalibrated`` to each
+    fold's metrics, and returns the run's summary entries:
 
-    - ``calibration``: ``temperature`` (fitted on every fold: the final model's), ``fold_temperatures``,
-      ``threshold`` (top probability below which an answer is "not sure", see ``uncertainty_threshold``),
-      ``uncertain_fraction`` (of the clips, calibrated), and ``ece``, ``brier``, ``wrong_over_90`` of all
-      calibrated out-of-fold predictions pooled, with ``ece_uncalibrated``, ``brier_uncalibrated``;
+    - ``calibration``: ``method``, ``temperature`` (and, for ``top_label``, ``confidence_map``) fitted on every
+      fold: the final model's; ``fold_temperatures``; ``threshold`` (top probability below which an answer is
+      "not sure", see ``uncertainty_threshold``); ``uncertain_fraction`` (of the clips, calibrated); ``ece``,
+      ``brier``, ``wrong_over_90`` of all calibrated out-of-fold predictions pooled, with
+      ``ece_uncalibrated``, ``brier_uncalibrated`` and ``ece_by_method`` (every method's pooled ECE);
     - ``reliability``, ``reliability_uncalibrated``: ``reliability_curve`` of the pooled predictions."""
-    from .calibration import (TemperatureScaler, cross_fitted_calibration, expected_calibration_error,
-                              label_indices, probability_metrics, reliability_curve, uncertainty_threshold)
+    from .calibration import (CALIBRATION_METHODS, ConfidenceCalibrator, cross_fitted_calibration,
+                              expected_calibration_error, label_indices, probability_metrics, reliability_curve,
+                              uncertainty_threshold)
 
     y_idx, raw = label_indices(oof["y"], oof["classes"]), oof["proba"]
-    calibrated, temperatures = cross_fitted_calibration(raw, y_idx, oof["fold"])
+    fitted = {m: cross_fitted_calibration(raw, y_idx, oof["fold"], method=m) for m in CALIBRATION_METHODS}
+    ece_by_method = {m: expected_calibration_error(y_idx, cal) for m, (cal, _) in fitted.items()}
+    method = min(CALIBRATION_METHODS, key=lambda m: (round(ece_by_method[m], 4), m != "temperature"))
+    calibrated, temperatures = fitted[method]
     for f in folds:
         rows = oof["fold"] == f["fold"]
         f["metrics"].update(probability_metrics(y_idx[rows], calibrated[rows]),
                             ece_uncalibrated=expected_calibration_error(y_idx[rows], raw[rows]))
     threshold = uncertainty_threshold(calibrated, y_idx)
     before = probability_metrics(y_idx, raw)
-    return {"calibration": {"temperature": TemperatureScaler().fit(raw, y_idx).temperature_,
+    return {"calibration": {**ConfidenceCalibrator(method).fit(raw, y_idx).to_dict(),
                             "fold_temperatures": temperatures.tolist(), "threshold": threshold,
                             "uncertain_fraction": float(np.mean(calibrated.max(1) < threshold)),
                             **probability_metrics(y_idx, calibrated), "ece_uncalibrated": before["ece"],
-                            "brier_uncalibrated": before["brier"]},
+                            "brier_uncalibrated": before["brier"], "ece_by_method": ece_by_method},
             "reliability": reliability_curve(y_idx, calibrated),
             "reliability_uncalibrated": reliability_curve(y_idx, raw)}
 

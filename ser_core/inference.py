@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import load_audio, prepare
-from .calibration import apply_temperature
+from .calibration import apply_calibration
 from .ensemble import ENSEMBLE
 from .errors import ConfigError
 from .features import SpeakerNormalizer, compute, get_feature_set
@@ -190,11 +190,9 @@ _USER = "user"  # the speaker label of prediction-time clips
 
 
 def calibrated_proba(model, card: dict, X) -> np.ndarray:
-    """``model.predict_proba(X)`` scaled by the temperature of its card's ``calibration`` (unchanged when the
-    card has none: models saved before calibration existed)."""
-    proba = model.predict_proba(X)
-    temperature = (card.get("calibration") or {}).get("temperature", 1.0)
-    return proba if temperature == 1.0 else apply_temperature(proba, temperature)
+    """``model.predict_proba(X)`` calibrated as its card's ``calibration`` says (temperature, or temperature
+    plus top-label map; unchanged when the card has none: models saved before calibration existed)."""
+    return apply_calibration(model.predict_proba(X), card.get("calibration"))
 
 
 def is_uncertain(probs: dict, threshold: float | None) -> bool:

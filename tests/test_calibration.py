@@ -266,3 +266,31 @@ def test_leaderboard_shows_ece_and_a_reliability_diagram(run, monkeypatch):
     assert list(y) == pytest.approx([a for a in curve["accuracy"] if a is not None])
     assert "uncalibrated" in bars
     assert any("not sure" in c.value for c in at.caption)
+
+
+def test_top_label_calibration_fixes_mis_shaped_confidence_and_keeps_the_answer():
+    from ser_core.calibration import ConfidenceCalibrator, apply_calibration, cross_fitted_calibration
+
+    rng = np.random.default_rng(1)
+    n, k = 4000, 6
+    y = rng.integers(0, k, n)
+    right = rng.random(n) < 0.5  # half of the answers are right, whatever the confidence says
+    top = np.where(right, y, (y + rng.integers(1, k, n)) % k)
+    conf = rng.uniform(0.5, 0.99, n)  # confident regardless of being right: no temperature can fix that
+    proba = np.full((n, k), 0.0)
+    proba += ((1 - conf) / (k - 1))[:, None]
+    proba[np.arange(n), top] = conf
+    folds = np.arange(n) % 4
+    by_t, _ = cross_fitted_calibration(proba, y, folds, method="temperature")
+    by_top, temps = cross_fitted_calibration(proba, y, folds, method="top_label")
+    assert expected_calibration_error(y, by_top) < 0.03 < expected_calibration_error(y, by_t)
+    assert (by_top.argmax(1) == proba.argmax(1)).all() and np.allclose(by_top.sum(1), 1)
+    assert len(temps) == 4
+    cal = ConfidenceCalibrator("top_label").fit(proba, y)
+    again = ConfidenceCalibrator.from_dict(json.loads(json.dumps(cal.to_dict())))  # as stored in a card
+    assert np.allclose(again.transform(proba[:50]), cal.transform(proba[:50]))
+    assert np.allclose(apply_calibration(proba[:5], cal.to_dict()), cal.transform(proba[:5]))
+    assert np.allclose(apply_calibration(proba[0], cal.to_dict()), cal.transform(proba[:1])[0])  # one clip
+    assert np.allclose(apply_calibration(proba[:5], None), proba[:5])
+    with pytest.raises(ValueError):
+        ConfidenceCalibrator("isotonic")

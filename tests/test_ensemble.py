@@ -66,15 +66,14 @@ def test_fit_ensemble_cross_validates_saves_and_records_a_run(members):
     row = runs[runs["model"] == "ensemble"].iloc[0]
     assert row["uar_mean"] == pytest.approx(uar) and row["k"] == 3
     # fold f's out-of-fold predictions come from weights fitted without fold f: recompute one fold by hand
-    from ser_core.calibration import apply_temperature, label_indices
+    from ser_core.calibration import apply_calibration, label_indices
     from ser_core.saved import load_oof
 
     oof, member = load_oof(folder), {m: load_oof(base / "models" / m) for m in ("lda", "svm")}
     assert sorted(oof["paths"]) == sorted(corpus.manifest["path"])
-    temps = {m: json.loads((base / "models" / m / "card.json").read_text())["calibration"]["temperature"]
-             for m in member}
+    cals = {m: json.loads((base / "models" / m / "card.json").read_text())["calibration"] for m in member}
     order = {m: np.argsort(member[m]["paths"]) for m in member}
-    probas = [apply_temperature(member[m]["proba"][order[m]], temps[m]) for m in ("lda", "svm")]
+    probas = [apply_calibration(member[m]["proba"][order[m]], cals[m]) for m in ("lda", "svm")]
     y_idx = label_indices(member["lda"]["y"][order["lda"]], list(oof["classes"]))
     test = oof["fold"] == 0
     w = fit_weights([p[~test] for p in probas], y_idx[~test])
@@ -99,13 +98,13 @@ def test_saved_ensemble_loads_and_predicts_through_its_members(members):
     both = Predictor.from_dir(["svm", "ensemble"], base / "models").predict_file(path)
     assert sorted(both) == ["ensemble", "svm"]
     assert both["ensemble"] == pytest.approx(only["ensemble"])
-    # by hand: pool the members' calibrated probabilities with the saved weights, then the ensemble's temperature
-    from ser_core.calibration import apply_temperature
+    # by hand: pool the members' calibrated probabilities with the saved weights, then the ensemble's calibration
+    from ser_core.calibration import apply_calibration
 
     full = Predictor.from_dir(["lda", "svm"], base / "models").predict_file(path)
     classes = list(model.classes_)
     probs = [np.array([[full[m][c] for c in classes]]) for m in model.members]
-    expected = apply_temperature(pool(probs, model.weights), card["calibration"]["temperature"])[0]
+    expected = apply_calibration(pool(probs, model.weights), card["calibration"])[0]
     assert [only["ensemble"][c] for c in classes] == pytest.approx(expected.tolist())
 
 
