@@ -58,7 +58,7 @@ st.caption("Mean ± standard deviation over the folds, in %. UAR = unweighted av
            "per-class recalls), the fair score when classes are unbalanced. Rows marked ⚠ used random splits: the "
            "same speakers were in training and test folds, so they overstate what a model does on a new voice. "
            "ECE (expected calibration error: the gap between confidence and accuracy, 0 = honest) and Brier "
-           "(0 = best) score the temperature-calibrated probabilities, each fold calibrated on the other folds.")
+           "(0 = best) score the calibrated probabilities, each fold calibrated on the other folds.")
 st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), "ser_leaderboard.csv",
                    "text/csv", key="lb_csv", disabled=table.empty)
 
@@ -143,12 +143,14 @@ fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), title="recall
                   xaxis_range=[0, 100])
 right.plotly_chart(fig, key="lb_recall")
 calibration = run["summary"].get("calibration")
+_METHODS = {"temperature": "temperature scaling", "top_label": "temperature, then top-label isotonic map"}
 if calibration:
     st.plotly_chart(_reliability(run["summary"]), key="lb_reliability")
     st.caption(f"Out-of-fold predictions of all folds pooled (the table's ECE is the mean of each fold's own). "
                f"ECE {calibration['ece_uncalibrated']:.3f} as the model "
-               f"says, {calibration['ece']:.3f} after temperature scaling (each fold scaled by a temperature fitted "
-               f"on the other folds; the saved model uses T = {calibration['temperature']:.2f}). Answers below "
+               f"says, {calibration['ece']:.3f} after calibration ({_METHODS.get(calibration.get('method'), 'temperature scaling')}, "
+               f"each fold calibrated on the other folds; the saved model uses T = {calibration['temperature']:.2f}). "
+               "Answers below "
                f"{calibration['threshold']:.2f} are shown as \"not sure\" "
                f"({calibration['uncertain_fraction'] * 100:.0f} % of these clips): at that confidence they are right "
                "less than 1 time in 3.")

@@ -153,7 +153,7 @@ SPEAKER_ADAPTIVE_NOTE = (
 
 
 CALIBRATION_NOTE = (
-    "- Calibrated: probabilities are rescaled by temperature {temperature:.2f} (fitted on the cross-validation's "
+    "- Calibrated ({method}): probabilities rescaled by temperature {temperature:.2f} (fitted on the CV's "
     "out-of-fold predictions; ECE {ece_uncalibrated:.3f} before, {ece:.3f} after, cross-fitted); an answer whose "
     "top probability is below {threshold:.2f} is reported as not sure.")
 
@@ -177,7 +177,7 @@ def render_card(card: dict) -> str:
 - Evaluation: {cv.get('k', '?')}-fold, {cv.get('split_description', cv.get('split', '?'))}, seed {cv.get('seed', '?')}
 {SPEAKER_ADAPTIVE_NOTE if card.get('speaker_norm') else ''}
 {('- Notes: ' + json.dumps(notes)) if notes else ''}
-{CALIBRATION_NOTE.format(**cal) if cal else ''}
+{CALIBRATION_NOTE.format(**{'method': 'temperature', **cal}) if cal else ''}
 
 | metric | mean ± std over folds |
 |---|---|

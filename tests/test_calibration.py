@@ -195,7 +195,7 @@ def test_store_card_and_oof_file_carry_the_calibration(run):
     _, card = load_trained(base / "models" / "svm")
     assert card["calibration"] == res.calibration
     assert "ece" in card["cv"]["metrics"] and "reliability" not in card["cv"]["metrics"]
-    assert "Calibrated: probabilities are rescaled by temperature" in (base / "models" / "svm" / "README.md").read_text()
+    assert "probabilities rescaled by temperature" in (base / "models" / "svm" / "README.md").read_text()
     saved = load_oof(base / "models" / "svm")
     for k in ("proba", "classes", "fold", "y", "paths"):
         assert np.array_equal(saved[k], res.oof[k]), k
