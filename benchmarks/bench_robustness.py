@@ -64,8 +64,34 @@ def _cross_validated(a, corpus, conditions) -> dict:
                                        progress=lambda e, n=name: print(f"{n}: {e}", file=sys.stderr))
         out[name] = {"conditions": res["summary"], "folds": res["folds"], "splitter": res["splitter"],
                      "seconds": round(time.perf_counter() - t0, 1)}
+        if a.write_cards:
+            _write_cv_card(a, corpus, name, res["summary"])
     return {"mode": f"speaker-grouped {a.folds}-fold CV (unseen speakers)", "seed": a.seed,
             "augment": a.augment, "speaker_norm": a.speaker_norm, "models": out}
+
+
+def _write_cv_card(a, corpus, name, summary):
+    """Store a family's CV robustness in the saved model of that name, when it was trained with the same recipe
+    (feature set and augmentation): the means over folds, plus each UAR's spread."""
+    from ser_core.augment import parse_augment
+    from ser_core.models import get_spec
+    from ser_core.robustness import record_robustness
+    from ser_core.saved import read_card, resolve
+
+    directory = resolve(name, a.models_dir)
+    card = read_card(directory)
+    recipe = (a.feature_set or get_spec(name).feature_set, list(parse_augment(a.augment)), bool(a.speaker_norm))
+    saved = (card.get("feature_set", {}).get("name"), card.get("options", {}).get("augment", []),
+             bool(card.get("speaker_norm")))
+    if recipe != saved:
+        print(f"{name}: not written, the saved model's recipe {saved} differs from this CV's {recipe}",
+              file=sys.stderr)
+        return
+    results = {c: {**{m: v["mean"] for m, v in r.items() if isinstance(v, dict)}, "uar_std": r["uar"]["std"]}
+               for c, r in summary.items()}
+    record_robustness(directory, results, protocol=f"speaker-grouped {a.folds}-fold CV on {corpus.name} "
+                      f"({len(corpus.manifest)} clips, unseen speakers), seed {a.seed}, the saved model's recipe; "
+                      "each test clip passed through the channel, means over folds")
 
 
 def markdown(result: dict) -> str:
@@ -98,14 +124,13 @@ def main():
     p.add_argument("--augment", default="", help="with --cv: training-fold augmentation, e.g. channel,vtlp")
     p.add_argument("--speaker-norm", action="store_true", help="with --cv: per-speaker z-scoring")
     p.add_argument("--jobs", type=int, default=None)
-    p.add_argument("--write-cards", action="store_true", help="store the results in the saved models' cards")
+    p.add_argument("--write-cards", action="store_true", help="store the results in the saved models' cards (with "
+                   "--cv: in the saved model of each family trained with the same feature set and augmentation)")
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/robustness[_cv].json)")
     a = p.parse_args()
     from ser_core.channels import parse_channels
     from ser_core.corpora import load_corpus
 
-    if a.write_cards and a.cv:
-        p.error("--write-cards stores saved models' results; it does not go with --cv")
     conditions = parse_channels(a.conditions)
     corpus = load_corpus(a.data, corpus=a.corpus)
     result = (_cross_validated if a.cv else _saved_models)(a, corpus, conditions)

@@ -77,7 +77,10 @@ def calibration(predictor):
         st.caption(f"Speaker-adaptive models judge a voice against the same voice's average. Give them at least "
                    f"{CALIBRATION_MIN} clips of your own speech, a sentence each, in your usual range of moods "
                    "(only calm clips would make everything else sound emotional); more clips calibrate better. "
-                   "Until then they compare you with the training speakers and are less accurate.")
+                   "Until then they compare you with the training speakers and are less accurate. Measured on "
+                   "RAVDESS voices the models never heard (benchmarks/bench_voice_calibration.py): the adaptive "
+                   "LDA went from UAR 0.50 to 0.57 / 0.60 / 0.62 with 5 / 10 / 20 clips of the speaker; the "
+                   "adaptive SVM gains only from 10 clips on (0.57 / 0.59 with 10 / 20).")
         uploads = st.file_uploader("Clips of your voice", type=UPLOAD_TYPES, accept_multiple_files=True,
                                    key=f"calib_upload_{rnd}")
         rec = st.audio_input("Or record them one at a time", key=f"calib_record_{rnd}")

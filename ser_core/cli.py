@@ -227,7 +227,7 @@ def cmd_predict(a):
             if is_uncertain(probs, thresholds[name]):  # below the card's threshold; absent otherwise
                 row["uncertain"] = True
             out.append({**row, "calibrated": status[name]} if name in status else row)
-        if a.ensemble:
+        if a.ensemble and predictor.saved_ensemble() is None:  # a saved ensemble already has its row
             ens = ensemble(preds, predictor.weights())
             out.append({"file": f, "model": "ensemble", "label": max(ens, key=ens.get), "probabilities": ens})
     if a.json:
@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default="all", help="a saved model name, a comma list, or 'all'")
     pr.add_argument("files", nargs="+")
     pr.add_argument("--models-dir", default=None)
-    pr.add_argument("--ensemble", action="store_true", help="add a CV-UAR-weighted ensemble row")
+    pr.add_argument("--ensemble", action="store_true", help="add a CV-UAR-weighted mean row named 'ensemble' "
+                    "(when the saved ensemble is not among the models)")
     pr.add_argument("--calibrate", action="append", metavar="FILE_OR_DIR",
                     help="clips (5+) of the same speaker for speaker-adaptive models (repeatable; folders too)")
     pr.add_argument("--json", action="store_true")

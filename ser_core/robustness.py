@@ -158,7 +158,7 @@ def record_robustness(model_dir, results: dict, *, protocol: str) -> dict:
     from .saved import CARD_JSON, read_card
 
     card = read_card(model_dir)
-    card["robustness"] = {c: {k: v for k, v in r.items() if k in (*ROBUSTNESS_METRICS, "n")}
+    card["robustness"] = {c: {k: v for k, v in r.items() if k in (*ROBUSTNESS_METRICS, "n", "uar_std")}
                           for c, r in results.items()}
     card["robustness_protocol"] = protocol
     _atomic_write(Path(model_dir) / CARD_JSON, lambda f: f.write(json.dumps(card, indent=2, default=str).encode()))

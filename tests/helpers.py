@@ -58,11 +58,12 @@ def streamlit_server(env: dict, log_path: Path, *extra_args):
                 proc.kill()
 
 
-def symlink_actors(shared_ravdess: Path, root: Path, actors) -> Path:
-    """``root/Actor_XX/`` with symlinks to the shared clips of the given actors (original names)."""
+def symlink_actors(shared_ravdess: Path, root: Path, actors, per_actor: int | None = None) -> Path:
+    """``root/Actor_XX/`` with symlinks to the shared clips of the given actors (original names; the first
+    ``per_actor`` of each, or all)."""
     for a in actors:
         (root / f"Actor_{a}").mkdir(parents=True)
-        for f in sorted((shared_ravdess / f"Actor_{a}").glob("*.flac")):
+        for f in sorted((shared_ravdess / f"Actor_{a}").glob("*.flac"))[:per_actor]:
             (root / f"Actor_{a}" / f.name).symlink_to(f)
     return root
 

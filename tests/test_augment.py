@@ -49,11 +49,9 @@ def test_cv_adds_augmented_copies_of_training_clips_only(shared_ravdess, tmp_pat
     from ser_core import evaluation, models
     from ser_core.corpora import load_corpus
 
-    for a in ("01", "02"):
-        (tmp_path / f"Actor_{a}").mkdir()
-        for f in sorted((shared_ravdess / f"Actor_{a}").glob("*.flac"))[:16]:
-            (tmp_path / f"Actor_{a}" / f.name).symlink_to(f)
-    corpus = load_corpus(tmp_path)
+    from helpers import symlink_actors
+
+    corpus = load_corpus(symlink_actors(shared_ravdess, tmp_path, ("01", "02"), per_actor=16))
     seen = []
     real_create = models.create_model
 
@@ -83,11 +81,9 @@ def test_copies_syntax_gives_several_distinct_copies(shared_ravdess, tmp_path, m
     for bad in ("speed*0", "speed*x", "speed*17", "warp*2"):
         with pytest.raises(ConfigError):
             parse_augment(bad)
-    for a in ("01", "02"):
-        (tmp_path / f"Actor_{a}").mkdir()
-        for f in sorted((shared_ravdess / f"Actor_{a}").glob("*.flac"))[:8]:
-            (tmp_path / f"Actor_{a}" / f.name).symlink_to(f)
-    corpus = load_corpus(tmp_path)
+    from helpers import symlink_actors
+
+    corpus = load_corpus(symlink_actors(shared_ravdess, tmp_path, ("01", "02"), per_actor=8))
     seen = []
     real = evaluation._with_augmented
     monkeypatch.setattr(evaluation, "_with_augmented",
