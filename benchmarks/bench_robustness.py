@@ -55,7 +55,7 @@ def _saved_models(a, corpus, conditions) -> dict:
 def _cross_validated(a, corpus, conditions) -> dict:
     from ser_core.robustness import cross_validate_perturbed
 
-    out = {}
+    out, oofs = {}, []
     for name in [m.strip() for m in (a.models or "svm").split(",")]:
         t0 = time.perf_counter()
         res = cross_validate_perturbed(name, corpus, conditions, folds=a.folds, seed=a.seed,
@@ -64,8 +64,13 @@ def _cross_validated(a, corpus, conditions) -> dict:
                                        progress=lambda e, n=name: print(f"{n}: {e}", file=sys.stderr))
         out[name] = {"conditions": res["summary"], "folds": res["folds"], "splitter": res["splitter"],
                      "seconds": round(time.perf_counter() - t0, 1)}
+        oofs.append(res["oof"])
         if a.write_cards:
             _write_cv_card(a, corpus, name, res["summary"])
+    if a.ensemble and len(oofs) > 1:  # the families pooled as the saved ensemble pools them
+        from ser_core.robustness import ensemble_perturbed
+
+        out["ensemble (" + ", ".join(out) + ")"] = {"conditions": ensemble_perturbed(oofs)}
     return {"mode": f"speaker-grouped {a.folds}-fold CV (unseen speakers)", "seed": a.seed,
             "augment": a.augment, "speaker_norm": a.speaker_norm, "models": out}
 
@@ -124,6 +129,8 @@ def main():
     p.add_argument("--augment", default="", help="with --cv: training-fold augmentation, e.g. channel,vtlp")
     p.add_argument("--speaker-norm", action="store_true", help="with --cv: per-speaker z-scoring")
     p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--ensemble", action="store_true", help="with --cv: also score the families pooled into an "
+                   "ensemble (weights fitted on the other folds' clean out-of-fold predictions)")
     p.add_argument("--write-cards", action="store_true", help="store the results in the saved models' cards (with "
                    "--cv: in the saved model of each family trained with the same feature set and augmentation)")
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/robustness[_cv].json)")

@@ -112,7 +112,9 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
     copies), score it on its test speakers' clean and perturbed clips.
 
     Returns ``{"folds": [{condition: {"uar", "accuracy", "ece", "n"}}], "summary": {condition: {metric:
-    {"mean", "std"}}}, "splitter": repr}``, ``"clean"`` first. progress: ``callable(event: str)``.
+    {"mean", "std"}}}, "splitter": repr, "oof": {"proba": {condition: (n, k)}, "classes": (k,), "fold": (n,),
+    "y": (n,)}}``, ``"clean"`` first; ``oof`` holds every clip's out-of-fold probabilities (uncalibrated) under
+    each condition, for pooling several families (``ensemble_perturbed``). progress: ``callable(event: str)``.
     """
     from .evaluation import RunConfig, _speaker_normalise, _with_augmented, augmented_copies, make_splitter
     from .models import create_model
@@ -131,7 +133,9 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
         X[c] = condition_features(paths, fs, c, speakers=speakers, n_jobs=n_jobs)
     X_aug = augmented_copies(paths, fs, config.augment, seed, speakers, n_jobs)
     splitter = make_splitter("speaker", folds, seed)
-    fold_scores = []
+    fold_scores, labels = [], sorted(np.unique(y))
+    oof = {"proba": {c: np.zeros((len(y), len(labels))) for c in X}, "classes": np.asarray(labels),
+           "fold": np.full(len(y), -1), "y": np.asarray(y, dtype=str)}
     for i, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, speakers)):
         emit(f"fold {i + 1}/{folds}")
         Xtr, norm = X[CLEAN][tr], None
@@ -143,10 +147,40 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
         model.fit(Xtr, ytr)
         test = {c: Xc[te] if norm is None else norm.transform(Xc[te], speakers[te]) for c, Xc in X.items()}
         fold_scores.append({c: _scores(model, {}, Xte, y[te]) for c, Xte in test.items()})
+        cols = [labels.index(str(c)) for c in model.classes_]
+        for c, Xte in test.items():
+            oof["proba"][c][np.ix_(te, cols)] = model.predict_proba(Xte)
+        oof["fold"][te] = i
     summary = {c: {m: {"mean": float(np.mean([f[c][m] for f in fold_scores])),
                        "std": float(np.std([f[c][m] for f in fold_scores]))} for m in ROBUSTNESS_METRICS}
                for c in X}
-    return {"folds": fold_scores, "summary": summary, "splitter": repr(splitter)}
+    return {"folds": fold_scores, "summary": summary, "splitter": repr(splitter), "oof": oof}
+
+
+def ensemble_perturbed(oofs: list[dict]) -> dict:
+    """The ensemble of several families under each condition, from ``cross_validate_perturbed``'s ``oof`` of
+    each (same corpus, folds and seed): fold ``k`` pools the members' probabilities with weights fitted on the
+    other folds' CLEAN out-of-fold predictions (as ``ser_core.ensemble.fit_ensemble`` does), then scores every
+    condition. Returns ``{condition: {"uar": {"mean", "std"}, "accuracy": {...}}}`` over folds."""
+    from .calibration import label_indices
+    from .ensemble import fit_weights, pool
+    from .evaluation import compute_metrics
+
+    ref = oofs[0]
+    if any(not np.array_equal(o["fold"], ref["fold"]) or not np.array_equal(o["y"], ref["y"]) for o in oofs):
+        raise ConfigError("The members were cross-validated with different folds or data.")
+    y, fold, classes = ref["y"], ref["fold"], list(ref["classes"])
+    y_idx = label_indices(y, classes)
+    scores = {c: [] for c in ref["proba"]}
+    for k in np.unique(fold):
+        test = fold == k
+        w = fit_weights([o["proba"][CLEAN][~test] for o in oofs], y_idx[~test])
+        for c in scores:
+            p = pool([o["proba"][c][test] for o in oofs], w)
+            m = compute_metrics(y[test], np.asarray(classes)[p.argmax(1)], classes)
+            scores[c].append((m["uar"], m["accuracy"]))
+    return {c: {m: {"mean": float(np.mean([s[i] for s in v])), "std": float(np.std([s[i] for s in v]))}
+                for i, m in enumerate(("uar", "accuracy"))} for c, v in scores.items()}
 
 
 # -- model cards -------------------------------------------------------------------------------------------

@@ -149,3 +149,30 @@ def test_cli_ensemble_models_and_evaluate(members, tmp_path):
     assert m["n"] == len(corpus.manifest) and {"uar", "accuracy", "ece", "brier"} <= set(m)
     out = run("ensemble", "--members", "lda", "--models-dir", str(base / "models"), "--db", db)
     assert out.returncode == 2 and out.stderr.strip().startswith("error:")
+
+
+def test_ensemble_under_perturbations_pools_with_clean_weights_from_other_folds():
+    from ser_core.robustness import ensemble_perturbed
+
+    rng = np.random.default_rng(0)
+    n, classes = 400, np.array(["angry", "calm", "sad"])
+    y_idx = rng.integers(0, 3, n)
+    fold = np.arange(n) % 4
+
+    def member(right_clean, right_phone):
+        proba = {}
+        for c, right in (("clean", right_clean), ("phone", right_phone)):
+            guess = np.where(rng.random(n) < right, y_idx, (y_idx + 1) % 3)
+            p = np.full((n, 3), 0.1)
+            p[np.arange(n), guess] = 0.8
+            proba[c] = p
+        return {"proba": proba, "classes": classes, "fold": fold, "y": classes[y_idx]}
+
+    out = ensemble_perturbed([member(1.0, 0.5), member(0.4, 0.4)])
+    assert set(out) == {"clean", "phone"} and set(out["clean"]) == {"uar", "accuracy"}
+    assert out["clean"]["uar"]["mean"] == pytest.approx(1.0)  # the perfect member dominates the weights
+    assert out["phone"]["uar"]["mean"] < 0.8
+    other = member(1.0, 1.0)
+    other["fold"] = (np.arange(n) + 1) % 4
+    with pytest.raises(ConfigError):
+        ensemble_perturbed([member(1.0, 1.0), other])
