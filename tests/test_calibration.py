@@ -258,7 +258,7 @@ def test_leaderboard_shows_ece_and_a_reliability_diagram(run, monkeypatch):
     assert table.loc[res.run_id, "ECE"] == pytest.approx(res.summary["ece"]["mean"])
     assert table.loc[res.run_id, "Brier"] == pytest.approx(res.summary["brier"]["mean"])
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    reliability = next(c for c in charts if "reliability" in c["layout"]["title"]["text"])
+    reliability = next(c for c in charts if "reliability" in c["layout"].get("title", {}).get("text", ""))
     bars = {t["name"]: t for t in reliability["data"] if t["type"] == "bar"}
     curve = res.summary["reliability"]
     y = bars["calibrated"]["y"]  # plotly sends arrays as {"dtype", "bdata": base64}
