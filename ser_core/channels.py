@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-CHANNEL_VERSION = 1  # bump when any condition changes: cached perturbed / channel-augmented features then miss
+CHANNEL_VERSION = 2  # bump when any condition changes: cached perturbed / channel-augmented features then miss
 BABBLE_TALKERS = 4  # talkers mixed into babble (more sounds like a crowd, fewer like competing speakers)
 _ACTIVE_DB = 40.0  # frames within this many dB of the loudest count as speech for the SNR
 
@@ -160,10 +160,16 @@ def _codec(y, sr, rng, codec, container, bit_rate, rate):
     return _align(z[lead:], y, max_lag=int(0.05 * sr))
 
 
+GAIN_FLOOR_DBFS = -50.0  # the gain channel never pushes a recording's peak below this (near the silence check)
+
+
 def _gain(y, sr, rng):
     """A random gain of -20..+6 dB, clipped at full scale (a hot microphone clips), as 16-bit samples (a quiet
-    one loses resolution)."""
-    return (np.round(np.clip(y * 10 ** (rng.uniform(-20, 6) / 20), -1.0, 1.0) * 32767) / 32767).astype(np.float32)
+    one loses resolution). An already quiet recording is attenuated at most down to a peak of
+    ``GAIN_FLOOR_DBFS``: below -60 dBFS the clip would count as silent, not as speech through a channel."""
+    peak_db = 20 * np.log10(max(float(np.max(np.abs(y), initial=0.0)), 1e-12))
+    gain_db = max(rng.uniform(-20, 6), min(0.0, GAIN_FLOOR_DBFS - peak_db))
+    return (np.round(np.clip(y * 10 ** (gain_db / 20), -1.0, 1.0) * 32767) / 32767).astype(np.float32)
 
 
 def _browser(y, sr, rng):

@@ -256,3 +256,15 @@ def test_leaderboard_shows_robustness_of_saved_models(tmp_path, monkeypatch):
     heat = next(c["data"][0] for c in charts if c["data"] and c["data"][0]["type"] == "heatmap"
                 and c["data"][0]["x"] == ["clean", "phone"])
     assert sorted(heat["y"]) == ["cnn", "svm"] and sorted(heat["text"]) == [["50", "20"], ["50", "30"]]
+
+
+def test_gain_never_turns_a_quiet_recording_into_silence():
+    from ser_core.audio import prepare
+    from ser_core.channels import GAIN_FLOOR_DBFS, apply_channel
+
+    t = np.arange(16000) / 16000
+    quiet = (10 ** (-41 / 20) * np.sin(2 * np.pi * 200 * t)).astype(np.float32)  # a real RAVDESS clip peaks here
+    for seed in range(30):
+        out = apply_channel(quiet, 16000, "gain", seed)
+        assert 20 * np.log10(np.abs(out).max()) >= GAIN_FLOOR_DBFS - 0.5
+        prepare(out, 16000, trim=True, normalize="peak")  # no SilentAudioError
