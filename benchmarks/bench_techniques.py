@@ -100,7 +100,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ravdess"))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--only", default=None, help="comma-separated model names or row-name substrings")
+    p.add_argument("--only", default=None, help="comma-separated model names, row-name substrings, or * for the "
+                   "prototypes")
     p.add_argument("--json-out", default=None)
     a = p.parse_args()
     warnings.filterwarnings("ignore")
@@ -113,7 +114,7 @@ def main():
     rows = []
     print("| technique | UAR mean ± std | folds | s |\n|---|---|---|---|")
     for name, model, fs, augment in CONFIGS:
-        if wanted and not any(w == model or w in name for w in wanted):
+        if wanted and not any(w == model or (name.startswith("*") if w == "*" else w in name) for w in wanted):
             continue
         t0, uars = time.perf_counter(), []
         for seed in seeds:
