@@ -47,7 +47,7 @@ def main():
             per_model[k].append(v["features_ms"] + v["model_ms"])
     out = {
         "models": len(pred.models),
-        "feature_sets": sorted({m.model.feature_set for m in pred.models}),
+        "feature_sets": sorted({m.model.feature_set for m in pred.models} - {None}),  # an ensemble computes none
         "load_s_total": round(load_s, 2),
         "load_s": {m.name: round(m.load_time_s, 2) for m in pred.models},
         "first_call_ms": round(first_ms, 1),
