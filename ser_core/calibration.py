@@ -249,6 +249,16 @@ def cross_fitted_calibration(proba, y_idx, fold_ids, method: str = "temperature"
     return out, np.asarray(temps)
 
 
+def best_cross_fitted(proba, y_idx, fold_ids):
+    """Cross-fit every ``CALIBRATION_METHODS`` and keep the one with the lower pooled ECE (temperature on a
+    tie). Returns ``(method, calibrated (n, k), temperatures, {method: pooled ECE})``."""
+    y, proba = _check(y_idx, proba)
+    fitted = {m: cross_fitted_calibration(proba, y, fold_ids, method=m) for m in CALIBRATION_METHODS}
+    ece_by_method = {m: expected_calibration_error(y, cal) for m, (cal, _) in fitted.items()}
+    method = min(CALIBRATION_METHODS, key=lambda m: (round(ece_by_method[m], 4), m != "temperature"))
+    return method, fitted[method][0], fitted[method][1], ece_by_method
+
+
 def uncertainty_threshold(proba, y_idx, min_accuracy: float = UNSURE_BELOW) -> float:
     """The confidence ``t`` below which an answer is called "not sure", chosen on (calibrated, out-of-fold)
     predictions: an answer with top probability ``< t`` is right less than ``min_accuracy`` of the time.

@@ -369,15 +369,11 @@ def _calibrate(folds, oof) -> dict:
       ``brier``, ``wrong_over_90`` of all calibrated out-of-fold predictions pooled, with
       ``ece_uncalibrated``, ``brier_uncalibrated`` and ``ece_by_method`` (every method's pooled ECE);
     - ``reliability``, ``reliability_uncalibrated``: ``reliability_curve`` of the pooled predictions."""
-    from .calibration import (CALIBRATION_METHODS, ConfidenceCalibrator, cross_fitted_calibration,
-                              expected_calibration_error, label_indices, probability_metrics, reliability_curve,
-                              uncertainty_threshold)
+    from .calibration import (ConfidenceCalibrator, best_cross_fitted, expected_calibration_error, label_indices,
+                              probability_metrics, reliability_curve, uncertainty_threshold)
 
     y_idx, raw = label_indices(oof["y"], oof["classes"]), oof["proba"]
-    fitted = {m: cross_fitted_calibration(raw, y_idx, oof["fold"], method=m) for m in CALIBRATION_METHODS}
-    ece_by_method = {m: expected_calibration_error(y_idx, cal) for m, (cal, _) in fitted.items()}
-    method = min(CALIBRATION_METHODS, key=lambda m: (round(ece_by_method[m], 4), m != "temperature"))
-    calibrated, temperatures = fitted[method]
+    method, calibrated, temperatures, ece_by_method = best_cross_fitted(raw, y_idx, oof["fold"])
     for f in folds:
         rows = oof["fold"] == f["fold"]
         f["metrics"].update(probability_metrics(y_idx[rows], calibrated[rows]),

@@ -268,3 +268,20 @@ def test_gain_never_turns_a_quiet_recording_into_silence():
         out = apply_channel(quiet, 16000, "gain", seed)
         assert 20 * np.log10(np.abs(out).max()) >= GAIN_FLOOR_DBFS - 0.5
         prepare(out, 16000, trim=True, normalize="peak")  # no SilentAudioError
+
+
+def test_cross_validated_robustness_calibrates_on_clean_other_folds(shared_ravdess, tmp_path):
+    from helpers import symlink_actors
+    from ser_core.corpora import load_corpus
+    from ser_core.robustness import cross_validate_perturbed
+
+    corpus = load_corpus(symlink_actors(shared_ravdess, tmp_path, ("01", "02", "03"), per_actor=24))
+    res = cross_validate_perturbed("lda", corpus, ("phone",), folds=3, feature_set="rich")
+    oof = res["oof"]
+    assert set(oof["proba"]) == {"clean", "phone"} and (oof["fold"] >= 0).all()
+    assert oof["proba"]["phone"].shape == (len(corpus.manifest), len(oof["classes"]))
+    for fold in res["folds"]:
+        for scores in fold.values():
+            assert 0 <= scores["ece"] <= 1 and 0 <= scores["ece_uncalibrated"] <= 1
+    # LDA's raw probabilities are over-confident: calibration (fitted on clean clips of other folds) helps
+    assert res["summary"]["clean"]["ece"]["mean"] < np.mean([f["clean"]["ece_uncalibrated"] for f in res["folds"]])
