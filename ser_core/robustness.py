@@ -116,7 +116,8 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
     "y": (n,)}}``, ``"clean"`` first; ``oof`` holds every clip's out-of-fold probabilities (uncalibrated) under
     each condition, for pooling several families (``ensemble_perturbed``). progress: ``callable(event: str)``.
     """
-    from .evaluation import RunConfig, _speaker_normalise, _with_augmented, augmented_copies, make_splitter
+    from .evaluation import (RunConfig, _in_label_order, _speaker_normalise, _with_augmented, augmented_copies,
+                             make_splitter)
     from .models import create_model
 
     emit = progress or (lambda e: None)
@@ -133,7 +134,7 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
         X[c] = condition_features(paths, fs, c, speakers=speakers, n_jobs=n_jobs)
     X_aug = augmented_copies(paths, fs, config.augment, seed, speakers, n_jobs)
     splitter = make_splitter("speaker", folds, seed)
-    fold_scores, labels = [], sorted(np.unique(y))
+    labels = sorted(np.unique(y))
     oof = {"proba": {c: np.zeros((len(y), len(labels))) for c in X}, "classes": np.asarray(labels),
            "fold": np.full(len(y), -1), "y": np.asarray(y, dtype=str)}
     for i, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, speakers)):
@@ -145,35 +146,41 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
         model = create_model(model_name, **{**config.params, "feature_set": fs.name,
                                             "seed": config.params.get("seed", seed)})
         model.fit(Xtr, ytr)
-        test = {c: Xc[te] if norm is None else norm.transform(Xc[te], speakers[te]) for c, Xc in X.items()}
-        fold_scores.append({c: _scores(model, {}, Xte, y[te]) for c, Xte in test.items()})
-        cols = [labels.index(str(c)) for c in model.classes_]
-        for c, Xte in test.items():
-            oof["proba"][c][np.ix_(te, cols)] = model.predict_proba(Xte)
+        for c, Xc in X.items():
+            Xte = Xc[te] if norm is None else norm.transform(Xc[te], speakers[te])
+            oof["proba"][c][te] = _in_label_order(model.predict_proba(Xte), model.classes_, labels)
         oof["fold"][te] = i
-    _calibrate_perturbed(fold_scores, oof)
+    fold_scores = _fold_scores(oof)
     summary = {c: {m: {"mean": float(np.mean([f[c][m] for f in fold_scores])),
                        "std": float(np.std([f[c][m] for f in fold_scores]))} for m in ROBUSTNESS_METRICS}
                for c in X}
     return {"folds": fold_scores, "summary": summary, "splitter": repr(splitter), "oof": oof}
 
 
-def _calibrate_perturbed(fold_scores, oof):
-    """Each fold's ``ece`` under every condition, of probabilities calibrated as the saved model would be: the
-    calibrator (method chosen as in cross-validation) is fitted on the other folds' CLEAN out-of-fold
-    predictions, since a model never sees labelled clips of the channel it meets. The raw value stays as
-    ``ece_uncalibrated``."""
+def _fold_scores(oof) -> list[dict]:
+    """Per fold, ``{condition: {"uar", "accuracy", "ece", "ece_uncalibrated", "n"}}`` from the out-of-fold
+    probabilities. ``ece`` is of probabilities calibrated as the saved model would be: the calibrator (method
+    chosen as in cross-validation) is fitted on the other folds' CLEAN out-of-fold predictions, since a model
+    never sees labelled clips of the channel it meets."""
     from .calibration import ConfidenceCalibrator, best_cross_fitted, expected_calibration_error, label_indices
+    from .evaluation import compute_metrics
 
-    y_idx, clean = label_indices(oof["y"], oof["classes"]), oof["proba"][CLEAN]
+    classes, y = list(oof["classes"]), oof["y"]
+    y_idx, clean = label_indices(y, classes), oof["proba"][CLEAN]
     method = best_cross_fitted(clean, y_idx, oof["fold"])[0]
-    for i, scores in enumerate(fold_scores):
+    out = []
+    for i in np.unique(oof["fold"][oof["fold"] >= 0]):
         own = oof["fold"] == i
         cal = ConfidenceCalibrator(method).fit(clean[~own], y_idx[~own]) if (~own).any() else None
-        for c, s in scores.items():
-            s["ece_uncalibrated"] = s["ece"]
-            if cal is not None:
-                s["ece"] = expected_calibration_error(y_idx[own], cal.transform(oof["proba"][c][own]))
+        scores = {}
+        for c, proba in oof["proba"].items():
+            p = proba[own]
+            m = compute_metrics(y[own], np.asarray(classes)[p.argmax(1)], classes, proba=p, classes=classes)
+            ece = expected_calibration_error(y_idx[own], cal.transform(p)) if cal is not None else m["ece"]
+            scores[c] = {"uar": m["uar"], "accuracy": m["accuracy"], "ece": ece, "ece_uncalibrated": m["ece"],
+                         "n": m["n"]}
+        out.append(scores)
+    return out
 
 
 def ensemble_perturbed(oofs: list[dict]) -> dict:
