@@ -66,7 +66,7 @@ def _vtlp(y, sr, rng):
 
 def _speed(y, sr, rng):
     """Speed perturbation by 0.85, 0.9, 1.1 or 1.15 (Ko et al., 2015): resampled, so tempo, pitch and formants
-    all change    and the length changes by 1 / factor."""
+    all change and the length changes by 1 / factor."""
     from .audio import resample
 
     return resample(y, int(round(sr * rng.choice([0.85, 0.9, 1.1, 1.15]))), sr)

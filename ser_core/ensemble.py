@@ -97,7 +97,8 @@ class EnsembleModel(SERModel):
 
 
 def _aligned_oofs(names, root):
-    """The members' cards and out-of-fold predictions, checked to come from the same folds and classes."""
+    """The members' cards and out-of-fold predictions (rows sorted by path, the same for every member), checked
+    to come from the same clips, folds and classes."""
     from .saved import load_oof, read_card, resolve
 
     cards, oofs = [], []
@@ -111,19 +112,16 @@ def _aligned_oofs(names, root):
                               "clips, so leave it out.")
         if oof is None:
             raise ConfigError(f"'{name}' has no out-of-fold predictions (oof.npz); retrain it with this version.")
+        order = np.argsort(oof["paths"])
         cards.append(card)
-        oofs.append(oof)
+        oofs.append({k: (v if k == "classes" else v[order]) for k, v in oof.items()})
     ref = oofs[0]
-    order = np.argsort(ref["paths"])
     for name, oof in zip(names, oofs):
-        idx = np.argsort(oof["paths"])
-        same = (len(idx) == len(order) and np.array_equal(oof["paths"][idx], ref["paths"][order])
-                and np.array_equal(oof["fold"][idx], ref["fold"][order])
-                and list(oof["classes"]) == list(ref["classes"]))
+        same = (len(oof["paths"]) == len(ref["paths"]) and np.array_equal(oof["paths"], ref["paths"])
+                and np.array_equal(oof["fold"], ref["fold"]) and list(oof["classes"]) == list(ref["classes"]))
         if not same:
             raise ConfigError(f"'{name}' was cross-validated on other clips, folds or labels than '{names[0]}'; "
                               "retrain the members with the same data, split, K and seed.")
-        oof["order"] = idx
     return cards, oofs
 
 
@@ -131,7 +129,7 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
     """Fit, cross-validate, calibrate and save an ensemble of the saved models ``members`` (names under
     ``root``); record its run in ``store`` (a ``ResultsStore``, optional). Returns the saved model's card."""
     from .calibration import apply_calibration, label_indices
-    from .evaluation import RUN_ENTRIES, SPLITS, _calibrate, compute_metrics, summarize
+    from .evaluation import RUN_ENTRIES, SPLITS, calibrate_out_of_fold, compute_metrics, summarize
     from .saved import default_models_dir, save_trained
 
     members = list(dict.fromkeys(members))
@@ -139,13 +137,11 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
         raise ConfigError("An ensemble needs at least two member models.")
     root = Path(root) if root else default_models_dir()
     cards, oofs = _aligned_oofs(members, root)
-    ref = oofs[0]
-    order = ref["order"]
-    classes = [str(c) for c in ref["classes"]]
-    y, fold, paths = ref["y"][order], ref["fold"][order], ref["paths"][order]
+    classes = [str(c) for c in oofs[0]["classes"]]
+    y, fold, paths = oofs[0]["y"], oofs[0]["fold"], oofs[0]["paths"]
     y_idx = label_indices(y, classes)
     # each member as Predictor serves it: its probabilities calibrated as its card says
-    probas = [apply_calibration(o["proba"][o["order"]], c.get("calibration")) for c, o in zip(cards, oofs)]
+    probas = [apply_calibration(o["proba"], c.get("calibration")) for c, o in zip(cards, oofs)]
     pooled = np.zeros_like(probas[0])
     folds = []
     for f in np.unique(fold):
@@ -156,7 +152,7 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
         folds.append({"fold": int(f), "n_test": int(test.sum()), "n_train": int((~test).sum()),
                       "metrics": compute_metrics(y[test], pred, classes)})
     oof = {"proba": pooled, "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths}
-    entries = _calibrate(folds, oof)
+    entries = calibrate_out_of_fold(folds, oof)
     summary = {**summarize([f["metrics"] for f in folds]), **entries}
     weights = fit_weights(probas, y_idx)
     model = EnsembleModel(members, weights)

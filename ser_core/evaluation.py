@@ -222,7 +222,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     config hash and data fingerprint instead of retraining. save_to: a folder; when given, a final model is
     trained on all clips and saved there with its model card. should_stop: callable() -> bool, checked
     between folds (cancellation). The result carries the out-of-fold predictions (``oof``) and their
-    cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see ``_calibrate``).
+    cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
     """
     from .features import compute_files
     from .models import create_model
@@ -312,7 +312,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                                test_speakers=fold["test_speakers"], train_time_s=t_train, latency_ms=latency)
             emit({"event": "fold_done", **fold, "folds": len(splits), "run_id": run_id})
         oof = _out_of_fold(paths, y, labels, oof_proba, oof_fold)
-        calibration = _calibrate(folds, oof)  # also adds the calibrated metrics to every fold's
+        calibration = calibrate_out_of_fold(folds, oof)  # also adds the calibrated metrics to every fold's
         if store is not None:
             for f in folds:
                 store.update_fold_metrics(run_id, f["fold"], f["metrics"])
@@ -357,7 +357,7 @@ def _out_of_fold(paths, y, labels, proba, fold) -> dict:
             "y": np.asarray(y, dtype=str)[tested], "paths": np.asarray(paths, dtype=str)[tested]}
 
 
-def _calibrate(folds, oof) -> dict:
+def calibrate_out_of_fold(folds, oof) -> dict:
     """Calibration of the out-of-fold probabilities, cross-fitted: each fold is calibrated on the other folds.
     Both ``CALIBRATION_METHODS`` are cross-fitted and the one with the lower pooled ECE is kept (temperature on
     a tie). Adds the calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw ``ece_uncalibrated`` to each

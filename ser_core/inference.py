@@ -7,7 +7,7 @@
     >>> p.thresholds()                              # {model_name: top probability below which it is not sure}
     >>> describe_prediction(res["svm"], p.thresholds()["svm"])["text"]   # "angry 87%" or "not sure: angry 38%, ..."
 
-Probabilities are temperature-scaled as the model card says (card ``calibration``, fitted on the model's
+Probabilities are calibrated as the model card says (card ``calibration``, fitted on the model's
 out-of-fold predictions; cards without it: unchanged), so a model's confidence is an honest estimate of how
 often it is right; an answer below the card's ``threshold`` is "not sure" (``is_uncertain``).
 
