@@ -29,7 +29,7 @@ from .calibration import apply_calibration
 from .ensemble import ENSEMBLE
 from .errors import ConfigError
 from .features import SpeakerNormalizer, compute, get_feature_set
-from .saved import list_trained, load_speaker_norm, load_trained, resolve
+from .saved import list_trained, load_speaker_norm, load_trained, models_lock, resolve
 from .speech import speech_check
 
 
@@ -70,8 +70,10 @@ class Predictor:
             if name in loaded:
                 continue
             t0 = time.perf_counter()
-            model, card = load_trained(name, root)
-            norm = load_speaker_norm(resolve(name, root)) if card.get("speaker_norm") else None
+            directory = resolve(name, root)
+            with models_lock(directory.parent, shared=True):  # the model and its statistics from one save
+                model, card = load_trained(directory)
+                norm = load_speaker_norm(directory) if card.get("speaker_norm") else None
             loaded[name] = LoadedModel(card["name"], model, card, time.perf_counter() - t0, norm, auxiliary)
             queue += [(member, True) for member in getattr(model, "members", [])]
         ensembles = [m for m in loaded.values() if m.model.feature_set is None]

@@ -5,15 +5,22 @@ The default root is the repo's ``trained_models/`` (the models the app ships wit
 """
 from __future__ import annotations
 
+import fcntl
+import glob
 import json
 import os
 import shutil
+import socket
+import tempfile
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import ModelNotFoundError
 
 CARD_JSON = "card.json"
+LOCK_NAME = ".ser-models.lock"  # see models_lock
 SPEAKER_NORM = "speaker_norm.npz"  # global feature statistics of a speaker-adaptive model's training data
 OOF = "oof.npz"  # the cross-validation's out-of-fold predictions (proba, classes, fold, y, paths), for stacking
 CALIBRATION_PRIOR_CLIPS = 10  # a calibrated speaker's spread is shrunk toward the training speakers' (see
@@ -25,24 +32,46 @@ def default_models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "trained_models"
 
 
-def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None) -> Path:
-    """Save a fitted model into ``directory`` (replaced atomically) with its model card; returns the folder.
+def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None,
+                 on_saved=None) -> Path:
+    """Save a fitted model into ``directory`` with its model card; returns the folder (absolute).
+
+    The model is written into a temporary folder of its own beside ``directory`` (``.<name>.tmp-...``, which
+    readers skip) and then swapped in while the models folder is locked (see ``models_lock``): readers see the
+    previous model until the new one is complete, and two processes saving at once never mix their files;
+    the one that swaps last wins. on_saved: callable(directory, card of the model replaced or None), called
+    after the swap while the folder is still locked (e.g. to record which run the folder now holds).
 
     speaker_norm: the ``SpeakerNormalizer`` fitted on the training data of a model trained on per-speaker
     z-scored features; its global statistics are saved (``speaker_norm.npz``) as the un-calibrated fallback.
     oof: the out-of-fold predictions of the cross-validation that judged it, saved as ``oof.npz`` (arrays
     ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``)."""
+    directory = Path(os.path.abspath(directory))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_dir(directory, "tmp")
+    try:
+        _write_model(model, tmp, directory.name, card, speaker_norm, oof)
+        with models_lock(directory.parent):
+            _remove_stale_temps(directory)
+            previous = read_card(directory) if (directory / CARD_JSON).is_file() else None
+            _swap_in(tmp, directory)
+            if on_saved is not None:
+                on_saved(directory, previous)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already unless the save failed
+    return directory
+
+
+def _write_model(model, folder: Path, name: str, card, speaker_norm, oof) -> None:
+    """The model, its card (``card.json``, ``README.md``) and optional arrays, written into ``folder``."""
     import numpy as np
 
     from .features import get_feature_set
 
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp-save")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp)
+    model.save(folder)
     features = get_feature_set(model.feature_set).params() if model.feature_set else {"name": None, "kind": None}
     full = {
-        "name": directory.name,
+        "name": name,
         "model": model.name,
         "framework": model.framework,
         "labels": [str(c) for c in model.classes_],
@@ -53,23 +82,115 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
         "speaker_norm": speaker_norm is not None,
     }
     if speaker_norm is not None:
-        np.savez(tmp / SPEAKER_NORM, mean=speaker_norm.global_mean_, scale=speaker_norm.global_scale_,
+        np.savez(folder / SPEAKER_NORM, mean=speaker_norm.global_mean_, scale=speaker_norm.global_scale_,
                  within_scale=speaker_norm.within_scale_)
     if oof is not None:
-        np.savez(tmp / OOF, **{k: np.asarray(v) for k, v in oof.items()})
+        np.savez(folder / OOF, **{k: np.asarray(v) for k, v in oof.items()})
     extra = getattr(model, "card_notes", None)  # e.g. VGG16: which weights were loaded
     if callable(extra):
         full["notes"] = extra()
-    full["size_bytes"] = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
-    (tmp / CARD_JSON).write_text(json.dumps(full, indent=2, default=str))
-    (tmp / "README.md").write_text(render_card(full))
-    old = directory.with_name(directory.name + ".tmp-old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
+    full["size_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    (folder / CARD_JSON).write_text(json.dumps(full, indent=2, default=str))
+    (folder / "README.md").write_text(render_card(full))
+
+
+# -- atomic swap and the models folder's lock ------------------------------------------------------------------
+_held = threading.local()  # lock files this thread holds: flock conflicts between two open()s of one process
+
+
+@contextmanager
+def models_lock(root, *, shared: bool = False):
+    """Hold the ``fcntl.flock`` of a models folder (``<root>/.ser-models.lock``): exclusive while a model is
+    swapped in, ``shared`` while one is read. Re-entrant within a thread. A folder where the lock file cannot
+    be created (read-only: nobody can save there) is read without it."""
+    path = Path(root) / LOCK_NAME
+    held = _held.__dict__.setdefault("paths", set())
+    key = os.path.abspath(path)
+    if key in held:
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            if not shared:
+                raise
+            yield
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def is_temporary(name: str) -> bool:
+    """A folder name that is not a saved model: a save in progress or left by a killed one (``.<name>.tmp-*``,
+    ``.<name>.old-*``), the lock file, or a leftover of older versions (``<name>.tmp-save``)."""
+    return name.startswith(".") or ".tmp-" in name
+
+
+def _temp_dir(directory: Path, kind: str) -> Path:
+    """A new folder ``.<name>.<kind>-<host>-<pid>-<random>`` beside ``directory`` (same file system)."""
+    prefix = f".{directory.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=directory.parent))
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Delete the temporary folders of ``directory`` left by processes of this host that are gone (killed mid-
+    save); those of live processes, or of other hosts sharing the folder, are theirs."""
+    host, prefix = socket.gethostname(), f".{directory.name}."
+    for p in directory.parent.glob(f"{glob.escape(prefix)}*-*"):
+        kind, _, owner = p.name[len(prefix):].partition("-")
+        p_host, _, pid = owner.rpartition("-")[0].rpartition("-")  # <host>-<pid>-<random>
+        if kind in ("tmp", "old") and p_host == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _swap_in(new: Path, directory: Path) -> None:
+    """Move the complete folder ``new`` to ``directory``. An existing ``directory`` is exchanged with it in one
+    step (``renameat2(RENAME_EXCHANGE)``) and then deleted; where the kernel or file system cannot exchange,
+    it is renamed away, ``new`` renamed in and the old one deleted (readers hold the lock, see
+    ``models_lock``)."""
+    if not directory.exists():
+        new.rename(directory)
+        return
+    if _exchange(new, directory):
+        shutil.rmtree(new)  # holds the previous model now
+        return
+    old = _temp_dir(directory, "old")
+    old.rmdir()
+    directory.rename(old)
+    new.rename(directory)
+    shutil.rmtree(old)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not glibc >= 2.28 (macOS, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _is_json(v) -> bool:
@@ -134,7 +255,8 @@ def load_trained(name_or_path, root=None):
     from .models.base import load_model_dir
 
     directory = resolve(name_or_path, root)
-    return load_model_dir(directory), read_card(directory)
+    with models_lock(directory.parent, shared=True):  # never half of a model being swapped
+        return load_model_dir(directory), read_card(directory)
 
 
 def list_trained(root=None) -> list[dict]:
@@ -142,8 +264,9 @@ def list_trained(root=None) -> list[dict]:
     root = Path(root) if root else default_models_dir()
     if not root.is_dir():
         return []
-    return [read_card(d) for d in sorted(root.iterdir())
-            if d.is_dir() and (d / "model.json").is_file() and not d.name.endswith((".tmp-save", ".tmp-old"))]
+    with models_lock(root, shared=True):
+        return [read_card(d) for d in sorted(root.iterdir())
+                if d.is_dir() and not is_temporary(d.name) and (d / "model.json").is_file()]
 
 
 SPEAKER_ADAPTIVE_NOTE = (
