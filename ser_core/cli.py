@@ -119,6 +119,8 @@ def cmd_train(a):
             elif e["event"] == "cached":
                 _err(f"[{name}] identical configuration on identical data: reusing stored run {e['run_id']} "
                      "(use --force to retrain)")
+            elif e["event"] == "cached_without_model":
+                _err(f"[{name}] {e['message']}")
             elif e["event"] in ("features", "final"):
                 _err(f"[{name}] {'computing features' if e['event'] == 'features' else 'training final model'}"
                      f" ({el:.0f} s elapsed)")

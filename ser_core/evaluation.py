@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -239,12 +240,17 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     chash = config.hash(fs)
     if store is not None and use_cache:
         hit = store.find_cached(chash, fingerprint)
-        if hit is not None and (save_to is None or (hit.get("saved_model") and Path(hit["saved_model"]).exists())):
+        own_model = _own_saved_model(hit, store) if hit is not None else None
+        if hit is not None and (save_to is None or own_model is not None):
             emit({"event": "cached", "run_id": hit["id"]})
             return RunResult(hit["id"], config, hit["summary"], hit["folds"], hit["labels"], hit["confusion"],
                              hit["train_time_s"], hit["latency_ms"], hit["model_size_bytes"], cached=True,
-                             saved_model=hit.get("saved_model"), calibration=hit["summary"].get("calibration"),
-                             oof=load_oof(hit["saved_model"]) if hit.get("saved_model") else None)
+                             saved_model=own_model, calibration=hit["summary"].get("calibration"),
+                             oof=load_oof(own_model) if own_model else None)
+        if hit is not None:
+            emit({"event": "cached_without_model", "run_id": hit["id"], "message": (
+                f"Stored run {hit['id']} has this configuration but no saved model of its own any more (another "
+                "run may have replaced it); training again to save one.")})
 
     paths = manifest["path"].tolist()
     y = manifest["emotion"].to_numpy()
@@ -317,15 +323,17 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             for f in folds:
                 store.update_fold_metrics(run_id, f["fold"], f["metrics"])
         summary = {**summarize([f["metrics"] for f in folds]), **calibration}
+        record = {"summary": summary, "labels": labels, "confusion": confusion.tolist(),
+                  "train_time_s": float(np.mean(train_times)), "latency_ms": float(np.mean(latencies)),
+                  "model_size_bytes": size}
         saved = None
         if save_to is not None:
             emit({"event": "final", "run_id": run_id})
             saved = _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions,
-                                 save_to, run_id, oof)
-        if store is not None:
-            store.finish_run(run_id, summary=summary, labels=labels, confusion=confusion.tolist(),
-                             train_time_s=float(np.mean(train_times)), latency_ms=float(np.mean(latencies)),
-                             model_size_bytes=size, saved_model=saved)
+                                 save_to, _run_stamp(store, run_id, chash), oof,
+                                 on_saved=None if store is None else partial(_record_saved, store, run_id, record))
+        elif store is not None:
+            store.finish_run(run_id, **record)
     except BaseException as exc:
         if store is not None and run_id is not None:
             cancelled = isinstance(exc, KeyboardInterrupt)
@@ -336,6 +344,39 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     return RunResult(run_id, config, summary, folds, labels, confusion.tolist(), float(np.mean(train_times)),
                      float(np.mean(latencies)), size, saved_model=str(saved) if saved else None,
                      calibration=summary["calibration"], oof=oof)
+
+
+def _run_stamp(store, run_id, config_hash) -> dict:
+    """What a saved model's card (``cv``) records of the run that produced it: a cached run is served with a
+    saved model only when the model's stamp is the run's (see ``_own_saved_model``)."""
+    return {"run_id": run_id, "config_hash": config_hash, "results_store": _store_id(store)}
+
+
+def _store_id(store) -> str | None:
+    return str(Path(store.path).resolve()) if store is not None else None
+
+
+def _own_saved_model(run: dict, store) -> str | None:
+    """The folder of the model the stored ``run`` saved, if that folder still holds it (its card carries the
+    run's stamp); None when the run saved none or the model was replaced or deleted since."""
+    from .saved import CARD_JSON, read_card
+
+    folder = run.get("saved_model")
+    if not folder or not (Path(folder) / CARD_JSON).is_file():
+        return None
+    stamp = _run_stamp(store, run["id"], run["config_hash"])
+    cv = read_card(folder).get("cv", {})
+    return folder if all(cv.get(k) == v for k, v in stamp.items()) else None
+
+
+def _record_saved(store, run_id, record, folder, previous) -> None:
+    """Finish the run with its saved model, while the models folder is still locked (``save_trained``'s
+    ``on_saved``), and un-claim the folder for the run of this store whose model it replaced: the store never
+    names a folder that holds another run's model, and the last run to save is the last to finish."""
+    store.finish_run(run_id, **record, saved_model=folder)
+    cv = (previous or {}).get("cv", {})
+    if cv.get("run_id") not in (None, run_id) and cv.get("results_store") == _store_id(store):
+        store.forget_saved_model(cv["run_id"], folder)
 
 
 def _in_label_order(proba, classes, labels) -> np.ndarray:
@@ -389,11 +430,12 @@ def calibrate_out_of_fold(folds, oof) -> dict:
             "reliability_uncalibrated": reliability_curve(y_idx, raw)}
 
 
-def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions, save_to, run_id,
-                 oof):
-    """Train on every clip and save with a model card carrying the CV metrics it was judged by, the
-    temperature and "not sure" threshold calibrated on its out-of-fold predictions (card ``calibration``), and
-    those predictions (``oof.npz``, for stacking).
+def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions, save_to, stamp,
+                 oof, on_saved=None):
+    """Train on every clip and save with a model card carrying the CV metrics it was judged by and the run that
+    produced it (``stamp``, see ``_run_stamp``), the temperature and "not sure" threshold calibrated on its
+    out-of-fold predictions (card ``calibration``), and those predictions (``oof.npz``, for stacking).
+    on_saved: passed to ``save_trained``.
 
     With speaker normalisation every training speaker is z-scored with its own statistics, and the global
     statistics of the training data are saved with the model (the fallback when a user does not calibrate)."""
@@ -417,13 +459,13 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
                           "emotions": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}},
         "cv": {"split": config.split, "split_description": SPLITS[config.split], "k": config.folds,
                "seed": config.seed, "speaker_dependent": config.split in SPEAKER_DEPENDENT_SPLITS,
-               "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, "run_id": run_id},
+               "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, **stamp},
         "calibration": summary["calibration"],
         "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm},
         "final_train_time_s": time.perf_counter() - t0,
         "versions": versions,
     }
-    return save_trained(model, save_to, card=card, speaker_norm=norm, oof=oof)
+    return save_trained(model, save_to, card=card, speaker_norm=norm, oof=oof, on_saved=on_saved)
 
 
 def _with_augmented(X, y, X_aug: dict, speakers, norm=None):

@@ -518,6 +518,8 @@ class _Worker:
             elif kind == "cached":
                 self.log(f"[{name}] identical configuration on identical data: reusing stored run {rid} "
                          "(tick 'force' to retrain)")
+            elif kind == "cached_without_model":
+                self.log(f"[{name}] {e['message']}")
             if kind == "fold_done":  # confusion matrices stay in the store; events carry the headline numbers
                 e = {**e, "metrics": {k: v for k, v in e["metrics"].items() if k not in ("confusion",)}}
             self.emit({**e, **extra})

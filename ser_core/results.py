@@ -168,6 +168,11 @@ class ResultsStore:
         with self._tx() as con:
             con.execute("UPDATE runs SET saved_model=? WHERE id=?", (str(path), run_id))
 
+    def forget_saved_model(self, run_id: int, path):
+        """Record that the model ``run_id`` saved at ``path`` is gone (another run's replaced it)."""
+        with self._tx() as con:
+            con.execute("UPDATE runs SET saved_model=NULL WHERE id=? AND saved_model=?", (run_id, str(path)))
+
     def mark_interrupted(self, run_ids=None, error="the worker stopped before the run finished") -> int:
         """Mark ``running`` rows (all, or ``run_ids``) as failed; returns how many changed."""
         with self._tx() as con:

@@ -166,3 +166,20 @@ def test_alive_tells_a_worker_from_a_reused_pid_and_a_dead_one():
         worker.kill(), other.kill()
         worker.wait(), other.wait()
     assert not _alive(worker.pid, "job-123") and not _alive(None, "job-123")
+
+
+def test_a_cached_job_comes_with_its_own_model(tmp_path, space):
+    """The Train page's path: a job served from the store only while the folder holds that run's model."""
+    ex = LocalProcessExecutor(tmp_path / "jobs")
+    own = {**space, "models": str(tmp_path / "models")}
+    states = []
+    for seed in (5, 6, 5):  # the second job replaces the first one's model
+        job_id = ex.submit(_job(own, {"svm": {}}, seed=seed))
+        st = ex.wait(job_id, timeout=120)
+        assert st["state"] == "done", ex.log(job_id)
+        states.append((st["models"]["svm"], ex.log(job_id)))
+    (first, _), (second, _), (third, log) = states
+    assert not third["cached"] and third["run_id"] not in (first["run_id"], second["run_id"])
+    assert f"Stored run {first['run_id']} has this configuration but no saved model of its own" in log
+    card = json.load(open(os.path.join(own["models"], "svm", "card.json")))
+    assert (card["cv"]["run_id"], card["cv"]["seed"]) == (third["run_id"], 5)
