@@ -51,6 +51,13 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def _valid(arr: np.ndarray, fs) -> bool:
+    """A usable entry: numbers, all finite, of the feature set's ``shape`` (when ``fs`` is a ``FeatureSet``)."""
+    shape = getattr(fs, "shape", None)
+    return (arr.dtype.kind in "fiu" and (shape is None or arr.shape == tuple(shape))
+            and bool(np.isfinite(arr).all()))
+
+
 def _key(fs) -> str:
     return fs if isinstance(fs, str) else fs.key()
 
@@ -110,15 +117,18 @@ class FeatureCache:
         return self.directory / _key(fs) / digest[:2] / f"{digest}.npy"
 
     def _read(self, entry: Path, fs):
+        """The entry's array, or None on a miss. A damaged entry (truncated, not an array, wrong shape, NaN or
+        infinite values: a full disk, manual edits, an older bug) is deleted, so it is computed again."""
         try:
             arr = np.load(entry, allow_pickle=False)
         except FileNotFoundError:
             return None
-        except (ValueError, OSError, EOFError):  # a damaged entry (disk full, manual edits): recompute it
+        except (ValueError, OSError, EOFError):
+            arr = None
+        if arr is None or not _valid(arr, fs):
             entry.unlink(missing_ok=True)
             return None
-        shape = getattr(fs, "shape", None)
-        return arr if shape is None or arr.shape == tuple(shape) else None
+        return arr
 
     def get(self, path, fs):
         """The cached array for this file and feature set, or None."""
@@ -142,9 +152,12 @@ class FeatureCache:
         return out
 
     def put(self, path, fs, array) -> None:
-        """Store ``array`` for this file and feature set (atomic)."""
-        entry = self._entry_path(self.content_hash(path), fs)
+        """Store ``array`` for this file and feature set (atomic); one that ``get`` would discard (wrong shape,
+        NaN or infinite values) is not stored."""
         array = np.ascontiguousarray(array)
+        if not _valid(array, fs):
+            return
+        entry = self._entry_path(self.content_hash(path), fs)
         _atomic_write(entry, lambda f: np.save(f, array, allow_pickle=False))
         self._save_index()
 

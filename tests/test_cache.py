@@ -75,8 +75,35 @@ def test_damaged_or_wrong_shape_entries_are_misses(tmp_path, files):
     entry = next((tmp_path / "c").rglob("*.npy"))
     entry.write_bytes(b"\x93NUMPY garbage")
     assert c.get(files[0], fs) is None and not entry.exists()
-    c.put(files[1], fs, np.ones(7, np.float32))  # not fs.shape
-    assert c.get(files[1], fs) is None
+    c.put(files[1], fs, np.ones(7, np.float32))  # not fs.shape: never stored
+    c.put(files[2], fs, np.full(32, np.nan, np.float32))  # not finite: never stored
+    assert c.get(files[1], fs) is None and c.get(files[2], fs) is None
+    assert len(list((tmp_path / "c").rglob("*.npy"))) == 0
+
+
+BAD_ENTRIES = {  # what a full disk, a manual edit or an older bug can leave instead of a clip's array x
+    "nan": lambda x: np.full_like(x, np.nan),
+    "inf": lambda x: np.where(np.arange(x.size) % 2, np.inf, x),
+    "shape": lambda x: x[:7],
+    "strings": lambda x: np.array(["a"] * x.size),
+    "truncated": None,
+}
+
+
+@pytest.mark.parametrize("bad", BAD_ENTRIES)
+def test_bad_entries_are_recomputed(tmp_path, shared_ravdess, bad):
+    fs = get_feature_set("prosody")
+    clips = sorted((shared_ravdess / "Actor_01").glob("*.flac"))[:2]
+    c = FeatureCache(tmp_path / "c")
+    good = F.compute_files(clips, fs, cache=c, n_jobs=1, progress=False)
+    entry = c._entry_path(c.content_hash(clips[0]), fs)
+    if BAD_ENTRIES[bad] is None:
+        entry.write_bytes(entry.read_bytes()[:100])
+    else:
+        np.save(entry, BAD_ENTRIES[bad](good[0]))
+    again = F.compute_files(clips, fs, cache=c, n_jobs=1, progress=False)
+    np.testing.assert_allclose(again, good)
+    np.testing.assert_allclose(np.load(entry), good[0])  # the entry is good again
 
 
 def _fill(directory, paths, key, seed):
