@@ -9,9 +9,9 @@ import fcntl
 import glob
 import json
 import os
+import secrets
 import shutil
 import socket
-import tempfile
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -104,9 +104,11 @@ def models_lock(root, *, shared: bool = False):
     swapped in, ``shared`` while one is read. Re-entrant within a thread. A folder where the lock file cannot
     be created (read-only: nobody can save there) is read without it."""
     path = Path(root) / LOCK_NAME
-    held = _held.__dict__.setdefault("paths", set())
+    held = _held.__dict__.setdefault("modes", {})  # lock file -> shared?
     key = os.path.abspath(path)
     if key in held:
+        if held[key] and not shared:
+            raise RuntimeError("models_lock: cannot save while this thread holds the folder's lock for reading")
         yield
         return
     try:
@@ -121,11 +123,11 @@ def models_lock(root, *, shared: bool = False):
             return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        held.add(key)
+        held[key] = shared
         try:
             yield
         finally:
-            held.discard(key)
+            del held[key]
     finally:
         os.close(fd)  # releases the flock
 
@@ -137,9 +139,16 @@ def is_temporary(name: str) -> bool:
 
 
 def _temp_dir(directory: Path, kind: str) -> Path:
-    """A new folder ``.<name>.<kind>-<host>-<pid>-<random>`` beside ``directory`` (same file system)."""
-    prefix = f".{directory.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=directory.parent))
+    """A new folder ``.<name>.<kind>-<host>-<pid>-<random>`` beside ``directory`` (same file system), with the
+    permissions of any new folder (``tempfile.mkdtemp``'s 0700 would hide the model from other users)."""
+    while True:
+        path = directory.with_name(f".{directory.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+                                   f"{secrets.token_hex(4)}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
 
 
 def _remove_stale_temps(directory: Path) -> None:

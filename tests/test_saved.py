@@ -35,6 +35,8 @@ def test_save_replaces_the_previous_model_and_leaves_no_temporary_folder(tmp_pat
     second = save_trained(_fitted("sad"), root / "m", card={"cv": {"run_id": 2}},
                           on_saved=lambda folder, previous: seen.append((folder, previous["cv"]["run_id"])))
     assert second == first and seen == [(first, 1)]  # told which model it replaced
+    (tmp_path / "plain").mkdir()
+    assert first.stat().st_mode == (tmp_path / "plain").stat().st_mode  # readable by whoever may read a folder
     model, card = load_trained("m", root)
     assert list(model.classes_) == ["sad"] and card["cv"]["run_id"] == 2
     assert _leftovers(root) == [] and [c["name"] for c in list_trained(root)] == ["m"]
