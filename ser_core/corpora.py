@@ -5,7 +5,11 @@
 adds ``vocal_channel``: speech | song). Files with an audio extension that cannot be used -- a name that does
 not follow the corpus's convention, a corrupt header, a video-only RAVDESS file, a duplicate in another
 format -- are listed in ``Corpus.skipped`` with the reason, never dropped silently. Other files (README, CSV,
-text, images) and hidden files are ignored.
+text, images) and hidden files are ignored. Links to folders are followed (once each).
+
+``roots`` (see :mod:`ser_core.roots`): the app passes the data folders the server may read; the corpus path must
+resolve inside them, and a file, CSV entry or linked folder that resolves outside them is skipped with the same
+reason whether or not its target exists. ``None`` (the command line) reads any path.
 
 Example::
 
@@ -26,6 +30,7 @@ from typing import Callable
 import pandas as pd
 
 from .errors import ConfigError, CorpusError
+from .roots import OUTSIDE_REASON, is_inside, resolve_in_roots
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 EXTRA_EMOTIONS = ("boredom", "contempt")
@@ -204,13 +209,35 @@ def _canonical(name: str) -> str:
 
 
 # -- listing, detection, durations ---------------------------------------------------------------------------
-def _list_media(root: Path) -> list[Path]:
-    """Audio and video files under ``root`` (recursively, hidden files/folders and __MACOSX left out), sorted."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"]
+def _list_media(root: Path, roots=None, skipped: list | None = None) -> list[Path]:
+    """Audio and video files under ``root`` (recursively, following links to folders once each; hidden
+    files/folders and __MACOSX left out), sorted. With ``roots``, files and linked folders that resolve outside
+    them are left out and added to ``skipped`` with :data:`OUTSIDE_REASON`; so are links to a folder already read."""
+    skipped = [] if skipped is None else skipped
+    out, seen = [], {root.resolve()}
+
+    def allowed(p: Path) -> bool:
+        if roots is None or is_inside(p, roots):
+            return True
+        skipped.append((str(p), OUTSIDE_REASON))
+        return False
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            full = Path(dirpath, d)
+            if d.startswith(".") or d == "__MACOSX" or not allowed(full):
+                continue
+            real = full.resolve()
+            if real in seen:  # a second link to a folder, or a link back up the tree
+                skipped.append((str(full), "a link to a folder that is already read"))
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirnames[:] = keep
         out += [Path(dirpath, f) for f in filenames
-                if not f.startswith(".") and os.path.splitext(f)[1].lower() in AUDIO_EXTS + VIDEO_EXTS]
+                if not f.startswith(".") and os.path.splitext(f)[1].lower() in AUDIO_EXTS + VIDEO_EXTS
+                and allowed(Path(dirpath, f))]
     return sorted(out)
 
 
@@ -231,23 +258,26 @@ def _detect(files: list[Path], root: Path) -> str | None:
     return "folder" if len(label_dirs) >= 2 else None
 
 
-def _expected_message(root: Path, n_files: int) -> str:
+def _expected_message(root: Path, n_files: int, skipped=()) -> str:
     kinds = "; ".join(a.expected for a in _ADAPTERS.values())
-    return (f"No supported corpus found in {root} ({n_files} audio files); expected one of: {kinds}; "
+    outside = sum(reason == OUTSIDE_REASON for _, reason in skipped)
+    left_out = f", {outside} more {OUTSIDE_REASON}" if outside else ""
+    return (f"No supported corpus found in {root} ({n_files} audio files{left_out}); expected one of: {kinds}; "
             f"or a CSV file with path,label columns.")
 
 
-def detect_corpus(root: str | Path) -> str:
+def detect_corpus(root: str | Path, roots=None) -> str:
     """Name of the corpus at ``root`` (a folder, or a CSV file -> ``"csv"``), judged by its file names."""
-    root = _check_root(root)
+    root = _check_root(root, roots)
     if root.is_file() and root.suffix.lower() == ".csv":
         return "csv"
     if root.is_file():
         raise CorpusError(f"{root} is a file; pass a corpus folder or a CSV file with path,label columns.")
-    files = _list_media(root)
+    skipped: list[tuple[str, str]] = []
+    files = _list_media(root, roots, skipped)
     name = _detect(files, root)
     if name is None:
-        raise CorpusError(_expected_message(root, len(files)))
+        raise CorpusError(_expected_message(root, len(files), skipped))
     return name
 
 
@@ -290,8 +320,8 @@ def _av_duration(path: str | Path) -> float:
 
 
 # -- loading ---------------------------------------------------------------------------------------------------
-def _check_root(root: str | Path) -> Path:
-    root = Path(root).expanduser().resolve()
+def _check_root(root: str | Path, roots=None) -> Path:
+    root = resolve_in_roots(root, roots)  # outside the roots: refused before anything is read
     if not root.exists():
         raise CorpusError(f"{root} does not exist; pass a corpus folder or a CSV file with path,label columns.")
     return root
@@ -320,13 +350,17 @@ def _rows_from_files(adapter: _Adapter, files: list[Path], root: Path, skipped: 
     return rows
 
 
-def _crema_genders(root: Path) -> dict[str, str]:
-    """ActorID -> gender from CREMA-D's VideoDemographics.csv anywhere under root ({} if absent)."""
+def _crema_genders(root: Path, roots=None) -> dict[str, str]:
+    """ActorID -> gender from CREMA-D's VideoDemographics.csv anywhere under root ({} if absent or outside
+    ``roots``)."""
     demo = next((p for p in root.rglob("*") if p.name.lower() == "videodemographics.csv"), None)
-    if demo is None:
+    if demo is None or (roots is not None and not is_inside(demo, roots)):
         return {}
-    with open(demo, newline="", encoding="utf-8-sig") as fh:
-        return {str(r.get("ActorID", "")).strip(): _gender(r.get("Sex", "")) for r in csv.DictReader(fh)}
+    try:
+        with open(demo, newline="", encoding="utf-8-sig") as fh:
+            return {str(r.get("ActorID", "")).strip(): _gender(r.get("Sex", "")) for r in csv.DictReader(fh)}
+    except (UnicodeDecodeError, csv.Error):
+        raise CorpusError(f"{demo} is not a readable CSV file; save it as UTF-8 text or remove it.") from None
 
 
 def _gender(value) -> str:
@@ -335,21 +369,26 @@ def _gender(value) -> str:
             "woman": "female"}.get(v, "unknown")
 
 
-def _rows_from_csv(csv_path: Path, skipped: list) -> list[dict]:
+def _rows_from_csv(csv_path: Path, skipped: list, roots=None) -> list[dict]:
+    # The messages never quote the file (its header or cells): a CSV may be something else renamed.
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{csv_path} is not a readable CSV file ({exc}).") from None
-    table.columns = [c.strip().lower() for c in table.columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        raise CorpusError(f"{csv_path} is not a readable CSV file; save it as UTF-8 text with a header row "
+                          "path,label (optional: speaker, gender).") from None
+    table.columns = [str(c).strip().lower() for c in table.columns]
     label_col = "label" if "label" in table else "emotion" if "emotion" in table else None
     if "path" not in table or label_col is None:
-        raise CorpusError(f"{csv_path} needs the columns path and label (optional: speaker, gender); "
-                          f"it has {', '.join(table.columns) or 'none'}.")
+        raise CorpusError(f"{csv_path} has no path and label columns; give it a header row path,label "
+                          "(optional: speaker, gender).")
     rows = []
     for rec in table.to_dict("records"):
-        p = Path(rec["path"].strip()).expanduser()
-        p = (p if p.is_absolute() else csv_path.parent / p).resolve()
-        if not rec["path"].strip() or not p.is_file():
+        entry = Path(rec["path"].strip()).expanduser()
+        entry = entry if entry.is_absolute() else csv_path.parent / entry
+        p = entry.resolve()
+        if roots is not None and not is_inside(p, roots):
+            skipped.append((str(entry), OUTSIDE_REASON))  # as written: the resolved target is not shown
+        elif not rec["path"].strip() or not p.is_file():
             skipped.append((str(p), "file not found"))
         elif not rec[label_col].strip():
             skipped.append((str(p), "empty label"))
@@ -361,29 +400,31 @@ def _rows_from_csv(csv_path: Path, skipped: list) -> list[dict]:
     return rows
 
 
-def load_corpus(root: str | Path, corpus: str = "auto") -> Corpus:
+def load_corpus(root: str | Path, corpus: str = "auto", roots=None) -> Corpus:
     """Read the corpus at ``root`` (a folder, or a CSV with ``path,label[,speaker][,gender]``) into a manifest.
 
     ``corpus``: ``"auto"`` (detect from the file names) or one of :func:`list_corpora`. Durations come from
-    the file headers; files whose header cannot be read are skipped with the reason.
+    the file headers; files whose header cannot be read are skipped with the reason. ``roots``: the folders
+    that may be read (``ser_core.roots``; a path outside them raises ``OutsideRootsError``, files outside them
+    are skipped), or None for any path.
     """
-    root = _check_root(root)
+    root = _check_root(root, roots)
     name = ("csv" if root.suffix.lower() == ".csv" else None) if corpus == "auto" else _canonical(corpus)
     skipped: list[tuple[str, str]] = []
     if name == "csv":
         if not root.is_file():
             raise CorpusError(f"{root} is a folder; corpus='csv' needs the path of a CSV file.")
-        name, rows = "csv", _rows_from_csv(root, skipped)
+        name, rows = "csv", _rows_from_csv(root, skipped, roots)
     else:
         if root.is_file():
             raise CorpusError(f"{root} is a file; pass a corpus folder or a CSV file with path,label columns.")
-        files = _list_media(root)
+        files = _list_media(root, roots, skipped)
         name = name or _detect(files, root)
         if name is None:
-            raise CorpusError(_expected_message(root, len(files)))
+            raise CorpusError(_expected_message(root, len(files), skipped))
         rows = _rows_from_files(_ADAPTERS[name], files, root, skipped)
         if name == "crema_d":
-            genders = _crema_genders(root)
+            genders = _crema_genders(root, roots)
             for r in rows:
                 r["gender"] = genders.get(r["speaker"], "unknown")
     usable = []

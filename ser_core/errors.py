@@ -48,6 +48,10 @@ class CorpusError(SERError):
     """A folder or CSV that is not a supported corpus, or a corpus without labels."""
 
 
+class OutsideRootsError(CorpusError):
+    """A path outside the data folders the server may read (``ser_core.roots``); says nothing of its target."""
+
+
 class DownloadError(SERError):
     """A dataset or weights download failed (offline, bad checksum, bad archive)."""
 

@@ -72,6 +72,7 @@ class Job:
     name_prefix: str = ""  # saved model folder = <models_dir>/<name_prefix><model>
     results_db: str | None = None
     models_dir: str | None = None
+    data_roots: list | None = None  # folders the corpus may read (ser_core.roots); None: any (the command line)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
@@ -444,7 +445,7 @@ class _Worker:
 
         job = self.job
         self.log(f"loading the corpus at {job.data_root}")
-        corpus = load_corpus(job.data_root, corpus=job.corpus)
+        corpus = load_corpus(job.data_root, corpus=job.corpus, roots=job.data_roots)
         self.log(f"{corpus.name}: {len(corpus.manifest)} clips, {corpus.manifest['speaker'].nunique()} speakers")
         store = ResultsStore(job.results_db)
         errors = []

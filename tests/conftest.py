@@ -18,6 +18,15 @@ def shared_ravdess() -> Path:
     return SHARED_RAVDESS
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_roots(tmp_path_factory):
+    """The app reads data only inside $SER_DATA_ROOTS: let it read the tests' temporary folders and the shared
+    RAVDESS (set for the whole session, so servers that browser tests start inherit it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SER_DATA_ROOTS", os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(SHARED_RAVDESS)]))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep the feature cache and results store of tests out of the user's home."""

@@ -23,6 +23,7 @@ class ModelSpec:
     feature_set: str  # default feature set (a name in ser_core.features.FEATURE_SETS)
     description: str
     defaults: dict = field(default_factory=dict)  # keyword arguments the builder gets unless overridden
+    weights_param: str | None = None  # the parameter naming pretrained weights: a download id or a local path
 
 
 _SPECS = [
@@ -50,9 +51,10 @@ _SPECS = [
               "1-D convolutions followed by an LSTM in Keras on frame sequences."),
     ModelSpec("vgg16_transfer", "keras_models", "KerasVGG16Transfer", "tensorflow", "logmel_image",
               "VGG16 backbone on mel images with a dense head and selective fine-tuning "
-              "(ImageNet weights when they can be loaded)."),
+              "(ImageNet weights when they can be loaded).", weights_param="weights"),
     ModelSpec("wav2vec2_probe", "wav2vec2", "Wav2Vec2Probe", "transformers", "raw_audio",
-              "Pooled hidden states of a transformers speech model plus a random forest or logistic regression."),
+              "Pooled hidden states of a transformers speech model plus a random forest or logistic regression.",
+              weights_param="model_id"),
 ]
 MODEL_SPECS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 
