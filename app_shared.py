@@ -5,9 +5,13 @@ training runs in a worker process), so no page order can trigger the TensorFlow/
 """
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import streamlit as st
+
+from ser_core.roots import configured_roots, resolve_in_roots
 
 REPO = Path(__file__).resolve().parent
 SAMPLES_DIR = REPO / "samples" / "ravdess"
@@ -16,21 +20,60 @@ SOURCES = ("Bundled samples (16 RAVDESS clips)", "Local folder or CSV", "Downloa
 
 
 _SOURCE_KEYS = ("samples", "folder", "download")  # the data source in the URL (?data=folder&path=...)
+PUBLIC_ENV = "SER_PUBLIC"
+
+
+def public_mode() -> bool:
+    """``SER_PUBLIC=1``: a demo open to anyone. Only the Demo and Leaderboard pages; no data source (local
+    folders, downloads), no field that names weights to fetch. Read at every call (tests change it)."""
+    return os.environ.get(PUBLIC_ENV, "").strip() not in ("", "0")
+
+
+def local_only():
+    """Stop a page that reads local data or trains (Explore, Train) on a public server. The entry script leaves
+    them out of the navigation, but a deep link (``/train``) to a freshly started server runs the script in
+    ``pages/`` directly (Streamlit's legacy multipage folder), so these pages call this first."""
+    if public_mode():
+        st.error("This page is not available on this public demo; use the Demo and Leaderboard pages.")
+        st.stop()
+
+
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")  # every ASCII punctuation character
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Where GFM would turn bare text into a link after Markdown is parsed (so no escape can stop it): "http://",
+# "www." and e-mail addresses; an invisible word joiner (U+2060) there breaks the pattern.
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
+
+
+def plain(text) -> str:
+    """``text`` a user controls (a path, file name, label, speaker or model name, CSV content, an error that
+    quotes one) made inert for Streamlit's Markdown (messages, captions, labels) and Plotly's labels and
+    tooltips. Each ASCII punctuation character becomes a numeric character reference, which both show as the
+    character itself but which cannot open a link, image, HTML tag, emphasis, formula or directive; a word
+    joiner breaks bare URLs and e-mail addresses, which GFM links otherwise; line breaks become spaces. Not
+    inside backticks (a code span shows references as typed); widget options and dataframe cells are plain text
+    already and take the raw string."""
+    text = _AUTOLINK.sub(WORD_JOINER, _CONTROL.sub(" ", str(text)))
+    return _PUNCTUATION.sub(lambda m: f"&#{ord(m.group())};", text)
 
 
 def init_session():
     """Session defaults, taken from the URL's query parameters when present so a browser reload (a new
-    session) keeps the data source the user picked."""
+    session) keeps the data source the user picked (public mode: always the bundled samples)."""
     if "data_kind" not in st.session_state:
-        q = st.query_params
+        q = {} if public_mode() else st.query_params
         key = q.get("data", "samples")
         st.session_state["data_kind"] = SOURCES[_SOURCE_KEYS.index(key)] if key in _SOURCE_KEYS else SOURCES[0]
         st.session_state["data_path"] = q.get("path", "")
 
 
 def data_source_sidebar():
-    """The data-source picker shown on every page; the choice persists across pages in the session."""
+    """The data-source picker shown on every page (none in public mode); the choice persists across pages in the
+    session."""
     init_session()
+    if public_mode():
+        return
     with st.sidebar:
         st.subheader("Data source")
         kind = st.radio("Source", SOURCES, key="_data_kind_widget",
@@ -39,12 +82,14 @@ def data_source_sidebar():
         if kind == SOURCES[1]:
             path = st.text_input("Folder (RAVDESS, TESS, CREMA-D, SAVEE, EmoDB, one folder per label) or CSV",
                                  value=st.session_state["data_path"], key="_data_path_widget",
-                                 placeholder="/path/to/Audio_Speech_Actors_01-24")
+                                 placeholder="/path/to/Audio_Speech_Actors_01-24",
+                                 help="This server reads data inside: " + ", ".join(
+                                     plain(r) for r in configured_roots()) + " (more with SER_DATA_ROOTS).")
             st.session_state["data_path"] = path.strip()
         elif kind == SOURCES[2]:
             target = DATA_DIR / "ravdess"
             if (target).is_dir():
-                st.caption(f"Using {target}")
+                st.caption(f"Using {plain(target)}")
             elif st.button("Download RAVDESS speech (about 200 MB)"):
                 _download_ravdess()
     params = {"data": _SOURCE_KEYS[SOURCES.index(kind)]}
@@ -67,14 +112,14 @@ def _download_ravdess():
         download_dataset("ravdess", DATA_DIR, progress=progress)
         st.sidebar.success("RAVDESS is ready.")
     except SERError as exc:
-        st.sidebar.error(str(exc))
+        st.sidebar.error(plain(exc))
 
 
 def data_root() -> Path | None:
     """The folder or CSV the user picked, or None when nothing usable is chosen."""
     init_session()
     kind = st.session_state["data_kind"]
-    if kind == SOURCES[0]:
+    if kind == SOURCES[0] or public_mode():
         return SAMPLES_DIR
     if kind == SOURCES[1]:
         p = st.session_state["data_path"]
@@ -84,28 +129,28 @@ def data_root() -> Path | None:
 
 
 @st.cache_data(show_spinner="Reading the corpus...", max_entries=8)
-def _load_manifest(root: str, mtime: float):
+def _load_manifest(root: str, mtime: float, roots: tuple[str, ...]):
     from ser_core.corpora import load_corpus
 
-    c = load_corpus(root)
+    c = load_corpus(root, roots=[Path(r) for r in roots])
     return c.name, c.manifest, c.skipped
 
 
 def current_corpus():
-    """``(name, manifest, skipped)`` of the chosen data, or stops the page with a plain explanation."""
+    """``(name, manifest, skipped)`` of the chosen data, or stops the page with a plain explanation. Only data
+    inside the configured roots (``ser_core.roots``) is read: anything else gets the one refusal sentence."""
     from ser_core.errors import SERError
 
     root = data_root()
     if root is None:
         st.info("Choose a data source in the sidebar: the bundled samples, a local corpus folder, or a download.")
         st.stop()
-    if not root.exists():
-        st.error(f"'{root}' does not exist. Enter the path of a corpus folder or a CSV file.")
-        st.stop()
+    roots = configured_roots()
     try:
-        return _load_manifest(str(root), root.stat().st_mtime)
+        path = resolve_in_roots(root, roots)
+        return _load_manifest(str(path), path.stat().st_mtime if path.exists() else 0.0, tuple(map(str, roots)))
     except SERError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         st.stop()
 
 

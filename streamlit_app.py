@@ -1,9 +1,21 @@
 """SER Studio: the entry script routes between pages and holds the shared data-source picker."""
 import streamlit as st
 
-from app_shared import data_source_sidebar
+from app_shared import data_source_sidebar, public_mode
 
 st.set_page_config(page_title="SER Studio", page_icon=":material/graphic_eq:", layout="wide")
+
+# (script, title, icon, shown in public mode, what it offers): a public demo reads no local data and trains nothing
+PAGES = [
+    ("pages/explore.py", "Explore", ":material/bar_chart:", False,
+     "class balance, one clip's waveform, spectrogram, pitch and energy, emotions compared."),
+    ("pages/demo.py", "Demo", ":material/mic:", True,
+     "upload, record or stream speech; every model's prediction side by side."),
+    ("pages/train.py", "Train", ":material/model_training:", False, "K-fold runs in a background worker."),
+    ("pages/leaderboard.py", "Leaderboard", ":material/leaderboard:", True,
+     "every stored run, with confusion matrices."),
+]
+shown = [p for p in PAGES if p[3] or not public_mode()]
 
 
 def home():
@@ -12,21 +24,12 @@ def home():
         "Speech emotion recognition under an honest protocol: load an emotional-speech corpus, explore it, "
         "compare model families with **speaker-grouped** cross-validation, and try the trained models on "
         "your own voice.\n\n"
-        "- **Explore**: class balance, one clip's waveform, spectrogram, pitch and energy, emotions compared.\n"
-        "- **Demo**: upload, record or stream speech; every model's prediction side by side.\n"
-        "- **Train**: K-fold runs in a background worker.\n"
-        "- **Leaderboard**: every stored run, with confusion matrices.\n\n"
+        + "".join(f"- **{title}**: {about}\n" for _, title, _, _, about in shown) + "\n"
         "The bundled samples are 16 RAVDESS clips (CC BY-NC-SA 4.0, Livingstone & Russo 2018); "
         "the default models were trained on RAVDESS actors 01-16.")
 
 
-pages = [
-    st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/explore.py", title="Explore", icon=":material/bar_chart:"),
-    st.Page("pages/demo.py", title="Demo", icon=":material/mic:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
-]
-nav = st.navigation(pages)
+nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)]
+                    + [st.Page(script, title=title, icon=icon) for script, title, icon, _, _ in shown])
 data_source_sidebar()
 nav.run()

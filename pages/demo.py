@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_shared import (DEMO_MAX_S, EMOTION_COLORS, LiveBuffer, TIMELINE_AFTER_S, analyse_audio, emotion_order,
-                        envelope, load_predictor, models_dir_version, trained_model_cards)
+                        envelope, load_predictor, models_dir_version, plain, trained_model_cards)
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
 from ser_core.inference import describe_prediction
@@ -56,7 +56,7 @@ version = models_dir_version()
 try:
     predictor = load_predictor(tuple(chosen), None, version)
 except SERError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     st.stop()
 
 
@@ -98,17 +98,17 @@ def calibration(predictor):
             except SERError as exc:
                 bad.append(f"'{name}' ({exc})")
         if bad:
-            st.warning("Left out: " + "; ".join(bad))
+            st.warning(plain("Left out: " + "; ".join(bad)))
         key, signals = tuple(good), list(good.values())
         if len(signals) >= CALIBRATION_MIN:
             try:
                 predictor = calibrated_predictor(tuple(chosen), version, key, signals)
             except SERError as exc:
-                st.error(f"Cannot calibrate with these clips: {exc}")
+                st.error(plain(f"Cannot calibrate with these clips: {exc}"))
                 key = ()
         else:
             key = ()
-        names = ", ".join(sorted(predictor.calibration_status()))
+        names = plain(", ".join(sorted(predictor.calibration_status())))
         if key:
             st.success(f"{len(signals)} clips in: {names} calibrated to your voice.")
         else:
@@ -137,7 +137,7 @@ def analyse(data: bytes, filename: str, models: tuple, version: float, calibrati
 
 def prob_chart(probs: dict, key: str, height: int = 270):
     labels = emotion_order(probs)
-    fig = go.Figure(go.Bar(x=[probs[l] for l in labels], y=labels, orientation="h",
+    fig = go.Figure(go.Bar(x=[probs[l] for l in labels], y=[plain(l) for l in labels], orientation="h",
                            marker_color=[EMOTION_COLORS.get(l, "#444") for l in labels],
                            text=[f"{probs[l]:.0%}" for l in labels], textposition="outside", cliponaxis=False))
     fig.update_layout(height=height, margin=dict(t=10, b=10, l=10, r=40), xaxis=dict(range=[0, 1.08],
@@ -153,7 +153,7 @@ def answer(probs: dict, threshold: float | None):
 
 def model_card(name: str, probs: dict, key: str, timing: dict | None = None):
     with st.container(border=True):
-        st.markdown(f"**{model_label(name)}**")
+        st.markdown(f"**{plain(model_label(name))}**")
         answer(probs, thresholds.get(name))
         prob_chart(probs, key=key)
         if name in cal_status:
@@ -194,8 +194,9 @@ def timeline_chart(windows: list[dict], threshold: float | None):
         st.info("No window of this recording holds enough speech for a timeline.")
         return
     df = pd.DataFrame(rows)
-    order = emotion_order(df["emotion"])
-    fig = px.area(df, x="time (s)", y="probability", color="emotion", color_discrete_map=EMOTION_COLORS,
+    order = [plain(e) for e in emotion_order(df["emotion"])]  # plain: Plotly renders HTML in labels
+    fig = px.area(df.assign(emotion=df["emotion"].map(plain)), x="time (s)", y="probability", color="emotion",
+                  color_discrete_map={plain(e): c for e, c in EMOTION_COLORS.items()},
                   category_orders={"emotion": order}, line_shape="spline")
     fig.update_layout(height=320, margin=dict(t=10, b=10), yaxis=dict(range=[0, 1], tickformat=".0%"),
                       legend=dict(orientation="h", y=-0.25))
@@ -220,10 +221,10 @@ def lead_answer(res: dict):
     with c1:
         answer(ens, thresholds.get(lead))
     if lead:
-        c1.caption(f"{model_label(lead)}; members: {', '.join(members[lead])}")
+        c1.caption(plain(f"{model_label(lead)}; members: {', '.join(members[lead])}"))
     else:
         w = res["weights"]
-        c1.caption("weights: " + ", ".join(f"{k} {v / sum(w.values()):.0%}" for k, v in w.items()))
+        c1.caption(plain("weights: " + ", ".join(f"{k} {v / sum(w.values()):.0%}" for k, v in w.items())))
     with c2:
         prob_chart(ens, key="ensemble", height=250)
 
@@ -272,7 +273,7 @@ def live():
             continue
         preds = predictor.predict(buf.buf, buf.sr)
         lead, ens = predictor.best_estimate(preds)
-        status.success(f"Now: **{describe_prediction(ens, thresholds.get(lead))['text']}**, "
+        status.success(f"Now: **{plain(describe_prediction(ens, thresholds.get(lead))['text'])}**, "
                        f"{buf.received_s:.0f} s streamed")
         with out.container():
             predictions_grid({k: v for k, v in preds.items() if k != lead}, key=f"live{n}")
@@ -301,6 +302,6 @@ except AudioTooLongError:
              "analysed (or use `python -m ser_core predict` for long files).")
     st.stop()
 except SERError as exc:
-    st.error(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}")
+    st.error(plain(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}"))
     st.stop()
 render(result)

@@ -6,17 +6,22 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app_shared import (EMOTION_COLORS, clip_analysis, clip_summaries, current_corpus, emotion_order, envelope,
-                        projection_2d)
+                        local_only, plain, projection_2d)
 
 IMBALANCE_RATIO = 1.5  # max/min clips per emotion above which the imbalance is called out
 TSNE_MAX_POINTS = 800  # t-SNE cost grows faster than the number of clips: keep it to ~10 s
 ANY = "(any)"
+TEXT_COLUMNS = ["emotion", "speaker", "gender", "intensity", "statement", "clip"]  # the corpus's own words
 
+local_only()
 st.title("Explore the data")
 name, manifest, skipped = current_corpus()
 m = manifest.assign(clip=manifest["path"].map(lambda p: p.rsplit("/", 1)[-1]))
 emotions = emotion_order(m["emotion"])
-colors = {e: EMOTION_COLORS.get(e, "#444") for e in emotions}
+# Charts draw `shown`: Plotly renders HTML in labels and tooltips, so the corpus's words go through plain()
+shown = m.assign(**{c: m[c].map(plain) for c in TEXT_COLUMNS})
+shown_emotions = [plain(e) for e in emotions]
+colors = {plain(e): EMOTION_COLORS.get(e, "#444") for e in emotions}
 
 
 def bar(counts: pd.Series, title: str, color=None, **kw):
@@ -114,22 +119,22 @@ if overview.open:
         per_emotion = m["emotion"].value_counts().reindex(emotions).rename("clips").rename_axis("emotion")
         ratio = per_emotion.max() / per_emotion.min()
         if ratio >= IMBALANCE_RATIO:
-            st.warning(f"The classes are imbalanced: '{per_emotion.idxmax()}' has {per_emotion.max()} clips but "
-                       f"'{per_emotion.idxmin()}' only {per_emotion.min()} ({ratio:.1f} to 1). Judge models by "
-                       "UAR (mean recall over emotions), not accuracy, and consider class weights or "
+            st.warning(f"The classes are imbalanced: '{plain(per_emotion.idxmax())}' has {per_emotion.max()} clips "
+                       f"but '{plain(per_emotion.idxmin())}' only {per_emotion.min()} ({ratio:.1f} to 1). Judge "
+                       "models by UAR (mean recall over emotions), not accuracy, and consider class weights or "
                        "oversampling when training.")
         else:
             st.success(f"The classes are balanced (largest to smallest {ratio:.1f} to 1).")
         left, right = st.columns(2)
-        left.plotly_chart(bar(per_emotion, "Clips per emotion", color="emotion", color_discrete_map=colors),
-                          key="per_emotion")
-        spk = m.groupby(["speaker", "gender"]).size().rename("clips").reset_index()
+        left.plotly_chart(bar(per_emotion.rename(plain), "Clips per emotion", color="emotion",
+                              color_discrete_map=colors), key="per_emotion")
+        spk = shown.groupby(["speaker", "gender"]).size().rename("clips").reset_index()
         fig = px.bar(spk, x="speaker", y="clips", color="gender", title="Clips per speaker",
                      color_discrete_map={"male": "#1f77b4", "female": "#e377c2", "unknown": "#7f7f7f"})
         fig.update_layout(height=330, margin=dict(t=50, b=10), xaxis_type="category")
         right.plotly_chart(fig, key="per_speaker")
         left, right = st.columns(2)
-        gi = m.groupby(["gender", "intensity"]).size().rename("clips").reset_index()
+        gi = shown.groupby(["gender", "intensity"]).size().rename("clips").reset_index()
         fig = px.bar(gi, x="gender", y="clips", color="intensity", barmode="group", text_auto=True,
                      title="Clips per gender and intensity")
         fig.update_layout(height=330, margin=dict(t=50, b=10))
@@ -204,12 +209,12 @@ if across.open:
             feats = pros if fs_name == "prosody" else clip_summaries(paths, fs_name, progress=progress)
         except SERError as exc:
             bar_.empty()
-            st.error(str(exc))
+            st.error(plain(exc))
             st.stop()
         bar_.empty()
 
-        per_clip = pd.DataFrame({"emotion": m["emotion"], "speaker": m["speaker"], "gender": m["gender"],
-                                 "clip": m["clip"], "mean pitch (Hz)": pros["pitch_hz"],
+        per_clip = pd.DataFrame({"emotion": shown["emotion"], "speaker": shown["speaker"], "gender": shown["gender"],
+                                 "clip": shown["clip"], "mean pitch (Hz)": pros["pitch_hz"],
                                  "mean RMS level (dB, peak-normalised)": pros["rms_mean"],
                                  "mean spectral centroid (Hz)": pros["centroid_mean"],
                                  "duration (s)": m["duration_s"]})
@@ -222,7 +227,7 @@ if across.open:
             for col, metric in zip(cols, pair):
                 kw = dict(box=True) if shape == "violin" else {}
                 fig = plot(per_clip, x="emotion", y=metric, color="emotion", color_discrete_map=colors,
-                           category_orders={"emotion": emotions}, points=points, hover_data=["clip"], **kw)
+                           category_orders={"emotion": shown_emotions}, points=points, hover_data=["clip"], **kw)
                 fig.update_layout(height=340, showlegend=False, margin=dict(t=30, b=10), title=metric)
                 col.plotly_chart(fig, key=f"dist_{metric}")
 
@@ -233,7 +238,7 @@ if across.open:
         pts = per_clip.iloc[idx].assign(x=xy[:, 0], y=xy[:, 1])
         fig = px.scatter(pts, x="x", y="y", color=colour, hover_data=["clip", "emotion", "speaker"],
                          color_discrete_map=colors if colour == "emotion" else None,
-                         category_orders={"emotion": emotions},
+                         category_orders={"emotion": shown_emotions},
                          labels={"x": "PC 1" if method == "PCA" else "t-SNE 1",
                                  "y": "PC 2" if method == "PCA" else "t-SNE 2"})
         fig.update_traces(marker=dict(size=7, opacity=0.8))

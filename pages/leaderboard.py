@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import trained_model_cards
+from app_shared import plain, trained_model_cards
 from ser_core.channels import CHANNELS
 from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
 from ser_core.robustness import robustness_table
@@ -75,12 +75,12 @@ cards = [c for c in trained_model_cards() if c.get("robustness")]
 if cards:  # written by benchmarks/bench_robustness.py --write-cards
     st.markdown("##### Saved models on perturbed clips: UAR (%) per channel")
     robust = robustness_table(cards) * 100
-    fig = go.Figure(go.Heatmap(z=robust.values, x=robust.columns, y=robust.index, colorscale="RdYlGn", zmin=0,
-                               text=robust.map(lambda v: f"{v:.0f}").values, texttemplate="%{text}",
+    fig = go.Figure(go.Heatmap(z=robust.values, x=robust.columns, y=robust.index.map(plain), colorscale="RdYlGn",
+                               zmin=0, text=robust.map(lambda v: f"{v:.0f}").values, texttemplate="%{text}",
                                hovertemplate="%{y} under %{x}<br>UAR %{z:.1f} %<extra></extra>"))
     fig.update_layout(height=80 + 32 * len(robust), margin=dict(l=10, r=10, t=10, b=10))
     st.plotly_chart(fig, key="lb_robustness")
-    st.caption("Measured on: " + "; ".join(sorted({c.get("robustness_protocol", "?") for c in cards})) + ". "
+    st.caption("Measured on: " + plain("; ".join(sorted({c.get("robustness_protocol", "?") for c in cards}))) + ". "
                + "Channels: " + "; ".join(f"{k}: {v}" for k, v in CHANNELS.items() if k in robust.columns) + ".")
 if view.empty:
     st.stop()
@@ -93,7 +93,8 @@ def _label(rid):
 
 
 def _confusion(run: dict, height=420):
-    cm = pd.DataFrame(run["confusion"], index=run["labels"], columns=run["labels"]).astype(float)
+    labels = [plain(l) for l in run["labels"]]  # the corpus's labels: Plotly would render HTML in them
+    cm = pd.DataFrame(run["confusion"], index=labels, columns=labels).astype(float)
     norm = cm.div(cm.sum(axis=1).replace(0, 1), axis=0)  # rows: true label, normalised to recall
     fig = go.Figure(go.Heatmap(z=norm.values, x=norm.columns, y=norm.index, colorscale="Blues", zmin=0, zmax=1,
                                text=norm.map(lambda v: f"{v:.2f}").values, texttemplate="%{text}",
@@ -137,7 +138,7 @@ if run["speaker_dependent"]:
     st.warning("Speaker-dependent (random) split: optimistic, not a speaker-independent estimate.")
 left, right = st.columns([3, 2])
 left.plotly_chart(_confusion(run), key="lb_cm")
-recall = pd.Series(run["summary"]["per_class_recall"]).sort_values()
+recall = pd.Series(run["summary"]["per_class_recall"]).sort_values().rename(plain)
 fig = go.Figure(go.Bar(x=recall.values * 100, y=recall.index, orientation="h"))
 fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), title="recall per class (%)",
                   xaxis_range=[0, 100])

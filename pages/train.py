@@ -9,12 +9,13 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app_shared import current_corpus, data_root, job_executor, model_param_defaults
+from app_shared import current_corpus, data_root, job_executor, local_only, model_param_defaults, plain
 from ser_core.augment import AUGMENTATIONS
-from ser_core.errors import SERError
+from ser_core.errors import OutsideRootsError, SERError
 from ser_core.features import FEATURE_SETS
 from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
+from ser_core.roots import configured_roots, weights_source
 
 OWN_FEATURES = "(each model's own)"
 SPLIT_LABELS = {"speaker": "speaker-grouped K-fold (speaker-independent)",
@@ -24,11 +25,12 @@ GLOBAL_PARAMS = {"feature_set", "seed", "oversample", "focal_gamma", "device", "
 STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/directions_run:",
                "done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:"}
 
+local_only()
 st.title("Train")
 corpus_name, manifest, _ = current_corpus()
-root = data_root()
+root, roots = data_root(), configured_roots()
 st.caption(f"Data: **{corpus_name}**, {len(manifest)} clips, {manifest['speaker'].nunique()} speakers "
-           f"(`{root}`). Change it in the sidebar.")
+           f"({plain(root)}). Change it in the sidebar.")
 executor = job_executor()
 
 
@@ -90,7 +92,7 @@ speaker_norm = c4.checkbox("Per-speaker normalisation", key=_keep("train_spknorm
 force = st.checkbox("Force rerun (ignore a stored result of the identical configuration)",
                     key=_keep("train_force", False))
 
-params, bad = {}, []
+params, bad, refused = {}, [], []
 for m in models:
     defaults = model_param_defaults(m)
     chosen = {}
@@ -105,6 +107,13 @@ for m in models:
                 except (ValueError, json.JSONDecodeError):
                     bad.append(f"{m}.{k}")
                     continue
+                if k == MODEL_SPECS[m].weights_param and isinstance(v, str):  # a download id or a local path
+                    try:
+                        v = weights_source(v, roots)
+                    except OutsideRootsError as exc:
+                        st.error(plain(exc))
+                        refused.append(f"{m}.{k}")
+                        continue
                 if v != defaults[k] and not (isinstance(defaults[k], tuple) and tuple(v) == defaults[k]):
                     chosen[k] = v  # only changes: an unchanged model keeps the CLI's config hash (cache hits)
         if not editable:
@@ -124,14 +133,14 @@ if bad:
 for k in [k for k in st.session_state if k.startswith(("train_", "hp_"))]:
     st.session_state["_keep_" + k] = st.session_state[k]  # see _keep
 
-if st.button("Run", type="primary", disabled=not models or bool(bad), key="train_run"):
+if st.button("Run", type="primary", disabled=not models or bool(bad) or bool(refused), key="train_run"):
     job = Job(data_root=str(root), models=params, feature_set=None if feature_set == OWN_FEATURES else feature_set,
               folds=int(folds), split=split, augment=tuple(augment), speaker_norm=speaker_norm, seed=int(seed),
-              force=force)
+              force=force, data_roots=[str(r) for r in roots])
     try:
         st.session_state["job_show"] = executor.submit(job)
     except SERError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
 
 # -- jobs ---------------------------------------------------------------------------------------------------------
 jobs = executor.list()
@@ -167,7 +176,7 @@ def job_panel(job_id: str, was_active: bool):
     if was_active and state not in ACTIVE:
         st.rerun()  # finished: redraw the whole page once (job list, no more refreshing)
     head, btn = st.columns([4, 1])
-    head.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · `{spec.get('data_root')}` · "
+    head.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · {plain(spec.get('data_root'))} · "
                   f"{SPLIT_LABELS.get(spec.get('split'), spec.get('split'))}, K={spec.get('folds')}, "
                   f"seed {spec.get('seed')}{' · forced rerun' if spec.get('force') else ''}")
     if state in ACTIVE and btn.button("Cancel", key=f"cancel_{job_id}"):
@@ -176,15 +185,15 @@ def job_panel(job_id: str, was_active: bool):
     if state == "queued":
         st.info("Queued: another job is running; this one starts when it finishes.")
     if st_.get("error"):
-        st.error(st_["error"])
+        st.error(plain(st_["error"]))
     prog = progress(executor.events(job_id), now=time.time())
     for name in spec.get("models", {}):
         p = prog.get(name)
         if p is None:
-            st.markdown(f"**{name}**: waiting")
+            st.markdown(f"**{plain(name)}**: waiting")
             continue
         if p["cached"]:
-            st.success(f"**{name}**: identical configuration on identical data: reused the stored result "
+            st.success(f"**{plain(name)}**: identical configuration on identical data: reused the stored result "
                        f"(run #{p['run_id']}) and its saved model. Tick *Force rerun* to train again.")
         done, total = len(p["done"]), p["folds"]
         text = {"features": "computing features", "final": "training the final model on all clips"}.get(
@@ -200,9 +209,9 @@ def job_panel(job_id: str, was_active: bool):
             s = p["summary"]
             text += f" · UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy {s['accuracy']['mean']:.3f}"
         frac = 1.0 if p["state"] == "done" else (done / total if total else 0.0)
-        st.progress(frac, text=f"**{name}**: {text}")
+        st.progress(frac, text=f"**{plain(name)}**: {text}")
         if p["error"]:
-            st.error(f"{name}: {p['error']}")
+            st.error(plain(f"{name}: {p['error']}"))
         if p["done"]:
             folds = pd.DataFrame(p["done"]).assign(fold=lambda d: d["fold"] + 1,
                                                    test_speakers=lambda d: d["test_speakers"].map(", ".join))

@@ -5,6 +5,7 @@ and point the app at it with SER_MODELS_DIR.
 """
 from __future__ import annotations
 
+import html
 import io
 import json
 from pathlib import Path
@@ -197,7 +198,7 @@ def test_demo_upload_predicts_with_every_model_and_ensemble(demo):
     direct, thresholds = p.predict_file(ANGRY), p.thresholds()  # the page shows the library's own predictions
     expected = [describe_prediction(probs, thresholds[name])["answer"] for name, probs in direct.items()]
     assert sorted(tops[1:]) == sorted(expected)  # each a label, or "not sure" below the model's threshold
-    markdown = " ".join(m.value for m in demo.markdown)
+    markdown = html.unescape(" ".join(m.value for m in demo.markdown))  # user text arrives escaped (plain())
     assert "random_forest (CV UAR" in markdown and "svm (CV UAR" in markdown
     assert [s.value for s in demo.subheader] == ["Ensemble (weighted by CV UAR)", "Each model"]
     bars = figure(demo.get("plotly_chart")[0])  # the answer leads, then the waveform
