@@ -1,7 +1,8 @@
 """Command line: ``python -m ser_core <command> ...`` (``--help`` on every command).
 
 User mistakes (a wrong folder, a bad file, a missing model) print one line ``error: ...`` on stderr and exit
-with status 2; progress goes to stderr, results (``--json``) to stdout.
+with status 2; progress goes to stderr, results (``--json``) to stdout. ``predict`` on several files reports a
+bad file as a row with its error, goes on with the others, and exits with status 1 when any file failed.
 """
 from __future__ import annotations
 
@@ -217,9 +218,14 @@ def cmd_predict(a):
     elif a.calibrate:
         _err("note: none of these models is speaker-adaptive; --calibrate is ignored")
     status, thresholds = predictor.calibration_status(), predictor.thresholds()
-    out = []
+    out, failed = [], 0
     for f in a.files:
-        y, is_speech, reason = speech_check_file(f)
+        try:
+            y, is_speech, reason = speech_check_file(f)
+        except SERError as exc:  # a bad file is a row too; the other files go on and the exit status says so
+            out.append({"file": f, "model": None, "label": None, "error": str(exc)})
+            failed += 1
+            continue
         if not is_speech:  # a verdict, not an error: one row for the file, and the other files go on
             out.append({"file": f, "model": None, "label": None, "no_speech": True, "reason": reason})
             continue
@@ -236,11 +242,16 @@ def cmd_predict(a):
         _print_json(out)
     else:
         for r in out:
-            if r.get("no_speech"):
+            if r.get("error"):
+                print(f"{r['file']}\terror: {r['error']}")
+            elif r.get("no_speech"):
                 print(f"{r['file']}\t{NOT_SPEECH} {r['reason']}")
             else:
                 said = describe_prediction(r["probabilities"], thresholds.get(r["model"]))
                 print(f"{r['file']}\t{r['model']:<20} {said['text']}")
+    if failed:
+        _err(f"{failed} of {len(a.files)} files could not be analysed (exit status 1)")
+    return 1 if failed else 0
 
 
 def _audio_files(items) -> list[str]:
@@ -394,9 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict the emotion of audio files with saved models",
                         description="Predict the emotion of audio files with saved models. A file that does not "
-                        "sound like speech (silence, noise, music, a tone) gets one row with \"label\": null, "
-                        "\"no_speech\": true and the reason instead of the models' rows; the other files go on "
-                        "and the exit status stays 0. Unreadable files are errors (exit status 2).")
+                        "sound like speech (silence, noise, music, a tone, too short) gets one row with \"label\": "
+                        "null, \"no_speech\": true and the reason instead of the models' rows. A file that cannot "
+                        "be analysed (unreadable, too long, beyond the decoding limits) gets one row with \"label\": "
+                        "null and \"error\": the reason. The other files go on either way. Exit status: 0 when "
+                        "every file was analysed (speech or not), 1 when any file failed, 2 for a usage error "
+                        "(an unknown model, bad options).")
     pr.add_argument("--model", default="all", help="a saved model name, a comma list, or 'all'")
     pr.add_argument("files", nargs="+")
     pr.add_argument("--models-dir", default=None)
@@ -425,11 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)  # None (success) or an exit status of its own (predict: 1 when a file failed)
     except SERError as exc:
         _err(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
-    return 0
+    return status or 0

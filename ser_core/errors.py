@@ -43,6 +43,15 @@ class AudioTooLongError(AudioError):
     """Longer than the configured maximum duration."""
 
 
+class AudioLimitError(AudioError):
+    """Beyond what the server decodes: too many samples (frames x channels), an absurd sample rate, too large an
+    upload. Checked from the header before decoding, and again while decoding (a header may lie)."""
+
+
+class LowSampleRateError(AudioError):
+    """A sample rate too low to hold speech (a 1 Hz header): a verdict of "no speech", not a broken file."""
+
+
 # -- data --------------------------------------------------------------------------------------------------
 class CorpusError(SERError):
     """A folder or CSV that is not a supported corpus, or a corpus without labels."""

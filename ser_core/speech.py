@@ -7,7 +7,9 @@
 A speaking voice is voiced only part of the time (consonants and pauses are not), its pitch keeps moving
 (intonation), its loudness rises and falls with the syllables (2-8 a second), and its spectrum is far from
 flat. Hiss fails the last, noise and clicks the first; a tone, a chord or a melody of steady notes holds its
-pitch; a steady sound keeps its loudness. Each cue comes from the project's own frame features (YIN voicing and
+pitch; a steady sound keeps its loudness. Before any cue: a rate below ``MIN_SAMPLE_RATE`` (a 1 Hz header)
+holds no voice, a DC offset or rumble is silence once high-passed, and less than ``MIN_SPEECH_S`` of sound is
+too short to carry an emotion. Each cue comes from the project's own frame features (YIN voicing and
 pitch, frame RMS, spectral flatness); ``SPEECH_RULES`` holds the range speech falls in for each, set with wide
 margins around all 960 RAVDESS clips (every one passes; so do RAVDESS clips through the telephone, reverb,
 codec, gain and browser channels of ``ser_core.channels`` and in pink noise down to 10 dB SNR).
@@ -19,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import load_audio, prepare
-from .errors import AudioTooShortError, EmptyAudioError, SilentAudioError
+from .errors import AudioTooShortError, EmptyAudioError, LowSampleRateError, SilentAudioError
 from .features import pitch, rms, spectral_shape
 
 NOT_SPEECH = "This does not sound like speech."  # what the app and the CLI say instead of an emotion
-MIN_SPEECH_S = 0.3  # less sound than this (after trimming) is too short to tell; the shortest RAVDESS clip has 1.1 s
+MIN_SPEECH_S = 0.5  # less sound than this (after trimming) is too short to carry an emotion; RAVDESS clips: 1.07 s+
 TRIM_DB = 30.0  # leading/trailing frames this far below the loudest are silence (generous: soft onsets stay)
 STEADY_SEMITONES = 0.05  # a voiced frame whose F0 moves less than this from the previous one holds its pitch
 HIGH_PASS_HZ = 80.0  # below a voice's pitch: DC, 50/60 Hz hum and rumble (which YIN would take as aperiodic)
@@ -59,11 +61,19 @@ def speech_cues(y, sr: int) -> dict:
 
     The signal is resampled to 16 kHz, high-passed at ``HIGH_PASS_HZ`` (DC offset, hum), silence beyond
     ``TRIM_DB`` trimmed from both ends. Returns ``{"duration_s", "voiced_fraction", "pitch_steadiness",
-    "syllable_modulation", "flatness"}``, each over the trimmed sound. Raises ``SilentAudioError`` (silent or
-    constant), ``AudioTooShortError`` (less than ``MIN_SPEECH_S`` of sound) or ``EmptyAudioError``, as
-    ``ser_core.audio.prepare`` does."""
+    "syllable_modulation", "flatness"}``, each over the trimmed sound. Raises ``SilentAudioError`` (silent, or
+    nothing left once the DC offset and rumble are removed), ``AudioTooShortError`` (less than
+    ``MIN_SPEECH_S`` of sound), ``LowSampleRateError`` or ``EmptyAudioError``, as ``ser_core.audio.prepare``
+    does."""
     y = _high_pass(prepare(y, sr, trim=False, normalize=None, max_duration_s=None, min_duration_s=0))
-    y = prepare(y, 16000, trim=True, top_db=TRIM_DB, max_duration_s=None, min_duration_s=MIN_SPEECH_S)
+    try:
+        y = prepare(y, 16000, trim=True, top_db=TRIM_DB, max_duration_s=None, min_duration_s=0)
+    except SilentAudioError:  # audible before the high-pass: a constant offset or a rumble, nothing else
+        raise SilentAudioError(f"It holds only a constant offset (DC) or a rumble below {HIGH_PASS_HZ:g} Hz, "
+                               "not a voice.") from None
+    if len(y) < MIN_SPEECH_S * 16000:
+        raise AudioTooShortError(f"It holds only {len(y) / 16000:.2f} s of sound, too short to carry an emotion "
+                                 f"(at least {MIN_SPEECH_S:g} s is needed).")
     f0, voiced, _ = pitch(y=y, sr=16000, hop_length=_HOP)
     semitones = 12 * np.log2(np.nan_to_num(f0, nan=1.0))
     both = voiced[1:] & voiced[:-1]
@@ -96,14 +106,18 @@ def _modulation(envelope: np.ndarray, rate: float, band: tuple[float, float]) ->
     return float(np.sqrt(2 * power[in_band].sum()) / len(e))  # Parseval: the band-passed signal's RMS
 
 
+_NO_SPEECH = (SilentAudioError, AudioTooShortError, LowSampleRateError)  # verdicts on a file, not errors
+
+
 def speech_check(y, sr: int) -> tuple[bool, str]:
     """``(True, "")`` when ``y`` (a signal at ``sr`` Hz, any level) sounds like speech, else ``(False, reason)``
-    with one sentence saying why: silent, too short, or the first cue of ``SPEECH_RULES`` outside speech's
-    range. Show ``NOT_SPEECH`` and the reason instead of an emotion. A corrupt signal (NaN or infinite samples)
-    raises ``InvalidSamplesError``."""
+    with one sentence saying why: a rate too low for a voice, silent (or only a DC offset), too short, or the
+    first cue of ``SPEECH_RULES`` outside speech's range. Show ``NOT_SPEECH`` and the reason instead of an
+    emotion. A corrupt signal (NaN or infinite samples) raises ``InvalidSamplesError``, an absurd one
+    (``ser_core.audio`` limits) ``AudioLimitError``."""
     try:
         cues = speech_cues(y, sr)
-    except (SilentAudioError, AudioTooShortError, EmptyAudioError) as exc:
+    except (*_NO_SPEECH, EmptyAudioError) as exc:  # an empty signal (an empty file is an error)
         return False, str(exc)
     for rule in SPEECH_RULES:
         value = cues[rule.cue]
@@ -114,12 +128,13 @@ def speech_check(y, sr: int) -> tuple[bool, str]:
 
 def speech_check_file(src, **load_kw) -> tuple[np.ndarray | None, bool, str]:
     """Decode ``src`` (path, bytes or binary file object) as ``load_audio(src, trim=False, normalize=None,
-    **load_kw)`` and ``speech_check`` it: ``(y (n,) float32 at 16 kHz, is_speech, reason)``, with ``y`` None
-    when the file is silent or too short to decode into a signal (not speech either). Unreadable, empty or
-    too long files raise, as ``load_audio`` does."""
+    min_duration_s=0, **load_kw)`` and ``speech_check`` it: ``(y (n,) float32 at 16 kHz, is_speech, reason)``,
+    with ``y`` None when the file is silent or its sample rate too low for a voice (not speech either; judged
+    from the header, before decoding). Unreadable, empty, too long or too large files raise, as ``load_audio``
+    does."""
     try:
-        y = load_audio(src, trim=False, normalize=None, **load_kw)
-    except (SilentAudioError, AudioTooShortError) as exc:
+        y = load_audio(src, trim=False, normalize=None, min_duration_s=0, **load_kw)
+    except _NO_SPEECH as exc:
         return None, False, str(exc)
     return (y, *speech_check(y, 16000))
 

@@ -48,7 +48,8 @@ def clicks() -> np.ndarray:
 
 NON_SPEECH = {  # name: (signal, a word of the reason)
     "silence": (np.zeros(3 * SR), "silent"),
-    "DC offset": (np.full(3 * SR, 0.5), "silent"),
+    "DC offset": (np.full(3 * SR, 0.5), "constant offset"),
+    "DC offset with a faint hum": (0.5 + 1e-4 * np.sin(2 * np.pi * 50 * T), "constant offset"),
     "white noise": (RNG.normal(0, 0.3, 3 * SR), "flat"),
     "pink noise": (pink_noise(3 * SR), "voiced"),
     "clicks": (clicks(), "flat"),
@@ -56,7 +57,8 @@ NON_SPEECH = {  # name: (signal, a word of the reason)
     "C major chord": (0.2 * sum(np.sin(2 * np.pi * f * T) for f in (261.63, 329.63, 392.0)), "pitch"),
     "square wave": (0.5 * np.sign(np.sin(2 * np.pi * 220 * T)), "pitch"),
     "melody of steady notes": (melody(), "pitch"),
-    "0.05 s tone": (0.5 * np.sin(2 * np.pi * 200 * T[:int(0.05 * SR)]), f"at least {MIN_SPEECH_S:g} s"),
+    "0.05 s tone": (0.5 * np.sin(2 * np.pi * 200 * T[:int(0.05 * SR)]), f"too short to carry an emotion (at "
+                    f"least {MIN_SPEECH_S:g} s"),
 }
 
 
