@@ -144,7 +144,8 @@ fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), title="recall
                   xaxis_range=[0, 100])
 right.plotly_chart(fig, key="lb_recall")
 calibration = run["summary"].get("calibration")
-_METHODS = {"temperature": "temperature scaling", "top_label": "temperature, then top-label isotonic map"}
+_METHODS = {"temperature": "temperature scaling", "top_label": "temperature, then top-label isotonic map",
+            "top_logistic": "temperature, then top-label logistic map"}
 if calibration:
     st.plotly_chart(_reliability(run["summary"]), key="lb_reliability")
     st.caption(f"Out-of-fold predictions of all folds pooled (the table's ECE is the mean of each fold's own). "

@@ -155,18 +155,25 @@ class TemperatureScaler:
         return f"TemperatureScaler(bounds={self.bounds})"
 
 
-CALIBRATION_METHODS = ("temperature", "top_label")
+CALIBRATION_METHODS = ("temperature", "top_label", "top_logistic")
 
 
 class ConfidenceCalibrator:
     """Temperature scaling, optionally followed by top-label calibration (Gupta & Ramdas, 2022).
 
-    ``method="temperature"``: ``softmax(log(p) / T)``. ``method="top_label"``: after the temperature, the top
-    probability ``c`` is replaced by the out-of-fold accuracy of answers of that confidence (a non-decreasing
-    isotonic map, linearly interpolated), the other classes keep their ratios and share ``1 - c``; the arg-max
-    never changes. The second serves models whose probabilities are mis-shaped rather than just too sharp (the
-    SVM's Platt-scaled outputs: temperature leaves its ECE at 0.13, the isotonic map brings it to 0.04).
-    ``to_dict()`` / ``from_dict()`` keep it in a model card (``calibration``)."""
+    ``method="temperature"``: ``softmax(log(p) / T)``. The top-label methods, after the temperature, replace
+    the top probability ``c`` by the out-of-fold accuracy of answers of that confidence, the other classes
+    keeping their ratios and sharing ``1 - c``; the arg-max never changes:
+
+    - ``"top_label"``: a non-decreasing isotonic map of ``c``, linearly interpolated (flexible, but with a few
+      hundred clips it follows the noise);
+    - ``"top_logistic"``: ``sigmoid(a * logit(c) + b)``, two numbers fitted by log-loss on whether each answer
+      was right (Platt scaling of the top label).
+
+    They serve models whose probabilities are mis-shaped rather than just too sharp (the SVM's Platt-scaled
+    outputs: temperature leaves its ECE at 0.13, the isotonic map brings it to 0.05), and models whose most
+    confident answers are wrong too often (fcnn_torch: 4.2 % of its errors above 90 % after temperature, 1.4 %
+    after the logistic map). ``to_dict()`` / ``from_dict()`` keep it in a model card (``calibration``)."""
 
     def __init__(self, method: str = "temperature"):
         if method not in CALIBRATION_METHODS:
@@ -176,7 +183,10 @@ class ConfidenceCalibrator:
     def fit(self, proba, y_idx) -> "ConfidenceCalibrator":
         y, proba = _check(y_idx, proba)
         self.temperature_ = TemperatureScaler().fit(proba, y).temperature_
-        self.confidence_in_ = self.confidence_out_ = None
+        self.confidence_in_ = self.confidence_out_ = self.logistic_ = None
+        if self.method == "top_logistic" and len(y):
+            scaled = apply_temperature(proba, self.temperature_)
+            self.logistic_ = _fit_logistic(_logit(scaled.max(1)), _correct(y, scaled).astype(float))
         if self.method == "top_label" and len(y):
             scaled = apply_temperature(proba, self.temperature_)
             conf, inverse = np.unique(scaled.max(1), return_inverse=True)
@@ -191,7 +201,7 @@ class ConfidenceCalibrator:
         if not hasattr(self, "temperature_"):
             raise ValueError("ConfidenceCalibrator is not fitted yet; call fit() first.")
         out = apply_temperature(proba, self.temperature_)
-        if self.confidence_in_ is None or out.size == 0:
+        if (self.confidence_in_ is None and self.logistic_ is None) or out.size == 0:
             return out
         one = out.ndim == 1
         out = np.atleast_2d(out).copy()
@@ -200,7 +210,12 @@ class ConfidenceCalibrator:
         second = np.sort(out, axis=1)[:, -2] if out.shape[1] > 1 else np.zeros(len(out))
         # at least the value that keeps the top class on top, at most just under 1
         lowest = second / np.maximum(1 - c + second, EPS) + 1e-9
-        c_new = np.clip(np.interp(c, self.confidence_in_, self.confidence_out_), lowest, 1 - 1e-4)
+        if self.logistic_ is not None:
+            a, b = self.logistic_
+            mapped = 1 / (1 + np.exp(-(a * _logit(c) + b)))
+        else:
+            mapped = np.interp(c, self.confidence_in_, self.confidence_out_)
+        c_new = np.clip(mapped, lowest, 1 - 1e-4)
         rest = 1 - c
         out *= np.where(rest > EPS, (1 - c_new) / np.maximum(rest, EPS), 0.0)[:, None]
         out[rows, top] = c_new
@@ -210,6 +225,8 @@ class ConfidenceCalibrator:
         d = {"method": self.method, "temperature": float(self.temperature_)}
         if self.confidence_in_ is not None:
             d["confidence_map"] = {"in": self.confidence_in_.tolist(), "out": self.confidence_out_.tolist()}
+        if self.logistic_ is not None:
+            d["confidence_logistic"] = [float(v) for v in self.logistic_]
         return d
 
     @classmethod
@@ -219,6 +236,8 @@ class ConfidenceCalibrator:
         cmap = d.get("confidence_map") if cal.method == "top_label" else None
         cal.confidence_in_ = np.asarray(cmap["in"], float) if cmap else None
         cal.confidence_out_ = np.asarray(cmap["out"], float) if cmap else None
+        logistic = d.get("confidence_logistic") if cal.method == "top_logistic" else None
+        cal.logistic_ = tuple(float(v) for v in logistic) if logistic else None
         return cal
 
 
@@ -250,7 +269,7 @@ def cross_fitted_calibration(proba, y_idx, fold_ids, method: str = "temperature"
 
 
 def best_cross_fitted(proba, y_idx, fold_ids):
-    """Cross-fit every ``CALIBRATION_METHODS`` and keep the one with the lower pooled ECE (temperature on a
+    """Cross-fit every ``CALIBRATION_METHODS`` and keep the one with the lowest pooled ECE (temperature on a
     tie). Returns ``(method, calibrated (n, k), temperatures, {method: pooled ECE})``."""
     y, proba = _check(y_idx, proba)
     fitted = {m: cross_fitted_calibration(proba, y, fold_ids, method=m) for m in CALIBRATION_METHODS}
@@ -281,6 +300,24 @@ def uncertainty_threshold(proba, y_idx, min_accuracy: float = UNSURE_BELOW) -> f
         return 1.0
     m = int(np.flatnonzero(unsure)[-1])  # the fit is non-decreasing: the unsure ones are a prefix
     return float((conf[m] + conf[m + 1]) / 2)
+
+
+def _logit(c) -> np.ndarray:
+    c = np.clip(np.asarray(c, float), 1e-6, 1 - 1e-6)
+    return np.log(c / (1 - c))
+
+
+def _fit_logistic(z, right) -> tuple[float, float]:
+    """``(a, b)`` minimising the log-loss of ``sigmoid(a * z + b)`` against ``right`` (0/1), a >= 0 so that
+    a more confident answer never gets a lower confidence."""
+    from scipy.optimize import minimize
+
+    def loss(ab):
+        q = np.clip(1 / (1 + np.exp(-(ab[0] * z + ab[1]))), 1e-9, 1 - 1e-9)
+        return -np.mean(right * np.log(q) + (1 - right) * np.log(1 - q))
+
+    a, b = minimize(loss, [1.0, 0.0], method="L-BFGS-B", bounds=[(0.0, 20.0), (-20.0, 20.0)]).x
+    return float(a), float(b)
 
 
 def _increasing_fit(values, weights) -> np.ndarray:

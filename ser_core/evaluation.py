@@ -400,12 +400,12 @@ def _out_of_fold(paths, y, labels, proba, fold) -> dict:
 
 def calibrate_out_of_fold(folds, oof) -> dict:
     """Calibration of the out-of-fold probabilities, cross-fitted: each fold is calibrated on the other folds.
-    Both ``CALIBRATION_METHODS`` are cross-fitted and the one with the lower pooled ECE is kept (temperature on
-    a tie). Adds the calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw ``ece_uncalibrated`` to each
-    fold's metrics, and returns the run's summary entries:
+    Every ``CALIBRATION_METHODS`` is cross-fitted and the one with the lowest pooled ECE is kept (temperature
+    on a tie). Adds the calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw ``ece_uncalibrated`` to
+    each fold's metrics, and returns the run's summary entries:
 
-    - ``calibration``: ``method``, ``temperature`` (and, for ``top_label``, ``confidence_map``) fitted on every
-      fold: the final model's; ``fold_temperatures``; ``threshold`` (top probability below which an answer is
+    - ``calibration``: ``method``, ``temperature`` (and ``confidence_map`` or ``confidence_logistic``) fitted on
+      every fold: the final model's; ``fold_temperatures``; ``threshold`` (top probability below which an answer is
       "not sure", see ``uncertainty_threshold``); ``uncertain_fraction`` (of the clips, calibrated); ``ece``,
       ``brier``, ``wrong_over_90`` of all calibrated out-of-fold predictions pooled, with
       ``ece_uncalibrated``, ``brier_uncalibrated`` and ``ece_by_method`` (every method's pooled ECE);

@@ -268,7 +268,8 @@ def test_leaderboard_shows_ece_and_a_reliability_diagram(run, monkeypatch):
     assert any("not sure" in c.value for c in at.caption)
 
 
-def test_top_label_calibration_fixes_mis_shaped_confidence_and_keeps_the_answer():
+@pytest.mark.parametrize("method", ["top_label", "top_logistic"])
+def test_top_label_calibration_fixes_mis_shaped_confidence_and_keeps_the_answer(method):
     from ser_core.calibration import ConfidenceCalibrator, apply_calibration, cross_fitted_calibration
 
     rng = np.random.default_rng(1)
@@ -282,11 +283,11 @@ def test_top_label_calibration_fixes_mis_shaped_confidence_and_keeps_the_answer(
     proba[np.arange(n), top] = conf
     folds = np.arange(n) % 4
     by_t, _ = cross_fitted_calibration(proba, y, folds, method="temperature")
-    by_top, temps = cross_fitted_calibration(proba, y, folds, method="top_label")
+    by_top, temps = cross_fitted_calibration(proba, y, folds, method=method)
     assert expected_calibration_error(y, by_top) < 0.03 < expected_calibration_error(y, by_t)
     assert (by_top.argmax(1) == proba.argmax(1)).all() and np.allclose(by_top.sum(1), 1)
     assert len(temps) == 4
-    cal = ConfidenceCalibrator("top_label").fit(proba, y)
+    cal = ConfidenceCalibrator(method).fit(proba, y)
     again = ConfidenceCalibrator.from_dict(json.loads(json.dumps(cal.to_dict())))  # as stored in a card
     assert np.allclose(again.transform(proba[:50]), cal.transform(proba[:50]))
     assert np.allclose(apply_calibration(proba[:5], cal.to_dict()), cal.transform(proba[:5]))
@@ -294,3 +295,27 @@ def test_top_label_calibration_fixes_mis_shaped_confidence_and_keeps_the_answer(
     assert np.allclose(apply_calibration(proba[:5], None), proba[:5])
     with pytest.raises(ValueError):
         ConfidenceCalibrator("isotonic")
+
+
+def test_top_logistic_lowers_confident_wrong_answers_that_temperature_cannot():
+    """A model whose timid answers (0.3-0.6) are right 80 % of the time and whose 0.95-confident ones too: the
+    temperature sharpens everything, pushing the confident wrong answers higher still; the logistic top-label
+    map sets every answer near 0.8."""
+    from ser_core.calibration import best_cross_fitted, cross_fitted_calibration
+
+    rng = np.random.default_rng(3)
+    n, k = 3000, 8
+    y = rng.integers(0, k, n)
+    conf = np.where(rng.random(n) < 0.3, 0.95, rng.uniform(0.3, 0.6, n))
+    p_right = 0.8
+    top = np.where(rng.random(n) < p_right, y, (y + rng.integers(1, k, n)) % k)
+    proba = np.tile(((1 - conf) / (k - 1))[:, None], (1, k))
+    proba[np.arange(n), top] = conf
+    folds = np.arange(n) % 4
+    by_t, _ = cross_fitted_calibration(proba, y, folds, method="temperature")
+    by_log, _ = cross_fitted_calibration(proba, y, folds, method="top_logistic")
+    assert overconfident_errors(y, by_log) < 0.5 * overconfident_errors(y, by_t)
+    assert expected_calibration_error(y, by_log) < expected_calibration_error(y, by_t)
+    method, _, _, ece_by_method = best_cross_fitted(proba, y, folds)
+    assert set(ece_by_method) == {"temperature", "top_label", "top_logistic"}
+    assert ece_by_method[method] == min(ece_by_method.values())
