@@ -74,6 +74,26 @@ def _speed(y, sr, rng):
 
 _WAVEFORM = {"noise": _noise, "stretch": _stretch, "pitch": _pitch, "vtlp": _vtlp, "speed": _speed}
 AUGMENTATIONS = (*_WAVEFORM, "channel")  # channel: a realistic channel of ser_core.channels, drawn per clip
+# "channel:FAMILY" (e.g. channel:noise, channel:phone) draws the channel from one family of ser_core.channels
+
+
+def _channel_family(kind: str) -> tuple[bool, str | None]:
+    """``"channel"`` -> (True, None); ``"channel:noise"`` -> (True, "noise"); any other kind -> (False, None)."""
+    base, _, family = kind.partition(":")
+    return base == "channel", family or None
+
+
+def _check_kind(kind: str) -> None:
+    is_channel, family = _channel_family(kind)
+    if is_channel and family is not None:
+        from .channels import channel_families
+
+        if family not in channel_families():
+            raise ConfigError(f"Unknown channel family '{family}' in '{kind}'; choose from "
+                              f"{', '.join(sorted(channel_families()))}.")
+    elif kind not in AUGMENTATIONS:
+        raise ConfigError(f"Unknown augmentation '{kind}'; choose from {', '.join(AUGMENTATIONS)} "
+                          f"(or channel:FAMILY, e.g. channel:noise).")
 
 
 def augment_signal(y: np.ndarray, sr: int, kind: str, seed: int = 0, *, babble=None) -> np.ndarray:
@@ -85,21 +105,21 @@ def augment_signal(y: np.ndarray, sr: int, kind: str, seed: int = 0, *, babble=N
     - vtlp: formants moved by a warp factor in [0.85, 1.15], pitch and duration kept;
     - speed: speed perturbation 0.85, 0.9, 1.1 or 1.15 (tempo and pitch);
     - channel: ``ser_core.channels.random_channel(seed)`` (phone, noise 0-20 dB, babble, reverb, mp3, opus,
-      gain or browser); babble needs ``babble=`` (other speakers' signals at ``sr``).
+      gain or browser); babble needs ``babble=`` (other speakers' signals at ``sr``);
+    - channel:FAMILY: the same, from one family only (``channel:noise``: 0, 5, 10 or 20 dB pink noise).
     """
     y = np.asarray(y, dtype=np.float32)
-    if kind == "channel":
+    _check_kind(kind)
+    is_channel, family = _channel_family(kind)
+    if is_channel:
         from .channels import apply_channel, random_channel
 
-        return apply_channel(y, sr, random_channel(seed), seed, babble=babble)
-    augmenter = _WAVEFORM.get(kind)
-    if augmenter is None:
-        raise ConfigError(f"Unknown augmentation '{kind}'; choose from {', '.join(AUGMENTATIONS)}.")
-    return np.asarray(augmenter(y, sr, np.random.default_rng(seed)), dtype=np.float32)
+        return apply_channel(y, sr, random_channel(seed, family), seed, babble=babble)
+    return np.asarray(_WAVEFORM[kind](y, sr, np.random.default_rng(seed)), dtype=np.float32)
 
 
 def parse_augment(spec) -> tuple[str, ...]:
-    """``"noise,pitch,speed*4"`` or a list -> validated tuple; ``None``/``""``/``"none"`` -> ().
+    """``"noise,pitch,speed*4,channel:noise*2"`` or a list -> validated tuple; ``None``/``""``/``"none"`` -> ().
 
     ``KIND*N`` asks for ``N`` augmented copies of each training clip (each with its own random draw)."""
     if not spec or spec == "none":
@@ -107,8 +127,7 @@ def parse_augment(spec) -> tuple[str, ...]:
     kinds = tuple(s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip())
     for k in kinds:
         kind, _, count = k.partition("*")
-        if kind not in AUGMENTATIONS:
-            raise ConfigError(f"Unknown augmentation '{kind}'; choose from {', '.join(AUGMENTATIONS)}.")
+        _check_kind(kind)
         if count and not (count.isdigit() and 1 <= int(count) <= 16):
             raise ConfigError(f"Bad augmentation '{k}': the number of copies after '*' must be 1 to 16.")
     return kinds
@@ -133,11 +152,12 @@ def _clip_seed(path, seed: int) -> int:
 def _augmented_file(path, fs, kind: str, seed: int, babble_paths=()) -> np.ndarray:
     from .audio import load_audio, prepare
     from .channels import channel_features, random_channel
-    from .features import compute_prepared
+    from .features import compute_prepared, prepare_for
 
-    if kind == "channel":  # a channel acts on the recording as made, silence included; trimmed afterwards
-        return channel_features(path, fs, random_channel(seed), seed, babble_paths)
-    y = load_audio(path, sr=fs.sr, trim=fs.trim, top_db=fs.top_db, normalize=fs.normalize)
+    is_channel, family = _channel_family(kind)
+    if is_channel:  # a channel acts on the recording as made, silence included; trimmed afterwards
+        return channel_features(path, fs, random_channel(seed, family), seed, babble_paths)
+    y = prepare_for(load_audio(path, sr=fs.sr, trim=False, normalize=None), fs.sr, fs)
     y = augment_signal(y, fs.sr, kind, seed=seed)
     y = prepare(y, fs.sr, sr=fs.sr, trim=False, normalize=fs.normalize)
     return compute_prepared(y, fs)
@@ -160,10 +180,11 @@ def augmented_features(paths, fs, kind: str, seed: int = 0, *, speakers=None, n_
     from .channels import BABBLE_CHANNELS, CHANNEL_VERSION, babble_sources, random_channel
 
     parse_augment([kind])
+    is_channel, family = _channel_family(kind)
     seeds = [_clip_seed(p, seed) for p in paths]
-    babble = [babble_sources(paths, speakers, i, s) if kind == "channel" and random_channel(s) in BABBLE_CHANNELS
+    babble = [babble_sources(paths, speakers, i, s) if is_channel and random_channel(s, family) in BABBLE_CHANNELS
               else () for i, s in enumerate(seeds)]
-    version = f".v{CHANNEL_VERSION}" if kind == "channel" else ""
+    version = f".v{CHANNEL_VERSION}" if is_channel else ""
     key = fs.replace(name=f"{fs.name}+{kind}{seed}{version}")  # the name is part of the cache key
     return transformed_features(paths, key, _augmented_file, [(fs, kind, s, b) for s, b in zip(seeds, babble)],
                                 n_jobs=n_jobs, cache=cache)

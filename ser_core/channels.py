@@ -234,14 +234,25 @@ def apply_channel(y, sr: int, name: str, seed: int = 0, *, babble=None) -> np.nd
     return _fit(out, len(y))
 
 
-def random_channel(seed: int) -> str:
-    """The condition the ``channel`` augmentation applies for a seed: a family drawn uniformly (phone, noise,
-    babble, reverb, mp3, opus, gain, browser), then one of its members (noise: 0, 5, 10 or 20 dB)."""
+def channel_families() -> dict[str, list[str]]:
+    """The conditions of ``CHANNELS`` grouped by family: ``{"noise": ["noise0", "noise5", ...], "phone": [...]}``."""
     families: dict[str, list[str]] = {}
-    for name in CHANNELS:
-        families.setdefault(name.rstrip("0123456789"), []).append(name)
+    for name in CHANNELS:  # noise0 ... noise20 and babble10 are levels of one family; mp3 is a name
+        stem = name.rstrip("0123456789")
+        families.setdefault(stem if stem in ("noise", "babble") else name, []).append(name)
+    return families
+
+
+def random_channel(seed: int, family: str | None = None) -> str:
+    """The condition the ``channel`` augmentation applies for a seed: a family drawn uniformly (phone, noise,
+    babble, reverb, mp3, opus, gain, browser), then one of its members (noise: 0, 5, 10 or 20 dB). ``family``
+    fixes the family (``channel:noise``) and draws only the member."""
+    families = channel_families()
     rng = np.random.default_rng([seed & 0xFFFFFFFFFFFF, 1])
-    members = families[sorted(families)[rng.integers(len(families))]]
+    drawn = sorted(families)[rng.integers(len(families))]  # drawn even when fixed: the member draw stays the same
+    if family is not None and family not in families:
+        raise ConfigError(f"Unknown channel family '{family}'; choose from {', '.join(sorted(families))}.")
+    members = families[family or drawn]
     return members[rng.integers(len(members))]
 
 

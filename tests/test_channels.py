@@ -116,6 +116,25 @@ def test_random_channel_draws_every_family():
     assert families == {n.rstrip("0123456789") for n in CHANNELS}
 
 
+def test_channel_family_augmentation_draws_only_that_family():
+    from ser_core.channels import channel_families
+
+    assert channel_families()["noise"] == ["noise0", "noise5", "noise10", "noise20"]
+    assert {random_channel(s, "noise") for s in range(200)} == set(channel_families()["noise"])
+    assert {random_channel(s, "phone") for s in range(20)} == {"phone"}
+    # the plain draw is unchanged by the family option (cached channel copies stay valid)
+    assert [random_channel(s) for s in range(8)] == ["noise20", "noise5", "gain", "reverb", "mp3", "browser",
+                                                     "babble10", "phone"]
+    assert parse_augment("speed*2,channel:noise*2,channel:phone") == ("speed*2", "channel:noise*2", "channel:phone")
+    for bad in ("channel:foo", "channel:noise10", "chanel:noise"):
+        with pytest.raises(ConfigError, match="choose from"):
+            parse_augment(bad)
+    y = _voice(1.0)
+    noisy = augment_signal(y, SR, "channel:noise", seed=5)
+    assert np.allclose(noisy, apply_channel(y, SR, random_channel(5, "noise"), 5))
+    assert not np.allclose(noisy, y)
+
+
 @pytest.mark.parametrize("kind", ["channel", "vtlp", "speed"])
 def test_new_augmentations(kind):
     assert kind in parse_augment(kind)

@@ -68,8 +68,34 @@ def test_key_is_stable_and_covers_every_field(monkeypatch):
     keys = {fs.key(), fs.replace(n_mfcc=13).key(), fs.replace(top_db=30).key(), fs.replace(trim=False).key(),
             fs.replace(normalize="loudness").key(), fs.replace(sr=8000).key()}
     assert len(keys) == 6
+    assert fs.replace(denoise=2.0).key() not in keys
+    assert fs.key() == "rich-e17941c79f47eb1c"  # the key before ``denoise`` existed: caches stay valid
     monkeypatch.setattr(F, "FEATURE_VERSION", F.FEATURE_VERSION + 1)
     assert fs.key() not in keys
+
+
+def test_reduce_noise_removes_a_stationary_floor_and_leaves_clean_speech():
+    """A voiced signal with pauses: pink noise at 10 dB SNR drops by over 15 dB in the pauses; the clean signal
+    (silent pauses) comes back nearly unchanged, and the length is kept."""
+    from ser_core.channels import apply_channel
+    from ser_core.features import prepare_for, reduce_noise
+
+    sr = 16000
+    t = np.arange(int(2.0 * sr)) / sr
+    voice = sum(np.sin(2 * np.pi * 140 * h * t) / h for h in range(1, 12)) * (np.sin(2 * np.pi * 3 * t) > 0)
+    y = np.concatenate([np.zeros(sr // 2), voice, np.zeros(sr // 2)]).astype(np.float32) * 0.3
+    noisy = apply_channel(y, sr, "noise10", seed=1)
+    cleaned, same = reduce_noise(noisy, sr), reduce_noise(y, sr)
+    assert cleaned.shape == same.shape == y.shape
+    pauses = np.r_[0:sr // 2 - 512, -(sr // 2) + 512:0]
+    assert 10 * np.log10(np.mean(noisy[pauses] ** 2) / np.mean(cleaned[pauses] ** 2)) > 15  # the floor goes
+    assert np.mean((cleaned - same) ** 2) < 0.5 * np.mean((noisy - y) ** 2)  # and the whole is nearer the clean
+    # the clean clip keeps its spectrum (the 60 Hz high-pass shifts the phase of the low harmonics, nothing more)
+    spectrum = lambda x: np.abs(np.fft.rfft(x))[200:]  # above 100 Hz
+    assert np.abs(spectrum(same) - spectrum(y)).sum() < 0.05 * spectrum(y).sum()
+    fs = get_feature_set("expressive_denoised")
+    assert fs.denoise and fs.shape == get_feature_set("expressive").shape
+    assert prepare_for(noisy, sr, fs).size < prepare_for(noisy, sr, "expressive").size  # the pauses trim again
 
 
 def test_utterance_vector_layout_matches_names():
