@@ -61,9 +61,14 @@ def test_concurrent_trains_into_one_models_folder_and_store(data, tmp_path):
         assert run["finished_at"] == max(finished)  # the last to finish is the one that saved last
 
 
-def test_a_cached_run_comes_with_its_own_model_or_none(data, tmp_path):
-    def train(*args):
-        return _finish(_train(data, tmp_path, "--models", "svm", *args))
+def test_a_cached_run_comes_with_its_own_model_or_none(data, tmp_path, capsys):
+    from ser_core.cli import main
+
+    def train(*args):  # in this process: the sequence, not the start-up, is under test
+        assert main(["train", "--data", str(data), "--models", "svm", "--json", "--db", str(tmp_path / "r.sqlite"),
+                     "--models-dir", str(tmp_path / "models"), *args]) == 0
+        out = capsys.readouterr()
+        return json.loads(out.out), out.err
 
     folder = str(tmp_path / "models" / "svm")
     (first,), _ = train("--folds", "2", "--seed", "1")

@@ -108,7 +108,7 @@ def _save_many(root, label, n):
 def test_processes_saving_one_name_at_once_never_mix(tmp_path):
     root = tmp_path / "models"
     labels = ["angry", "sad", "happy", "calm"]
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # separate processes (own locks), without paying the imports again
     procs = [ctx.Process(target=_save_many, args=(root, label, 6)) for label in labels]
     for p in procs:
         p.start()
