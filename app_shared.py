@@ -5,8 +5,11 @@ training runs in a worker process), so no page order can trigger the TensorFlow/
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import streamlit as st
@@ -180,6 +183,68 @@ EMOTION_COLORS = {"neutral": "#7f7f7f", "calm": "#17becf", "happy": "#f2b701", "
                   "boredom": "#8c564b", "contempt": "#e377c2"}
 DEMO_MAX_S = 120.0  # longer uploads are refused: the timeline costs one prediction per second per model
 TIMELINE_AFTER_S = 6.0  # recordings longer than this get an emotion-over-time chart, not just one label
+ANALYSES_ENV = "SER_MAX_ANALYSES"  # uploads the server analyses at once (default 1: up to ~300 MB each at 2 min)
+_ANALYSIS_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get(ANALYSES_ENV) or 1)))  # process-wide
+WAITING = "Waiting for another user's analysis…"
+BUSY_WAIT_S = 120.0  # after this long in the queue the page gives up and asks the user to try again
+
+
+def upload_limit_mb() -> int:
+    """The server's upload limit in MB: ``server.maxUploadSize`` (.streamlit/config.toml: 50, two minutes of
+    48 kHz stereo even as 32-bit float). Streamlit refuses larger uploads before reading them; the Demo page
+    refuses them too when the limit is bypassed."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+@contextmanager
+def analysis_slot():
+    """Hold one of the server's analysis slots (``SER_MAX_ANALYSES``) for the block: heavy work on uploads
+    (decoding, features, models) queues here, process-wide, with the page saying ``WAITING``; after
+    ``BUSY_WAIT_S`` in the queue the page stops with a sentence. The memory the work freed goes back to the
+    system when it ends."""
+    if not _ANALYSIS_SLOTS.acquire(blocking=False):
+        with st.spinner(WAITING):
+            if not _ANALYSIS_SLOTS.acquire(timeout=BUSY_WAIT_S):
+                st.warning("The server is busy with other users' analyses; try again in a minute.")
+                st.stop()
+    try:
+        yield
+    finally:
+        _ANALYSIS_SLOTS.release()
+        _return_freed_memory()
+
+
+def _return_freed_memory():
+    """Give freed memory back to the system: glibc keeps freed blocks in its per-thread arenas (a few times the
+    size of an upload or of an analysis's arrays) and returns them only when asked."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def refuse_upload(f, message: str, round_key: str):
+    """Refuse the uploaded or recorded file ``f`` with ``message``: drop the server's copy of its bytes
+    (Streamlit keeps them until the browser removes the file or the session ends), bump the session counter
+    ``round_key`` that the page puts in its input widgets' keys so they come back empty, and rerun; the page shows
+    ``pop_refusal()`` once."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is not None and getattr(f, "file_id", None):
+        ctx.uploaded_file_mgr.remove_file(ctx.session_id, f.file_id)
+    st.session_state["_refused_upload"] = message
+    st.session_state[round_key] = st.session_state.get(round_key, 0) + 1
+    st.rerun()
+
+
+def pop_refusal() -> str | None:
+    """The message of the upload ``refuse_upload`` just refused, once (by now its bytes are freed, and their
+    memory goes back to the system)."""
+    message = st.session_state.pop("_refused_upload", None)
+    if message is not None:
+        _return_freed_memory()
+    return message
 
 
 def emotion_order(labels) -> list[str]:

@@ -1,6 +1,7 @@
 """Demo: upload, record or stream speech; every selected model's prediction side by side, plus the ensemble."""
 import streamlit_webrtc  # noqa: F401  (imports aiortc; it must load before TensorFlow, i.e. before any model)
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -12,8 +13,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import (DEMO_MAX_S, EMOTION_COLORS, LiveBuffer, TIMELINE_AFTER_S, analyse_audio, emotion_order,
-                        envelope, load_predictor, models_dir_version, plain, trained_model_cards)
+from app_shared import (DEMO_MAX_S, EMOTION_COLORS, LiveBuffer, TIMELINE_AFTER_S, analyse_audio, analysis_slot,
+                        emotion_order, envelope, load_predictor, models_dir_version, plain, pop_refusal,
+                        refuse_upload, trained_model_cards, upload_limit_mb)
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
 from ser_core.inference import describe_prediction
@@ -23,6 +25,7 @@ from ser_core.speech import NOT_SPEECH
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
 MODES = ["Upload a file", "Record", "Live microphone"]
 CALIBRATION_MIN = 5  # clips of the user's voice before speaker-adaptive models use them (SpeakerNormalizer)
+INPUT_ROUND = "demo_input_round"  # session counter in the input widgets' keys: bumped by a refusal to empty them
 
 st.title("Try the models")
 cards = trained_model_cards()
@@ -92,11 +95,13 @@ def calibration(predictor):
             clips[hashlib.sha1(u.getvalue()).hexdigest()] = (u.name, u.getvalue())
         clips.update(recorded)
         good, bad = {}, []  # digest -> (y, sr); unusable clips are named and left out
-        for digest, (name, data) in sorted(clips.items()):
-            try:
-                good[digest] = (load_audio(io.BytesIO(data), trim=False, normalize=None), 16000)
-            except SERError as exc:
-                bad.append(f"'{name}' ({exc})")
+        with analysis_slot() if clips else contextlib.nullcontext():
+            for digest, (name, data) in sorted(clips.items()):
+                try:
+                    good[digest] = (load_audio(io.BytesIO(data), trim=False, normalize=None,
+                                               max_duration_s=DEMO_MAX_S), 16000)
+                except SERError as exc:
+                    bad.append(f"'{name}' ({exc})")
         if bad:
             st.warning(plain("Left out: " + "; ".join(bad)))
         key, signals = tuple(good), list(good.values())
@@ -283,25 +288,30 @@ mode = st.radio("Input", MODES, horizontal=True, key="demo_mode")
 if mode == MODES[2]:
     live()
     st.stop()
+limit_mb, rnd = upload_limit_mb(), st.session_state.get(INPUT_ROUND, 0)
 if mode == MODES[0]:
-    f = st.file_uploader(f"Speech recording ({', '.join(UPLOAD_TYPES)}; up to {DEMO_MAX_S:.0f} s)",
-                         type=UPLOAD_TYPES)
+    f = st.file_uploader(f"Speech recording ({', '.join(UPLOAD_TYPES)}; up to {DEMO_MAX_S:.0f} s, {limit_mb} MB)",
+                         type=UPLOAD_TYPES, key=f"demo_upload_{rnd}")
 else:
-    f = st.audio_input("Record a few seconds of speech")
+    f = st.audio_input("Record a few seconds of speech", key=f"demo_record_{rnd}")
+if refused := pop_refusal():
+    st.error(refused)
 if f is None:
     st.info("Upload or record a clip of speech, e.g. one of the bundled samples in `samples/ravdess/`. Recordings "
             f"longer than {TIMELINE_AFTER_S:.0f} s also get an emotion-over-time chart.")
     st.stop()
 
-data = f.getvalue()
-st.audio(data)
+# A refused file is dropped at once (refuse_upload): its bytes stay in no cache, session or player.
+if f.size > limit_mb * 2 ** 20:
+    refuse_upload(f, plain(f"'{f.name}' is {f.size / 2 ** 20:.0f} MB, more than this server's {limit_mb} MB limit; "
+                           "cut it or convert it to FLAC or MP3."), INPUT_ROUND)
 try:
-    result = analyse(data, f.name, tuple(chosen), version, calibration_key, predictor)
+    with analysis_slot():
+        result = analyse(f.getvalue(), f.name, tuple(chosen), version, calibration_key, predictor)
 except AudioTooLongError:
-    st.error(f"This recording is longer than the demo's {DEMO_MAX_S:.0f} s limit; cut it to the part you want "
-             "analysed (or use `python -m ser_core predict` for long files).")
-    st.stop()
+    refuse_upload(f, f"This recording is longer than the demo's {DEMO_MAX_S:.0f} s limit; cut it to the part you "
+                     "want analysed (or use `python -m ser_core predict` for long files).", INPUT_ROUND)
 except SERError as exc:
-    st.error(plain(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}"))
-    st.stop()
+    refuse_upload(f, plain(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}"), INPUT_ROUND)
+st.audio(f.getvalue())
 render(result)

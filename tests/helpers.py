@@ -29,13 +29,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env: dict, log_path: Path, *extra_args):
-    """Run ``streamlit run streamlit_app.py`` on a free port; yields its URL once healthy."""
+def streamlit_server(env: dict, log_path: Path, *extra_args, cwd: Path = REPO):
+    """Run ``streamlit run streamlit_app.py`` of the checkout ``cwd`` on a free port; yields its URL once
+    healthy."""
     port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
                                  str(port), "--server.headless", "true", "--server.address", "127.0.0.1",
-                                 *extra_args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                 *extra_args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
         while True:
