@@ -445,6 +445,21 @@ def load_corpus(root: str | Path, corpus: str = "auto", roots=None) -> Corpus:
     return Corpus(name=name, root=root, manifest=df, skipped=sorted(skipped))
 
 
+def clip_fields(paths, corpus: str, fields=("speaker", "gender", "intensity")) -> pd.DataFrame:
+    """``fields`` of clips as their file names tell them under ``corpus``'s naming convention (e.g. the paths of a
+    saved run's out-of-fold predictions, whose clips may no longer be on disk); ``"unknown"`` where the name says
+    nothing (a custom folder or CSV, CREMA-D's gender). One row per path, in order."""
+    adapter = _ADAPTERS.get(_ALIASES.get(corpus, corpus))
+    rows = []
+    for p in map(Path, paths):
+        try:
+            parsed = adapter.parse(p, p.parent) if adapter else None
+        except _Skip:
+            parsed = None
+        rows.append({f: str((parsed or {}).get(f, "unknown")) for f in fields})
+    return pd.DataFrame(rows, columns=list(fields))
+
+
 def _ordered_counts(values: pd.Series, order: tuple[str, ...]) -> dict[str, int]:
     counts = Counter(values)
     keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
@@ -469,5 +484,5 @@ def corpus_info(corpus: Corpus) -> dict:
 
 
 __all__ = ["EMOTIONS", "EXTRA_EMOTIONS", "AUDIO_EXTS", "MANIFEST_COLUMNS", "LABEL_ALIASES", "Corpus",
-           "CorpusError", "load_corpus", "detect_corpus", "list_corpora", "corpus_info", "normalize_label",
-           "audio_duration"]
+           "CorpusError", "clip_fields", "load_corpus", "detect_corpus", "list_corpora", "corpus_info",
+           "normalize_label", "audio_duration"]

@@ -129,7 +129,7 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
     """Fit, cross-validate, calibrate and save an ensemble of the saved models ``members`` (names under
     ``root``); record its run in ``store`` (a ``ResultsStore``, optional). Returns the saved model's card."""
     from .calibration import apply_calibration, label_indices
-    from .evaluation import RUN_ENTRIES, SPLITS, calibrate_out_of_fold, compute_metrics, summarize
+    from .evaluation import CLIP_GROUPS, RUN_ENTRIES, SPLITS, calibrate_out_of_fold, compute_metrics, summarize
     from .saved import default_models_dir, save_trained
 
     members = list(dict.fromkeys(members))
@@ -151,7 +151,8 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
         pred = np.asarray(classes)[pooled[test].argmax(1)]
         folds.append({"fold": int(f), "n_test": int(test.sum()), "n_train": int((~test).sum()),
                       "metrics": compute_metrics(y[test], pred, classes)})
-    oof = {"proba": pooled, "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths}
+    oof = {"proba": pooled, "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths,
+           **{g: oofs[0][g] for g in CLIP_GROUPS if g in oofs[0]}}  # members saved before them have none
     entries = calibrate_out_of_fold(folds, oof)
     summary = {**summarize([f["metrics"] for f in folds]), **entries}
     weights = fit_weights(probas, y_idx)
@@ -160,7 +161,7 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
     cv = cards[0].get("cv", {})
     run_id = None
     if store is not None:
-        run_id = _record(store, cards, members, weights, folds, summary, classes)
+        run_id = _record(store, cards, members, weights, folds, summary, classes, oof)
     card = {
         "training_data": cards[0].get("training_data", {}),
         "members": members,
@@ -175,7 +176,7 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
     return json.loads((root / name / "card.json").read_text())
 
 
-def _record(store, cards, members, weights, folds, summary, classes) -> int:
+def _record(store, cards, members, weights, folds, summary, classes, oof) -> int:
     """Store the ensemble's cross-validation as a run, beside its members' runs."""
     data, cv = cards[0].get("training_data", {}), cards[0].get("cv", {})
     run_id = store.start_run(
@@ -190,6 +191,7 @@ def _record(store, cards, members, weights, folds, summary, classes) -> int:
     for f in folds:
         store.add_fold(run_id, f["fold"], metrics=f["metrics"], n_train=f["n_train"], n_test=f["n_test"],
                        test_speakers=[], train_time_s=0.0, latency_ms=0.0)
+    store.add_oof(run_id, oof)
     store.finish_run(run_id, summary=summary, labels=classes, confusion=confusion.tolist(), train_time_s=0.0,
                      latency_ms=0.0, model_size_bytes=None)
     return run_id

@@ -317,11 +317,12 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                 store.add_fold(run_id, i, metrics=m, n_train=len(tr), n_test=len(te),
                                test_speakers=fold["test_speakers"], train_time_s=t_train, latency_ms=latency)
             emit({"event": "fold_done", **fold, "folds": len(splits), "run_id": run_id})
-        oof = _out_of_fold(paths, y, labels, oof_proba, oof_fold)
+        oof = _out_of_fold(paths, y, labels, oof_proba, oof_fold, manifest)
         calibration = calibrate_out_of_fold(folds, oof)  # also adds the calibrated metrics to every fold's
         if store is not None:
             for f in folds:
                 store.update_fold_metrics(run_id, f["fold"], f["metrics"])
+            store.add_oof(run_id, oof)
         summary = {**summarize([f["metrics"] for f in folds]), **calibration}
         record = {"summary": summary, "labels": labels, "confusion": confusion.tolist(),
                   "train_time_s": float(np.mean(train_times)), "latency_ms": float(np.mean(latencies)),
@@ -389,20 +390,27 @@ def _in_label_order(proba, classes, labels) -> np.ndarray:
     return out
 
 
-def _out_of_fold(paths, y, labels, proba, fold) -> dict:
+CLIP_GROUPS = ("speaker", "gender", "intensity")  # manifest columns kept with the out-of-fold predictions
+
+
+def _out_of_fold(paths, y, labels, proba, fold, manifest) -> dict:
     """The run's out-of-fold predictions, one row per clip that was in a test fold (every clip of a K-fold or
     LOSO run, in manifest order): ``{"proba": (n, k) float, "classes": (k,) str, "fold": (n,) int, "y": (n,)
-    str true labels, "paths": (n,) str}`` -- numpy arrays, as ``ser_core.saved.load_oof`` returns them."""
+    str true labels, "paths": (n,) str}`` plus each clip's ``CLIP_GROUPS`` (``(n,)`` str, for the speaker
+    bootstrap and breakdowns of ``ser_core.stats``) -- numpy arrays, as ``ser_core.saved.load_oof`` returns
+    them."""
     tested = fold >= 0
     return {"proba": proba[tested], "classes": np.asarray(labels, dtype=str), "fold": fold[tested],
-            "y": np.asarray(y, dtype=str)[tested], "paths": np.asarray(paths, dtype=str)[tested]}
+            "y": np.asarray(y, dtype=str)[tested], "paths": np.asarray(paths, dtype=str)[tested],
+            **{g: manifest[g].to_numpy(dtype=str)[tested] for g in CLIP_GROUPS}}
 
 
-def calibrate_out_of_fold(folds, oof) -> dict:
+def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
     """Calibration of the out-of-fold probabilities, cross-fitted: each fold is calibrated on the other folds.
     Every ``CALIBRATION_METHODS`` is cross-fitted and the one with the lowest pooled ECE is kept (temperature
-    on a tie). Adds the calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw ``ece_uncalibrated`` to
-    each fold's metrics, and returns the run's summary entries:
+    on a tie), or only ``method`` when given (a saved run's own, to derive its per-fold metrics again). Adds the
+    calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw ``ece_uncalibrated`` to each fold's metrics, and
+    returns the run's summary entries:
 
     - ``calibration``: ``method``, ``temperature`` (and ``confidence_map`` or ``confidence_logistic``) fitted on
       every fold: the final model's; ``fold_temperatures``; ``threshold`` (top probability below which an answer is
@@ -410,11 +418,16 @@ def calibrate_out_of_fold(folds, oof) -> dict:
       ``brier``, ``wrong_over_90`` of all calibrated out-of-fold predictions pooled, with
       ``ece_uncalibrated``, ``brier_uncalibrated`` and ``ece_by_method`` (every method's pooled ECE);
     - ``reliability``, ``reliability_uncalibrated``: ``reliability_curve`` of the pooled predictions."""
-    from .calibration import (ConfidenceCalibrator, best_cross_fitted, expected_calibration_error, label_indices,
-                              probability_metrics, reliability_curve, uncertainty_threshold)
+    from .calibration import (ConfidenceCalibrator, best_cross_fitted, cross_fitted_calibration,
+                              expected_calibration_error, label_indices, probability_metrics, reliability_curve,
+                              uncertainty_threshold)
 
     y_idx, raw = label_indices(oof["y"], oof["classes"]), oof["proba"]
-    method, calibrated, temperatures, ece_by_method = best_cross_fitted(raw, y_idx, oof["fold"])
+    if method is None:
+        method, calibrated, temperatures, ece_by_method = best_cross_fitted(raw, y_idx, oof["fold"])
+    else:
+        calibrated, temperatures = cross_fitted_calibration(raw, y_idx, oof["fold"], method=method)
+        ece_by_method = {method: expected_calibration_error(y_idx, calibrated)}
     for f in folds:
         rows = oof["fold"] == f["fold"]
         f["metrics"].update(probability_metrics(y_idx[rows], calibrated[rows]),

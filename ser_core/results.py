@@ -6,6 +6,7 @@ ever inserted or completed, never replaced, so later runs never overwrite earlie
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .evaluation import CALIBRATION_METRICS  # runs() columns too; None for runs stored before they existed
@@ -57,6 +59,10 @@ CREATE TABLE IF NOT EXISTS folds (
     test_speakers TEXT,                -- JSON list
     train_time_s REAL, latency_ms REAL,
     PRIMARY KEY (run_id, fold)
+);
+CREATE TABLE IF NOT EXISTS oof (
+    run_id INTEGER PRIMARY KEY REFERENCES runs(id),
+    arrays BLOB NOT NULL               -- the run's out-of-fold predictions, an .npz file (see add_oof)
 );
 CREATE INDEX IF NOT EXISTS runs_cache ON runs(config_hash, data_fingerprint, status);
 """
@@ -159,6 +165,15 @@ class ResultsStore:
                  latency_ms, model_size_bytes, str(saved_model) if saved_model else None, run_id),
             )
 
+    def add_oof(self, run_id: int, oof: dict):
+        """Keep the run's out-of-fold predictions (``ser_core.evaluation._out_of_fold``: numpy arrays ``proba``,
+        ``classes``, ``fold``, ``y``, ``paths`` and the clips' ``speaker``, ``gender``, ``intensity``), for
+        confidence intervals, paired comparisons and breakdowns (``ser_core.stats``)."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in oof.items()})
+        with self._tx() as con:
+            con.execute("INSERT INTO oof VALUES (?, ?)", (run_id, buf.getvalue()))
+
     def fail_run(self, run_id: int, error: str, status: str = "failed"):
         with self._tx() as con:
             con.execute("UPDATE runs SET status=?, finished_at=?, error=? WHERE id=? AND status='running'",
@@ -197,6 +212,15 @@ class ResultsStore:
                             con.execute("SELECT * FROM folds WHERE run_id=? ORDER BY fold", (run_id,))]
             return run
 
+    def oof(self, run_id: int) -> dict | None:
+        """The arrays ``add_oof`` kept for the run, or None (a run stored before they were kept)."""
+        with self._connect() as con:
+            row = con.execute("SELECT arrays FROM oof WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        with np.load(io.BytesIO(row["arrays"]), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
     def find_cached(self, config_hash: str, data_fingerprint: str) -> dict | None:
         """The latest finished run with this exact configuration on this exact data, if any."""
         with self._connect() as con:
@@ -210,15 +234,25 @@ class ResultsStore:
         with self._connect() as con:
             q = "SELECT * FROM runs" + (" WHERE status=?" if status else "") + " ORDER BY id"
             rows = [_decode(dict(r)) for r in con.execute(q, (status,) if status else ())]
-        for r in rows:
-            for m in (*METRICS, *CALIBRATION_METRICS):
-                s = (r.get("summary") or {}).get(m) or {}
-                r[f"{m}_mean"], r[f"{m}_std"] = s.get("mean"), s.get("std")
-        cols = ["id", "created_at", "status", "model", "dataset", "split", "k", "speaker_dependent",
-                *[f"{m}_{s}" for m in (*METRICS, *CALIBRATION_METRICS) for s in ("mean", "std")],
-                "train_time_s", "latency_ms", "model_size_bytes", "n_clips", "n_speakers", "seed", "params",
-                "feature_set", "options", "saved_model", "error", "config_hash", "data_fingerprint"]
-        return pd.DataFrame(rows, columns=cols)
+        return runs_table(rows)
+
+
+RUN_COLUMNS = ["id", "created_at", "status", "model", "dataset", "split", "k", "speaker_dependent",
+               *[f"{m}_{s}" for m in (*METRICS, *CALIBRATION_METRICS) for s in ("mean", "std")],
+               "train_time_s", "latency_ms", "model_size_bytes", "n_clips", "n_speakers", "seed", "params",
+               "feature_set", "options", "saved_model", "error", "config_hash", "data_fingerprint"]
+
+
+def runs_table(runs: list[dict]) -> pd.DataFrame:
+    """Runs (as ``get_run`` returns them) -> one row each, ``RUN_COLUMNS``, the summary metrics flattened."""
+    rows = []
+    for run in runs:
+        r = dict(run)
+        for m in (*METRICS, *CALIBRATION_METRICS):
+            s = (r.get("summary") or {}).get(m) or {}
+            r[f"{m}_mean"], r[f"{m}_std"] = s.get("mean"), s.get("std")
+        rows.append(r)
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 _JSON_COLS = {"params", "feature_set", "options", "versions", "summary", "labels", "confusion", "metrics",
