@@ -301,29 +301,80 @@ def cmd_models(a):
 
 
 def cmd_leaderboard(a):
+    from .leaderboard import Leaderboard, latex_table, markdown_table
+
+    board = Leaderboard(_store(a))
+    df = board.runs()
+    for column in ("dataset", "split", "source"):
+        if getattr(a, column):
+            df = df[df[column] == getattr(a, column)]
+    table = board.table(df)
+    if a.json:
+        _print_json(board.records(table))
+    elif table.empty:
+        print("No runs match; run `python -m ser_core train --data DIR --models svm`.")
+    elif a.markdown or a.latex:
+        print(markdown_table(table) if a.markdown else latex_table(table), end="")
+    else:
+        _print_leaderboard(table)
+
+
+def _print_leaderboard(table):
+    print(f"{'id':>20} {'model':<18} {'dataset':<9} {'split':<8} {'k':>2} {'UAR':>13} {'95 % CI':>13} "
+          f"{'accuracy':>13} {'macro F1':>13} {'train s':>8} {'ms/clip':>8}")
+    for r in table.itertuples():
+        ci = f"{r.uar_ci_low:.3f}-{r.uar_ci_high:.3f}" if r.uar_ci_low == r.uar_ci_low else "-"
+        mark = (" *" if r.speaker_dependent else "") + (" =" if r.not_worse_than_best is True and
+                                                        r.comparable > 1 else "")
+        print(f"{r.id!s:>20} {r.model:<18} {r.dataset:<9} {r.split:<8} {r.k:>2} {r.uar_mean:.3f} ± {r.uar_std:.3f} "
+              f"{ci:>13} {r.accuracy_mean:.3f} ± {r.accuracy_std:.3f} {r.macro_f1_mean:.3f} ± {r.macro_f1_std:.3f} "
+              f"{_or_dash(r.train_time_s, '8.1f')} {_or_dash(r.latency_ms, '8.2f')}{mark}")
+    if table["speaker_dependent"].any():
+        print("* speaker-dependent (random) split: optimistic, speakers appear in both training and test folds")
+    print("= not significantly worse than the best UAR on the same folds (paired permutation test over speakers, "
+          "p >= 0.05); CI: 95 % bootstrap over speakers")
+
+
+def _or_dash(value, spec: str) -> str:
+    """``value`` formatted, or a dash where it is unknown (NaN: the shipped runs' training time)."""
+    return format(value, spec) if value == value else format("-", ">" + spec.split(".")[0])
+
+
+def cmd_breakdown(a):
+    from .leaderboard import Leaderboard
+
+    out = Leaderboard(_store(a)).breakdown(a.run)
+    if out is None:
+        raise ConfigError(f"Run {a.run} kept no out-of-fold predictions (stored by an older version); train it "
+                          "again with --force to break it down.")
+    if a.json:
+        _print_json(out)
+        return
+    for group in ("gender", "intensity", "speaker"):
+        for name, v in out.get(group, {}).items():
+            print(f"{group:<10} {name:<12} UAR {v['uar']:.3f} ({v['clips']} clips)")
+    if out["gender_gap_flag"]:
+        print(f"note: the UAR gap between genders is {out['gender_gap']:.3f}, above 0.10")
+
+
+def cmd_compare(a):
+    from .leaderboard import Leaderboard
+
+    out = Leaderboard(_store(a)).compare(a.run_a, a.run_b)
+    if a.json:
+        _print_json(out)
+        return
+    print(f"run {a.run_a} minus run {a.run_b}, same clips and folds; 95 % CI by bootstrap over {out['n_units']} "
+          f"{out['unit']}s, p by a paired permutation test")
+    for m in ("uar", "accuracy", "macro_f1", "weighted_precision", "weighted_recall"):
+        d = out[m]
+        print(f"  {m:<19} {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]  p = {d['p']:.4f}")
+
+
+def _store(a):
     from .results import ResultsStore
 
-    df = ResultsStore(a.db).runs()
-    if a.dataset:
-        df = df[df["dataset"] == a.dataset]
-    if a.split:
-        df = df[df["split"] == a.split]
-    df = df.sort_values("uar_mean", ascending=False)
-    if a.json:
-        _print_json(df.drop(columns=["params", "feature_set", "options"]).to_dict(orient="records"))
-        return
-    if df.empty:
-        print("No runs stored yet; run `python -m ser_core train --data DIR --models svm`.")
-        return
-    print(f"{'id':>4} {'model':<18} {'dataset':<9} {'split':<8} {'k':>2} {'UAR':>13} {'accuracy':>13} "
-          f"{'macro F1':>13} {'train s':>8} {'ms/clip':>8}")
-    for r in df.itertuples():
-        mark = " *" if r.speaker_dependent else ""
-        print(f"{r.id:>4} {r.model:<18} {r.dataset:<9} {r.split:<8} {r.k:>2} {r.uar_mean:.3f} ± {r.uar_std:.3f} "
-              f"{r.accuracy_mean:.3f} ± {r.accuracy_std:.3f} {r.macro_f1_mean:.3f} ± {r.macro_f1_std:.3f} "
-              f"{r.train_time_s:>8.1f} {r.latency_ms:>8.2f}{mark}")
-    if df["speaker_dependent"].any():
-        print("* speaker-dependent (random) split: optimistic, speakers appear in both training and test folds")
+    return ResultsStore(a.db)
 
 
 # -- parser --------------------------------------------------------------------------------------------------
@@ -427,12 +478,30 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
 
-    lb = sub.add_parser("leaderboard", help="print the stored runs as a table")
+    lb = sub.add_parser("leaderboard", help="the stored runs and the shipped models' runs, with 95 %% confidence "
+                        "intervals (bootstrap over speakers) and which runs are not significantly worse than the best")
     lb.add_argument("--db", default=None)
     lb.add_argument("--dataset")
     lb.add_argument("--split")
-    lb.add_argument("--json", action="store_true")
+    lb.add_argument("--source", choices=["shipped", "yours"])
+    out = lb.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="every run with ci, vs_best and breakdown")
+    out.add_argument("--markdown", action="store_true", help="a table for papers: mean ± std [95 %% CI]")
+    out.add_argument("--latex", action="store_true", help="the same as a LaTeX tabular (booktabs)")
     lb.set_defaults(func=cmd_leaderboard)
+
+    bd = sub.add_parser("breakdown", help="UAR of a run per speaker, gender and intensity (out-of-fold)")
+    bd.add_argument("run", help="a run id from `leaderboard` (a number, or shipped:NAME)")
+    bd.add_argument("--db", default=None)
+    bd.add_argument("--json", action="store_true")
+    bd.set_defaults(func=cmd_breakdown)
+
+    cp = sub.add_parser("compare", help="run A minus run B on the same folds: difference, 95 %% CI, p-value")
+    cp.add_argument("run_a")
+    cp.add_argument("run_b")
+    cp.add_argument("--db", default=None)
+    cp.add_argument("--json", action="store_true")
+    cp.set_defaults(func=cmd_compare)
     return p
 
 
