@@ -1,40 +1,80 @@
-"""Leaderboard: every stored cross-validation run, one run's confusion matrix, reliability diagram and folds, two
-runs compared."""
+"""Leaderboard: the shipped models' runs and every stored cross-validation run with confidence intervals, tables
+for papers; one run's confusion matrix, reliability diagram, folds and breakdown by voice; two runs compared."""
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import plain, trained_model_cards
+from app_shared import plain, public_mode, trained_model_cards
 from ser_core.channels import CHANNELS
+from ser_core.errors import SERError
+from ser_core.leaderboard import METRIC_NAMES, SHIPPED, Leaderboard, latex_table, markdown_table
 from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
 from ser_core.robustness import robustness_table
+from ser_core.stats import ALPHA, CONFIDENCE, GENDER_GAP
 
-METRIC_LABELS = {"accuracy": "accuracy", "weighted_precision": "w. precision", "weighted_recall": "w. recall",
-                 "uar": "UAR", "macro_f1": "macro F1"}
 CALIBRATION_LABELS = {"ece": "ECE", "brier": "Brier"}  # of calibrated probabilities; older runs have none
 OPTIMISTIC = "random ⚠ speaker-dependent (optimistic)"
+CI_LABEL = f"UAR {CONFIDENCE * 100:.0f} % CI"
 
 st.title("Leaderboard")
-store = ResultsStore()
-runs = store.runs()
+board = Leaderboard()
+runs = board.runs()
 if runs.empty:
     st.info("No runs stored yet: train models on the Train page (or `python -m ser_core train`).")
 
+
+@st.cache_data(show_spinner="Computing confidence intervals...", max_entries=64)
+def _statistics(db: str, runs_key: tuple) -> pd.DataFrame:
+    """``Leaderboard.statistics`` of the runs ``runs_key`` ((id, created_at) pairs: a finished run never changes)."""
+    return Leaderboard(ResultsStore(db)).statistics([rid for rid, _ in runs_key])
+
+
+@st.cache_data(max_entries=256)
+def _breakdown(db: str, run_id, created_at) -> dict | None:
+    return Leaderboard(ResultsStore(db)).breakdown(run_id)
+
+
+@st.cache_data(max_entries=256)
+def _compare(db: str, a, b, created: tuple) -> dict:
+    return Leaderboard(ResultsStore(db)).compare(a, b)
+
+
+def _key(df: pd.DataFrame) -> tuple:
+    return tuple(zip(df["id"], df["created_at"]))
+
+
 # -- the table ----------------------------------------------------------------------------------------------------
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 datasets = c1.multiselect("Dataset", sorted(runs["dataset"].unique()), key="lb_datasets",
                           placeholder="all datasets")
 splits = c2.multiselect("Split", sorted(runs["split"].unique()), key="lb_splits", placeholder="all splits")
-view = runs[runs["dataset"].isin(datasets or runs["dataset"]) & runs["split"].isin(splits or runs["split"])]
+sources = c3.multiselect("Source", sorted(runs["source"].unique()), key="lb_sources", placeholder="shipped and yours")
+view = runs[runs["dataset"].isin(datasets or runs["dataset"]) & runs["split"].isin(splits or runs["split"])
+            & runs["source"].isin(sources or runs["source"])]
+view = view.merge(_statistics(str(board.store.path), _key(view)), left_on="id", right_index=True, how="left")
+
+
+def _versus_best(r) -> str:
+    """The table's "vs best" cell: how the run's UAR compares with the best run on the same clips and folds."""
+    if pd.isna(r["best_run"]) or r["comparable"] < 2:
+        return ""
+    if r["best_run"] == r["id"]:
+        return f"best of {r['comparable']:.0f}"
+    return f"{'≈ best' if r['not_worse_than_best'] else 'worse'} (p {r['p_vs_best']:.3f})"
 
 
 def _table(df: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({"run": df["id"], "model": df["model"], "dataset": df["dataset"],
+    out = pd.DataFrame({"run": df["id"].astype(str),  # numbers and shipped:NAME: one type for the table
+                        "source": df["source"], "model": df["model"], "dataset": df["dataset"],
                         "split": [OPTIMISTIC if d else s for s, d in zip(df["split"], df["speaker_dependent"])],
                         "K": df["k"]})
-    for m in METRICS:  # mean and std in separate columns so the table sorts by the mean
-        out[METRIC_LABELS[m]] = df[f"{m}_mean"].to_numpy() * 100
-        out[f"{METRIC_LABELS[m]} ±"] = df[f"{m}_std"].to_numpy() * 100
+    for m in sorted(METRICS, key=lambda m: m != "uar"):  # UAR first; mean and std apart: the table sorts by mean
+        out[METRIC_NAMES[m]] = df[f"{m}_mean"].to_numpy() * 100
+        out[f"{METRIC_NAMES[m]} ±"] = df[f"{m}_std"].to_numpy() * 100
+        if m == "uar":
+            out[CI_LABEL] = [f"{lo * 100:.1f}–{hi * 100:.1f}" if lo == lo else ""
+                             for lo, hi in zip(df["uar_ci_low"], df["uar_ci_high"])]
+            out["vs best"] = [_versus_best(r) for _, r in df.iterrows()]
     for m, label in CALIBRATION_LABELS.items():
         if df[f"{m}_mean"].notna().any():
             out[label] = df[f"{m}_mean"].to_numpy(dtype=float)
@@ -47,7 +87,7 @@ def _table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 table = _table(view)
-pct = {c: st.column_config.NumberColumn(c, format="%.1f %%") for c in table if c in METRIC_LABELS.values()}
+pct = {c: st.column_config.NumberColumn(c, format="%.1f %%") for c in table if c in METRIC_NAMES.values()}
 pct |= {c: st.column_config.NumberColumn(c, format="± %.1f") for c in table if c.endswith(" ±")}
 st.dataframe(table.sort_values("UAR", ascending=False), hide_index=True, width="stretch",
              column_config=pct | {"train s/fold": st.column_config.NumberColumn(format="%.2f"),
@@ -58,9 +98,22 @@ st.caption("Mean ± standard deviation over the folds, in %. UAR = unweighted av
            "per-class recalls), the fair score when classes are unbalanced. Rows marked ⚠ used random splits: the "
            "same speakers were in training and test folds, so they overstate what a model does on a new voice. "
            "ECE (expected calibration error: the gap between confidence and accuracy, 0 = honest) and Brier "
-           "(0 = best) score the calibrated probabilities, each fold calibrated on the other folds.")
-st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), "ser_leaderboard.csv",
-                   "text/csv", key="lb_csv", disabled=table.empty)
+           "(0 = best) score the calibrated probabilities, each fold calibrated on the other folds. "
+           "Shipped: the cross-validation of a model this app ships with, read from its model card.")
+st.caption(f"{CI_LABEL}: {CONFIDENCE * 100:.0f} % of intervals drawn this way hold the true score (bootstrap: "
+           "whole test speakers resampled); “≈ best”: a paired permutation test over speakers finds no "
+           f"significant UAR gap (p ≥ {ALPHA:.2f}) to the best run on the same clips and folds.")
+if not public_mode():  # a public demo offers no downloads; the text below can still be copied
+    st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), "ser_leaderboard.csv",
+                       "text/csv", key="lb_csv", disabled=table.empty)
+with st.expander("Copy the table for a paper (Markdown, LaTeX: mean ± std [95 % CI])"):
+    paper = view.sort_values("uar_mean", ascending=False)
+    formats = {"Markdown": (markdown_table, "markdown"), "LaTeX": (latex_table, "latex")}
+    tabs = st.tabs([*formats, *(["CSV"] if public_mode() else [])])
+    for tab, (render, language) in zip(tabs, formats.values()):
+        tab.code(render(paper) if not paper.empty else "", language=language)
+    if public_mode():
+        tabs[-1].code(table.to_csv(index=False), language="text")
 
 st.markdown("##### Reference figures: reported elsewhere, not measured here")
 st.dataframe(pd.DataFrame([{"model": r["model"], "dataset": r["dataset"],
@@ -89,7 +142,8 @@ if view.empty:
 # -- one run ------------------------------------------------------------------------------------------------------
 def _label(rid):
     r = runs.set_index("id").loc[rid]
-    return f"#{rid} {r['model']} on {r['dataset']} ({r['split']}, K={r['k']}, UAR {r['uar_mean'] * 100:.1f} %)"
+    name = f"{r['model']} (shipped)" if r["source"] == SHIPPED and isinstance(rid, str) else f"#{rid} {r['model']}"
+    return f"{name} on {r['dataset']} ({r['split']}, K={r['k']}, UAR {r['uar_mean'] * 100:.1f} %)"
 
 
 def _confusion(run: dict, height=420):
@@ -122,18 +176,41 @@ def _reliability(summary: dict, height=380):
     return fig
 
 
+def _intervals(row: pd.Series) -> pd.DataFrame:
+    """The run's mean of each metric with its confidence interval (NaN without out-of-fold predictions)."""
+    return pd.DataFrame({"metric": [METRIC_NAMES[m] for m in METRICS],
+                         "mean %": [row[f"{m}_mean"] * 100 for m in METRICS],
+                         "low %": [row.get(f"{m}_ci_low", float("nan")) * 100 for m in METRICS],
+                         "high %": [row.get(f"{m}_ci_high", float("nan")) * 100 for m in METRICS]})
+
+
+def _group_bars(groups: dict, title: str, height: int = 300):
+    names = [plain(g) for g in groups]  # speaker names come from the corpus: Plotly would render HTML in them
+    fig = go.Figure(go.Bar(x=names, y=[v["uar"] * 100 for v in groups.values()],
+                           customdata=[v["clips"] for v in groups.values()],
+                           hovertemplate="%{x}<br>UAR %{y:.1f} %<br>%{customdata} clips<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title=f"UAR {title} (%)",
+                      yaxis_range=[0, 100], xaxis_type="category")
+    return fig
+
+
 def _metrics_table(run: dict) -> pd.DataFrame:
     s = run["summary"]
-    return pd.DataFrame({"metric": [METRIC_LABELS[m] for m in METRICS],
+    return pd.DataFrame({"metric": [METRIC_NAMES[m] for m in METRICS],
                          "mean %": [s[m]["mean"] * 100 for m in METRICS],
                          "std %": [s[m]["std"] * 100 for m in METRICS]})
 
 
 st.divider()
 st.subheader("One run")
-ids = view.sort_values("uar_mean", ascending=False)["id"].tolist()
-rid = st.selectbox("Run", ids, format_func=_label, key="lb_run")
-run = store.get_run(rid)
+ranked = view.sort_values("uar_mean", ascending=False, ignore_index=True)
+ids = ranked["id"].tolist()
+yours = ranked[ranked["source"] != SHIPPED]
+first = int(yours["id"].astype(int).idxmax()) if not yours.empty else 0  # your latest run, else the best
+rid = st.selectbox("Run", ids, index=first, format_func=_label, key="lb_run")
+run = board.get_run(rid)
+if run["source"] == SHIPPED:
+    st.caption("A shipped model's cross-validation, read from its model card and out-of-fold predictions.")
 if run["speaker_dependent"]:
     st.warning("Speaker-dependent (random) split: optimistic, not a speaker-independent estimate.")
 left, right = st.columns([3, 2])
@@ -158,18 +235,40 @@ if calibration:
                "less than 1 time in 3.")
 folds = pd.DataFrame([{"fold": f["fold"] + 1, "test speakers": ", ".join(map(str, f["test_speakers"] or [])),
                        "train clips": f["n_train"], "test clips": f["n_test"],
-                       **{METRIC_LABELS[m]: f["metrics"][m] * 100 for m in METRICS},
+                       **{METRIC_NAMES[m]: f["metrics"][m] * 100 for m in METRICS},
                        **{label: f["metrics"][m] for m, label in CALIBRATION_LABELS.items() if m in f["metrics"]},
                        "train s": f["train_time_s"], "ms/clip": f["latency_ms"]} for f in run["folds"]])
 st.markdown("**Per-fold scores (%)**")
 st.dataframe(folds, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.1f")
-                                                     for c in METRIC_LABELS.values()}
+                                                     for c in METRIC_NAMES.values()}
              | {c: st.column_config.NumberColumn(format="%.2f") for c in ("train s", "ms/clip")}
              | {c: st.column_config.NumberColumn(format="%.3f") for c in CALIBRATION_LABELS.values()})
+st.markdown(f"**Confidence intervals ({CONFIDENCE * 100:.0f} %, bootstrap over speakers)**")
+st.dataframe(_intervals(view.set_index("id").loc[rid]), hide_index=True,
+             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in ("mean %", "low %", "high %")})
+split_by_voice = _breakdown(str(board.store.path), rid, run["created_at"])
+if split_by_voice:
+    st.markdown("**By voice: UAR (%) per speaker, gender and intensity, out-of-fold**")
+    left, right = st.columns([3, 2])
+    left.plotly_chart(_group_bars(split_by_voice.get("speaker", {}), "per speaker"), key="lb_by_speaker")
+    with right:
+        for group in ("gender", "intensity"):
+            if group in split_by_voice:
+                st.plotly_chart(_group_bars(split_by_voice[group], f"per {group}", height=200), key=f"lb_by_{group}")
+    if split_by_voice["gender_gap"] is not None:
+        st.caption(f"Gap between genders: {split_by_voice['gender_gap'] * 100:.1f} UAR points (flagged above "
+                   f"{GENDER_GAP * 100:.0f}).")
+    if split_by_voice["gender_gap_flag"]:
+        st.warning(f"UAR differs by {split_by_voice['gender_gap'] * 100:.1f} points between genders (more than "
+                   f"{GENDER_GAP * 100:.0f}): this model does not work equally well for every voice.")
 with st.expander("Configuration"):
-    st.json({k: run[k] for k in ("model", "params", "feature_set", "splitter", "seed", "options", "data_root",
-                                 "data_fingerprint", "n_clips", "n_speakers", "saved_model", "versions",
-                                 "created_at", "finished_at")})
+    config = {k: run[k] for k in ("model", "params", "feature_set", "splitter", "seed", "options", "data_root",
+                                  "data_fingerprint", "n_clips", "n_speakers", "saved_model", "versions",
+                                  "created_at", "finished_at")}
+    if public_mode():  # no server paths on a public demo: the corpus's name and the model's folder name
+        config["data_root"] = run["dataset"]
+        config["saved_model"] = run["saved_model"] and run["saved_model"].replace("\\", "/").rsplit("/", 1)[-1]
+    st.json(config)
 
 # -- two runs -----------------------------------------------------------------------------------------------------
 st.divider()
@@ -179,7 +278,7 @@ if len(ids) < 2:
     st.stop()
 cols = st.columns(2)
 pair = [cols[i].selectbox(f"Run {'AB'[i]}", ids, index=i, format_func=_label, key=f"lb_cmp{i}") for i in range(2)]
-both = [store.get_run(r) for r in pair]
+both = [board.get_run(r) for r in pair]
 for col, r, tag in zip(cols, both, "AB"):
     with col:
         if r["speaker_dependent"]:
@@ -187,7 +286,22 @@ for col, r, tag in zip(cols, both, "AB"):
         st.dataframe(_metrics_table(r), hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="%.1f") for c in ("mean %", "std %")})
         st.plotly_chart(_confusion(r, height=360), key=f"lb_cmp_cm{tag}")
-diff = pd.DataFrame({"metric": [METRIC_LABELS[m] for m in METRICS],
+diff = pd.DataFrame({"metric": [METRIC_NAMES[m] for m in METRICS],
                      "B - A (points)": [(both[1]["summary"][m]["mean"] - both[0]["summary"][m]["mean"]) * 100
                                         for m in METRICS]})
-st.dataframe(diff, hide_index=True, column_config={"B - A (points)": st.column_config.NumberColumn(format="%+.1f")})
+paired = view.set_index("id").loc[list(pair), "best_run"].notna().all() and pair[0] != pair[1]
+try:
+    test = _compare(str(board.store.path), pair[1], pair[0], tuple(r["created_at"] for r in both)) if paired else None
+except SERError:  # not on the same clips and folds
+    test = None
+if test:
+    diff["low"] = [test[m]["low"] * 100 for m in METRICS]
+    diff["high"] = [test[m]["high"] * 100 for m in METRICS]
+    diff["p"] = [test[m]["p"] for m in METRICS]
+fmt = {c: st.column_config.NumberColumn(format="%+.1f") for c in ("B - A (points)", "low", "high")}
+st.dataframe(diff, hide_index=True, column_config=fmt | {"p": st.column_config.NumberColumn(format="%.4f")})
+st.caption(f"Paired: the same clips in the same folds; low-high is the {CONFIDENCE * 100:.0f} % interval of the "
+           f"difference (bootstrap over {test['n_units']} {test['unit']}s) and p that of a permutation test swapping "
+           "each speaker's predictions between A and B." if test else
+           "These runs were not cross-validated on the same clips and folds: the difference of their means is shown "
+           "without a paired test.")

@@ -1,6 +1,8 @@
 """AppTest of the Train and Leaderboard pages (Streamlit's headless script runner)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -62,24 +64,84 @@ def _store_run(store, model, split="speaker", seed=0):
     return rid
 
 
-def test_leaderboard_empty_store_explains(dirs):
+def _charts(at) -> dict:
+    """Plotly charts of the page by title."""
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return {c["layout"].get("title", {}).get("text", ""): c for c in specs}
+
+
+def test_leaderboard_on_a_fresh_install_shows_the_shipped_runs(dirs):
+    """An empty store: the shipped models' runs, with intervals, "vs best", breakdowns and tables for papers."""
     at = _page("leaderboard.py").run()
-    assert not at.exception
-    assert "No runs stored yet" in at.info[0].value
+    assert not at.exception, at.exception
+    assert not at.info  # nothing to explain: the table is full
+    table = at.dataframe[0].value.set_index("run")
+    shipped = sorted(d.name for d in (REPO / "trained_models").iterdir() if (d / "oof.npz").is_file())
+    assert sorted(table.index) == [f"shipped:{n}" for n in shipped] and (table["source"] == "shipped").all()
+    card = json.loads((REPO / "trained_models" / "lda" / "card.json").read_text())
+    assert table.loc["shipped:lda", "UAR"] == pytest.approx(card["cv"]["metrics"]["uar"]["mean"] * 100)
+    low, high = map(float, table.loc["shipped:lda", "UAR 95 % CI"].split("–"))
+    assert low < table.loc["shipped:lda", "UAR"] < high
+    best = table["UAR"].idxmax()
+    assert table.loc[best, "vs best"] == f"best of {len(table)}"
+    assert table.loc["shipped:decision_tree", "vs best"].startswith("worse (p ")
+    assert any(v.startswith("≈ best (p ") for v in table["vs best"])
+    assert any("paired permutation test over speakers" in c.value for c in at.caption)
     assert any("reported elsewhere, not measured here" in md.value for md in at.markdown)
+    markdown, latex = (c.value for c in at.code)
+    assert markdown.startswith("| model | dataset | split | K | UAR |") and f"| **{best.split(':')[1]}** |" in markdown
+    assert "\\begin{tabular}" in latex and "decision\\_tree" in latex
+    assert at.get("download_button")
+
+    assert at.selectbox(key="lb_run").value == best  # one run: the best, with its confusion matrix and intervals
+    charts = _charts(at)
+    assert "confusion (row-normalised)" in charts and "reliability: accuracy per confidence bin" in charts
+    assert len(charts["UAR per speaker (%)"]["data"][0]["x"]) == 16
+    assert sorted(charts["UAR per gender (%)"]["data"][0]["x"]) == ["female", "male"]
+    intervals = at.dataframe[3].value.set_index("metric")
+    assert (intervals["low %"] < intervals["mean %"]).all() and (intervals["mean %"] < intervals["high %"]).all()
+    at.selectbox(key="lb_run").set_value("shipped:svm").run()  # female 0.65, male 0.50 out of fold
+    assert any("between genders" in w.value for w in at.warning)
+
+
+def test_leaderboard_in_public_mode_offers_text_not_files_and_no_server_paths(dirs, monkeypatch):
+    monkeypatch.setenv("SER_PUBLIC", "1")
+    at = _page("leaderboard.py").run()
+    assert not at.exception, at.exception
+    assert not at.get("download_button")
+    assert [c.language for c in at.code] == ["markdown", "latex", "text"]  # the CSV as text to copy
+    assert at.code[2].value.startswith("run,source,model,dataset,split,K,")
+    at.selectbox(key="lb_run").set_value("shipped:svm").run()
+    config = json.loads(at.json[0].value)
+    assert config["data_root"] == "ravdess" and config["saved_model"] == "svm"
+    assert "/" not in json.dumps({k: config[k] for k in ("data_root", "saved_model")})
+
+
+def test_your_runs_join_the_shipped_ones_and_the_page_opens_on_your_latest(dirs):
+    store = ResultsStore()
+    a, b = _store_run(store, "svm"), _store_run(store, "majority", seed=2)
+    at = _page("leaderboard.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc[[str(a), str(b)], "source"].eq("yours").all() and (table["source"] == "shipped").sum() >= 11
+    assert table.loc[str(a), "UAR 95 % CI"] == table.loc[str(a), "vs best"] == ""  # no out-of-fold predictions
+    assert at.selectbox(key="lb_run").value == b
 
 
 def test_leaderboard_shows_runs_details_and_comparison(dirs):
     store = ResultsStore()
     a = _store_run(store, "svm")
     b = _store_run(store, "random_forest", split="random", seed=1)
-    at = _page("leaderboard.py").run()
+    at = _page("leaderboard.py")
+    at.session_state["lb_sources"] = ["yours"]
+    at.run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert set(table["run"]) == {a, b} and set(table["model"]) == {"svm", "random_forest"}
-    assert table.set_index("run").loc[b, "split"].startswith("random ⚠")
+    assert set(table["run"]) == {str(a), str(b)} and set(table["model"]) == {"svm", "random_forest"}
+    assert (table["source"] == "yours").all()
+    assert table.set_index("run").loc[str(b), "split"].startswith("random ⚠")
     uar = store.get_run(a)["summary"]["uar"]["mean"] * 100
-    assert table.set_index("run").loc[a, "UAR"] == pytest.approx(uar)
+    assert table.set_index("run").loc[str(a), "UAR"] == pytest.approx(uar)
     ref = at.dataframe[1].value
     assert list(ref["accuracy"].round(2)) == [63.89, 79.2, 48.61]
     assert (ref["status"] == "reported elsewhere, not measured here").all()
@@ -90,9 +152,10 @@ def test_leaderboard_shows_runs_details_and_comparison(dirs):
     assert list(folds["fold"]) == [1, 2] and "UAR" in folds
     at.selectbox(key="lb_run").set_value(b).run()
     assert any("Speaker-dependent" in w.value for w in at.warning)
+    assert any("without a paired test" in c.value for c in at.caption)  # stored before they kept predictions
 
     at.multiselect(key="lb_splits").set_value(["speaker"]).run()
-    assert list(at.dataframe[0].value["run"]) == [a]
+    assert list(at.dataframe[0].value["run"]) == [str(a)]
 
 
 def test_train_page_renders_widgets_and_runs_a_job(dirs, two_actors):

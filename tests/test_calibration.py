@@ -252,11 +252,12 @@ def test_leaderboard_shows_ece_and_a_reliability_diagram(run, monkeypatch):
     monkeypatch.setenv("SER_RESULTS_DB", str(store.path))
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
     at.switch_page("pages/leaderboard.py")
+    at.session_state["lb_sources"] = ["yours"]  # this run, not the shipped ones
     at.run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value.set_index("run")
-    assert table.loc[res.run_id, "ECE"] == pytest.approx(res.summary["ece"]["mean"])
-    assert table.loc[res.run_id, "Brier"] == pytest.approx(res.summary["brier"]["mean"])
+    assert table.loc[str(res.run_id), "ECE"] == pytest.approx(res.summary["ece"]["mean"])
+    assert table.loc[str(res.run_id), "Brier"] == pytest.approx(res.summary["brier"]["mean"])
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     reliability = next(c for c in charts if "reliability" in c["layout"].get("title", {}).get("text", ""))
     bars = {t["name"]: t for t in reliability["data"] if t["type"] == "bar"}
