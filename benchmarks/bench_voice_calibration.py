@@ -95,7 +95,7 @@ def draws(te, speakers, spk_index, k, rep, seed):
 
 
 def run_model(name, a, X, y, speakers, labels, splits, settings, ks, progress) -> dict:
-    from ser_core.evaluation import _speaker_normalise
+    from ser_core.evaluation import speaker_normalise
     from ser_core.features import SpeakerNormalizer
     from ser_core.models import create_model
 
@@ -111,7 +111,7 @@ def run_model(name, a, X, y, speakers, labels, splits, settings, ks, progress) -
             norm.transform(X[tr], speakers[tr]), y[tr])
         plain = create_model(name, feature_set=a.feature_set, seed=a.seed).fit(X[tr], y[tr])
         # the transductive CV number (cross_validate with speaker_norm): each test speaker by all its clips
-        _, Xte_self, _ = _speaker_normalise(X[tr], speakers[tr], X[te], speakers[te])
+        _, Xte_self, _ = speaker_normalise(X[tr], speakers[tr], X[te], speakers[te])
         transductive.append(uar(y[te], predict(adaptive, Xte_self), labels))
         for k in ks:
             for rep in range(a.reps if k else 1):  # k = 0 draws nothing: one repetition

@@ -204,7 +204,7 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def _speaker_normalise(X_train, spk_train, X_test, spk_test):
+def speaker_normalise(X_train, spk_train, X_test, spk_test):
     """Per-speaker z-scoring: each speaker's statistics come from that speaker's own clips -- for test speakers,
     their unlabelled test clips (transductive, as in the speaker-normalisation literature; the run's options
     record it). Labels are never used, and no statistic crosses from test to training data."""
@@ -289,8 +289,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             emit({"event": "fold_start", "fold": i, "folds": len(splits), "run_id": run_id})
             Xtr, Xte, norm = X[tr], X[te], None
             if config.speaker_norm:
-                Xtr, Xte, norm = _speaker_normalise(Xtr, speakers[tr], Xte, speakers[te])
-            Xtr, ytr = _with_augmented(Xtr, y[tr], {k: a[tr] for k, a in X_aug.items()}, speakers[tr], norm)
+                Xtr, Xte, norm = speaker_normalise(Xtr, speakers[tr], Xte, speakers[te])
+            Xtr, ytr = with_augmented(Xtr, y[tr], {k: a[tr] for k, a in X_aug.items()}, speakers[tr], norm)
             model = create_model(config.model, **{**config.params, "feature_set": fs.name,
                                                   "seed": config.params.get("seed", config.seed)})
             t0 = time.perf_counter()
@@ -300,7 +300,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             proba = model.predict_proba(Xte)
             latency = 1000 * (time.perf_counter() - t0) / max(1, len(te))
             pred = np.asarray(model.classes_)[proba.argmax(1)]
-            oof_proba[te], oof_fold[te] = _in_label_order(proba, model.classes_, labels), i
+            oof_proba[te], oof_fold[te] = in_label_order(proba, model.classes_, labels), i
             m = compute_metrics(y[te], pred, labels)
             confusion += np.asarray(m["confusion"])
             if i == 0:  # model size: what a saved fold model takes on disk
@@ -380,7 +380,7 @@ def _record_saved(store, run_id, record, folder, previous) -> None:
         store.forget_saved_model(cv["run_id"], folder)
 
 
-def _in_label_order(proba, classes, labels) -> np.ndarray:
+def in_label_order(proba, classes, labels) -> np.ndarray:
     """``(n, len(classes))`` probabilities -> ``(n, len(labels))`` in ``labels`` order (0 for a label the fold's
     model never saw)."""
     from .calibration import label_indices
@@ -461,7 +461,7 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
 
         norm = SpeakerNormalizer().fit(X, speakers)
         Xall = norm.transform(X, speakers)
-    Xall, yall = _with_augmented(Xall, y, X_aug, speakers, norm)
+    Xall, yall = with_augmented(Xall, y, X_aug, speakers, norm)
     model = create_model(config.model, **{**config.params, "feature_set": fs.name,
                                           "seed": config.params.get("seed", config.seed)})
     t0 = time.perf_counter()
@@ -481,7 +481,7 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
     return save_trained(model, save_to, card=card, speaker_norm=norm, oof=oof, on_saved=on_saved)
 
 
-def _with_augmented(X, y, X_aug: dict, speakers, norm=None):
+def with_augmented(X, y, X_aug: dict, speakers, norm=None):
     """Training rows ``X`` plus one augmented copy of each per augmentation (``X_aug``: kind -> rows aligned with
     ``X``), the copies z-scored like their speaker when ``norm`` (a fitted SpeakerNormalizer) is given."""
     if not X_aug:

@@ -116,7 +116,7 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
     "y": (n,)}}``, ``"clean"`` first; ``oof`` holds every clip's out-of-fold probabilities (uncalibrated) under
     each condition, for pooling several families (``ensemble_perturbed``). progress: ``callable(event: str)``.
     """
-    from .evaluation import (RunConfig, _in_label_order, _speaker_normalise, _with_augmented, augmented_copies,
+    from .evaluation import (RunConfig, in_label_order, speaker_normalise, with_augmented, augmented_copies,
                              make_splitter)
     from .models import create_model
 
@@ -141,14 +141,14 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
         emit(f"fold {i + 1}/{folds}")
         Xtr, norm = X[CLEAN][tr], None
         if speaker_norm:
-            Xtr, _, norm = _speaker_normalise(Xtr, speakers[tr], X[CLEAN][te], speakers[te])
-        Xtr, ytr = _with_augmented(Xtr, y[tr], {k: a[tr] for k, a in X_aug.items()}, speakers[tr], norm)
+            Xtr, _, norm = speaker_normalise(Xtr, speakers[tr], X[CLEAN][te], speakers[te])
+        Xtr, ytr = with_augmented(Xtr, y[tr], {k: a[tr] for k, a in X_aug.items()}, speakers[tr], norm)
         model = create_model(model_name, **{**config.params, "feature_set": fs.name,
                                             "seed": config.params.get("seed", seed)})
         model.fit(Xtr, ytr)
         for c, Xc in X.items():
             Xte = Xc[te] if norm is None else norm.transform(Xc[te], speakers[te])
-            oof["proba"][c][te] = _in_label_order(model.predict_proba(Xte), model.classes_, labels)
+            oof["proba"][c][te] = in_label_order(model.predict_proba(Xte), model.classes_, labels)
         oof["fold"][te] = i
     fold_scores = _fold_scores(oof)
     summary = {c: {m: {"mean": float(np.mean([f[c][m] for f in fold_scores])),

@@ -85,8 +85,8 @@ def test_copies_syntax_gives_several_distinct_copies(shared_ravdess, tmp_path, m
 
     corpus = load_corpus(symlink_actors(shared_ravdess, tmp_path, ("01", "02"), per_actor=8))
     seen = []
-    real = evaluation._with_augmented
-    monkeypatch.setattr(evaluation, "_with_augmented",
+    real = evaluation.with_augmented
+    monkeypatch.setattr(evaluation, "with_augmented",
                         lambda X, y, X_aug, *a, **k: seen.append(X_aug) or real(X, y, X_aug, *a, **k))
     evaluation.cross_validate(evaluation.RunConfig(model="majority", folds=2, augment="speed*3"), corpus)
     copies = seen[0]
