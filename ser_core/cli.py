@@ -142,28 +142,16 @@ def cmd_train(a):
 def cmd_evaluate(a):
     from .channels import parse_channels
     from .corpora import load_corpus
-    from .features import compute_files, get_feature_set
     from .inference import evaluate_model
+    from .robustness import model_inputs
     from .saved import load_speaker_norm, load_trained, resolve
 
     conditions = parse_channels(a.perturb)
     model, card = load_trained(a.model, a.models_dir)
     corpus = load_corpus(a.data, corpus=a.corpus)
     y = corpus.manifest["emotion"].to_numpy()
-    if model.feature_set is None:  # an ensemble: its members' calibrated probabilities are its input
-        from .inference import calibrated_proba
-
-        if conditions:
-            raise ConfigError("--perturb evaluates single models; run it on each of the ensemble's members.")
-        X = {}
-        for name in model.members:
-            member, member_card = load_trained(name, a.models_dir)
-            Xm = compute_files(corpus.manifest["path"].tolist(), get_feature_set(member.feature_set),
-                               n_jobs=a.jobs, progress=True)
-            X[name] = calibrated_proba(member, member_card, Xm)
-    else:
-        X = compute_files(corpus.manifest["path"].tolist(), get_feature_set(model.feature_set), n_jobs=a.jobs,
-                          progress=True)
+    # features, or for an ensemble its members' calibrated probabilities
+    X = model_inputs(model, card, corpus.manifest["path"].tolist(), root=a.models_dir, n_jobs=a.jobs)
     if card.get("speaker_norm"):  # as in CV: each speaker by its own clips (speakers with < 5: training stats)
         speakers = corpus.manifest["speaker"].astype(str).to_numpy()
         X = load_speaker_norm(resolve(a.model, a.models_dir), unseen="self").transform(X, speakers)

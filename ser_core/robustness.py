@@ -61,6 +61,29 @@ def condition_features(paths, fs, condition: str, *, speakers=None, n_jobs=None,
     return perturbed_features(paths, fs, condition, speakers=speakers, n_jobs=n_jobs, cache=cache)
 
 
+def model_inputs(model, card: dict, paths, condition: str = CLEAN, *, root=None, speakers=None, n_jobs=None,
+                 cache=True):
+    """What a saved model's ``predict_proba`` takes for ``paths`` recorded through ``condition``: its features
+    ``(n, *fs.shape)``, or for an ensemble (``feature_set`` None) ``{member: its calibrated probabilities
+    (n, k)}``, the members loaded from the models folder ``root`` (default: the shipped one) as ``Predictor``
+    loads them. ``card`` is the model's; speakers: as ``perturbed_features``."""
+    if model.feature_set is not None:
+        return condition_features(paths, model.feature_set, condition, speakers=speakers, n_jobs=n_jobs,
+                                  cache=cache)
+    from .inference import calibrated_proba
+    from .saved import load_trained
+
+    members = {}
+    for name in model.members:
+        member, member_card = load_trained(name, root)
+        if member_card.get("speaker_norm"):
+            raise ConfigError(f"Ensemble member '{name}' is speaker-adaptive; ensembles pool single-clip models.")
+        X = model_inputs(member, member_card, paths, condition, root=root, speakers=speakers, n_jobs=n_jobs,
+                         cache=cache)
+        members[name] = calibrated_proba(member, member_card, X)
+    return members
+
+
 def _parse_conditions(conditions) -> tuple[str, ...]:
     """``parse_channels`` that also lets ``"clean"`` through."""
     from .channels import parse_channels
@@ -83,7 +106,9 @@ def evaluate_perturbed(model, card: dict, corpus, conditions, *, model_dir=None,
     """``{condition: {"uar", "accuracy", "ece", "n"}}`` of a saved model (``load_trained``'s ``(model, card)``,
     its calibrated probabilities) on every clip of ``corpus`` passed through each condition (``CHANNELS``
     names, or ``"clean"``). A speaker-adaptive model (card ``speaker_norm``) normalises each speaker with that
-    speaker's own perturbed clips, as ``evaluate`` does for clean ones; it needs its folder ``model_dir``.
+    speaker's own perturbed clips, as ``evaluate`` does for clean ones; it needs its folder ``model_dir``. An
+    ensemble pools its members' calibrated probabilities on the same perturbed clips (members from the folder
+    that holds ``model_dir``).
     progress: ``callable(condition)`` before each condition."""
     conditions = _parse_conditions(conditions)
     norm = None
@@ -100,7 +125,8 @@ def evaluate_perturbed(model, card: dict, corpus, conditions, *, model_dir=None,
     for condition in conditions:
         if progress:
             progress(condition)
-        X = condition_features(paths, model.feature_set, condition, speakers=speakers, n_jobs=n_jobs, cache=cache)
+        X = model_inputs(model, card, paths, condition, root=None if model_dir is None else Path(model_dir).parent,
+                         speakers=speakers, n_jobs=n_jobs, cache=cache)
         out[condition] = _scores(model, card, X if norm is None else norm.transform(X, speakers), y)
     return out
 

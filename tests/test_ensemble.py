@@ -143,10 +143,25 @@ def test_cli_ensemble_models_and_evaluate(members, tmp_path):
     ens = next(r for r in listed if r["name"] == "ensemble")
     assert "uar" in ens["cv"] and "ece" in ens["cv"]
     out = run("evaluate", "--model", "ensemble", "--models-dir", str(base / "models"), "--data",
-              str(base / "data"), "--json")
+              str(base / "data"), "--perturb", "phone", "--json")
     assert out.returncode == 0, out.stderr
     m = json.loads(out.stdout)
     assert m["n"] == len(corpus.manifest) and {"uar", "accuracy", "ece", "brier"} <= set(m)
+    # through a channel: the members' calibrated probabilities on the same perturbed clips, pooled
+    from ser_core.inference import calibrated_proba, evaluate_model
+    from ser_core.robustness import model_inputs, perturbed_features
+    from ser_core.saved import load_trained
+
+    model, card = load_trained("ensemble", base / "models")
+    paths = corpus.manifest["path"].tolist()
+    speakers = corpus.manifest["speaker"].astype(str).to_numpy()
+    inputs = model_inputs(model, card, paths, "phone", root=base / "models", speakers=speakers, n_jobs=1)
+    assert set(inputs) == {"lda", "svm"}
+    lda, lda_card = load_trained("lda", base / "models")
+    X_phone = perturbed_features(paths, lda.feature_set, "phone", speakers=speakers, n_jobs=1)
+    assert np.allclose(inputs["lda"], calibrated_proba(lda, lda_card, X_phone))
+    phone = evaluate_model(model, card, inputs, corpus.manifest["emotion"])
+    assert m["perturbations"]["phone"]["uar"] == pytest.approx(phone["uar"])
     out = run("ensemble", "--members", "lda", "--models-dir", str(base / "models"), "--db", db)
     assert out.returncode == 2 and out.stderr.strip().startswith("error:")
 
