@@ -1,5 +1,8 @@
 """Leaderboard: the shipped models' runs and every stored cross-validation run with confidence intervals, tables
 for papers; one run's confusion matrix, reliability diagram, folds and breakdown by voice; two runs compared."""
+import os
+import re
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -194,6 +197,18 @@ def _group_bars(groups: dict, title: str, height: int = 300):
     return fig
 
 
+def _without_paths(value):
+    """``value`` (a run's configuration) with every absolute path replaced by its last part: the saved model's
+    folder name, a weights file's name."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    if isinstance(value, str) and (os.path.isabs(value) or re.match(r"[A-Za-z]:[\\/]", value)):
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+    return value
+
+
 def _metrics_table(run: dict) -> pd.DataFrame:
     s = run["summary"]
     return pd.DataFrame({"metric": [METRIC_NAMES[m] for m in METRICS],
@@ -265,9 +280,8 @@ with st.expander("Configuration"):
     config = {k: run[k] for k in ("model", "params", "feature_set", "splitter", "seed", "options", "data_root",
                                   "data_fingerprint", "n_clips", "n_speakers", "saved_model", "versions",
                                   "created_at", "finished_at")}
-    if public_mode():  # no server paths on a public demo: the corpus's name and the model's folder name
-        config["data_root"] = run["dataset"]
-        config["saved_model"] = run["saved_model"] and run["saved_model"].replace("\\", "/").rsplit("/", 1)[-1]
+    if public_mode():  # no server paths on a public demo: the corpus's name, the model's folder name
+        config = _without_paths({**config, "data_root": run["dataset"]})
     st.json(config)
 
 # -- two runs -----------------------------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def ravdess_48k(shared_ravdess: Path, root: Path, actors, step: int) -> Path:
     return root
 
 
-def store_run(store, oof, model="svm", dataset="ravdess") -> int:
+def store_run(store, oof, model="svm", dataset="ravdess", params=None) -> int:
     """A finished run of ``oof`` (out-of-fold predictions as ``ser_core.saved.load_oof`` gives them) in
     ``store``, recorded as cross_validate records one; returns its id."""
     import numpy as np
@@ -94,7 +94,8 @@ def store_run(store, oof, model="svm", dataset="ravdess") -> int:
     from ser_core.leaderboard import predictions
 
     labels, pred = [str(c) for c in oof["classes"]], predictions(oof)
-    rid = store.start_run(model=model, params={}, feature_set={"name": "rich"}, dataset=dataset, data_root="/data",
+    rid = store.start_run(model=model, params=params or {}, feature_set={"name": "rich"}, dataset=dataset,
+                          data_root="/data",
                           data_fingerprint="f" * 16, n_clips=len(pred), n_speakers=len(set(oof.get("speaker", []))),
                           split="speaker", splitter="StratifiedGroupKFold(n_splits=4)", k=len(set(oof["fold"])),
                           seed=0, speaker_dependent=False, options={}, config_hash=f"h{model}{len(pred)}",

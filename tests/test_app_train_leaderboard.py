@@ -104,17 +104,21 @@ def test_leaderboard_on_a_fresh_install_shows_the_shipped_runs(dirs):
     assert (intervals["low %"] < intervals["mean %"]).all() and (intervals["mean %"] < intervals["high %"]).all()
 
 
-def test_leaderboard_breaks_a_run_down_by_voice_and_flags_a_gender_gap(dirs):
-    """Four speakers in two folds: the men's clips (01, 03) all right, the women's (02, 04) half right."""
+def _gender_gap_oof() -> dict:
+    """Out-of-fold predictions of four speakers in two folds: the men's clips (01, 03) all right, the women's
+    (02, 04) half right."""
     y = np.tile(LABELS, 8)  # 8 clips per speaker
     speaker = np.repeat(["01", "02", "03", "04"], 8)
     female = np.isin(speaker, ["02", "04"])
     pred = np.where(female & (np.arange(32) % 2 == 1), np.roll(y, 1), y)
     proba = (pred[:, None] == np.asarray(LABELS)[None]).astype(float)
-    oof = {"proba": proba, "classes": np.asarray(LABELS), "fold": np.isin(speaker, ["03", "04"]).astype(int),
-           "y": y, "paths": np.char.add(np.char.add("/data/Actor_", speaker), [f"/{i}.wav" for i in range(32)]),
-           "speaker": speaker, "gender": np.where(female, "female", "male"), "intensity": np.full(32, "unknown")}
-    rid = store_run(ResultsStore(), oof)
+    return {"proba": proba, "classes": np.asarray(LABELS), "fold": np.isin(speaker, ["03", "04"]).astype(int),
+            "y": y, "paths": np.char.add(np.char.add("/data/Actor_", speaker), [f"/{i}.wav" for i in range(32)]),
+            "speaker": speaker, "gender": np.where(female, "female", "male"), "intensity": np.full(32, "unknown")}
+
+
+def test_leaderboard_breaks_a_run_down_by_voice_and_flags_a_gender_gap(dirs):
+    rid = store_run(ResultsStore(), _gender_gap_oof())
     at = _page("leaderboard.py")
     at.session_state["lb_sources"] = ["yours"]
     at.run()
@@ -147,6 +151,11 @@ def test_leaderboard_in_public_mode_offers_text_not_files_and_no_server_paths(di
     config = json.loads(at.json[0].value)
     assert config["data_root"] == "ravdess" and config["saved_model"] == "svm"
     assert "/" not in json.dumps({k: config[k] for k in ("data_root", "saved_model")})
+    rid = store_run(ResultsStore(), _gender_gap_oof(), dataset="my_corpus", params={"weights": "/srv/w/vgg.h5"})
+    at.run()  # the new run among the options
+    at.selectbox(key="lb_run").set_value(rid).run()
+    config = json.loads(at.json[0].value)
+    assert config["data_root"] == "my_corpus" and config["params"] == {"weights": "vgg.h5"}
 
 
 def test_your_runs_join_the_shipped_ones_and_the_page_opens_on_your_latest(dirs):
