@@ -4,23 +4,25 @@ The job runs outside the app (``ser_core.jobs``): leaving the page, reloading th
 session does not stop it, and the page finds it again in the jobs folder.
 """
 import json
+import os
 import time
 
 import pandas as pd
 import streamlit as st
 
-from app_shared import current_corpus, data_root, job_executor, local_only, model_param_defaults, plain
+from app_shared import current_corpus, data_root, job_executor, local_only, plain
+from ser_core import events
 from ser_core.augment import AUGMENTATIONS
+from ser_core.corpora import Corpus
 from ser_core.errors import OutsideRootsError, SERError
+from ser_core.evaluation import default_folds
 from ser_core.features import FEATURE_SETS
 from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
 from ser_core.roots import configured_roots, weights_source
+from ser_core.splits import SPLIT_CHOICES, SPLITS
 
 OWN_FEATURES = "(each model's own)"
-SPLIT_LABELS = {"speaker": "speaker-grouped K-fold (speaker-independent)",
-                "random": "random K-fold (speaker-dependent, optimistic)",
-                "loso": "leave one speaker out", "holdout": "one 80/20 split by speaker"}
 GLOBAL_PARAMS = {"feature_set", "seed", "oversample", "focal_gamma", "device", "n_jobs"}  # set elsewhere
 STATE_ICONS = {"queued": ":material/schedule:", "running": ":material/directions_run:",
                "done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:"}
@@ -31,6 +33,7 @@ corpus_name, manifest, _ = current_corpus()
 root, roots = data_root(), configured_roots()
 st.caption(f"Data: **{corpus_name}**, {len(manifest)} clips, {manifest['speaker'].nunique()} speakers "
            f"({plain(root)}). Change it in the sidebar.")
+corpus = Corpus(corpus_name, root, manifest)  # what check_run reads: labels and speakers
 executor = job_executor()
 
 
@@ -68,16 +71,20 @@ def _param_widget(model: str, name: str, default):
 models = st.multiselect("Models", list_models(), key=_keep("train_models", ["svm"]),
                         format_func=lambda n: f"{n} ({MODEL_SPECS[n].framework})",
                         help="Each model is cross-validated with the same folds, then trained on all clips and "
-                             "saved to trained_models/ so the Demo page can use it.")
+                             "saved as one of your models (named after model, data and run, e.g. "
+                             "svm-samples-run12) for the Demo page. The shipped models are never replaced.")
 c1, c2, c3, c4 = st.columns(4)
 feature_set = c1.selectbox("Feature set", [OWN_FEATURES, *FEATURE_SETS],
                            key=_keep("train_feature_set", OWN_FEATURES))
-split = c2.selectbox("Split", list(SPLIT_LABELS), format_func=SPLIT_LABELS.get,
+split = c2.selectbox("Split", SPLIT_CHOICES, format_func=lambda n: SPLITS[n].label,
                      key=_keep("train_split", "speaker"))
+if st.session_state.get("_train_k_data") != str(root):  # new data: K starts at what it allows
+    st.session_state["train_k"] = st.session_state["_keep_train_k"] = default_folds(corpus, split)
+    st.session_state["_train_k_data"] = str(root)
 folds = c3.number_input("K (folds)", min_value=2, max_value=20, step=1, key=_keep("train_k", 4),
-                        disabled=split in ("loso", "holdout"))
+                        disabled=not SPLITS[split].uses_k)
 seed = c4.number_input("Seed", min_value=0, step=1, key=_keep("train_seed", 0))
-if split == "random":
+if SPLITS[split].speaker_dependent:
     st.warning("Random splits put the same speakers in training and test folds: scores are speaker-dependent "
                "and optimistic. Use them only to compare with published figures.")
 

@@ -11,7 +11,9 @@ import json
 import sys
 import time
 
+from . import events
 from .errors import ConfigError, SERError
+from .splits import SPLIT_CHOICES, SPLITS
 
 
 def _print_json(obj):
@@ -113,17 +115,17 @@ def cmd_train(a):
 
         def progress(e, name=name, t0=t0):
             el = time.perf_counter() - t0
-            if e["event"] == "fold_done":
+            if e["event"] == events.FOLD_DONE:
                 m = e["metrics"]
                 _err(f"[{name}] fold {e['fold'] + 1}/{e['folds']}: UAR {m['uar']:.3f} acc {m['accuracy']:.3f} "
                      f"({e['train_time_s']:.1f} s train, {el:.0f} s elapsed)")
-            elif e["event"] == "cached":
+            elif e["event"] == events.CACHED:
                 _err(f"[{name}] identical configuration on identical data: reusing stored run {e['run_id']} "
                      "(use --force to retrain)")
-            elif e["event"] == "cached_without_model":
+            elif e["event"] == events.CACHED_WITHOUT_MODEL:
                 _err(f"[{name}] {e['message']}")
-            elif e["event"] in ("features", "final"):
-                _err(f"[{name}] {'computing features' if e['event'] == 'features' else 'training final model'}"
+            elif e["event"] in (events.FEATURES, events.FINAL):
+                _err(f"[{name}] {'computing features' if e['event'] == events.FEATURES else 'training final model'}"
                      f" ({el:.0f} s elapsed)")
 
         res = cross_validate(cfg, corpus, store=store, use_cache=not a.force, n_jobs=a.jobs, progress=progress,
@@ -134,7 +136,8 @@ def cmd_train(a):
                         "saved_model": res.saved_model})
         _err(f"[{name}] UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy "
              f"{s['accuracy']['mean']:.3f} ± {s['accuracy']['std']:.3f}" + (" (speaker-DEPENDENT split)"
-                                                                              if a.split == "random" else ""))
+                                                                              if SPLITS[a.split].speaker_dependent
+                                                                              else ""))
     if a.json:
         _print_json(results)
 
@@ -404,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="corpus folder or CSV")
     t.add_argument("--models", required=True, help="comma-separated registry names, e.g. svm,cnn")
     t.add_argument("--folds", type=int, default=4)
-    t.add_argument("--split", default="speaker", choices=["speaker", "loso", "holdout", "random"],
-                   help="speaker (default): grouped by speaker; random is speaker-DEPENDENT (optimistic)")
+    t.add_argument("--split", default="speaker", choices=SPLIT_CHOICES,
+                   help="; ".join(f"{n}: {SPLITS[n].description}" for n in SPLIT_CHOICES) + " (default: speaker)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--feature-set", default=None, help="override the models' default feature set")
     t.add_argument("--augment", default="",

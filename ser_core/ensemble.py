@@ -129,7 +129,8 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
     """Fit, cross-validate, calibrate and save an ensemble of the saved models ``members`` (names under
     ``root``); record its run in ``store`` (a ``ResultsStore``, optional). Returns the saved model's card."""
     from .calibration import apply_calibration, label_indices
-    from .evaluation import CLIP_GROUPS, RUN_ENTRIES, SPLITS, calibrate_out_of_fold, compute_metrics, summarize
+    from .evaluation import CLIP_GROUPS, RUN_ENTRIES, calibrate_out_of_fold, compute_metrics, summarize
+    from .splits import SPLITS
     from .saved import default_models_dir, save_trained
 
     members = list(dict.fromkeys(members))
@@ -167,7 +168,7 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
         "members": members,
         "weights": dict(zip(members, map(float, weights))),
         "cv": {**{k: cv.get(k) for k in ("split", "k", "seed", "speaker_dependent")},
-               "split_description": SPLITS.get(cv.get("split"), cv.get("split")),
+               "split_description": SPLITS[cv["split"]].description if cv.get("split") in SPLITS else cv.get("split"),
                "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, "run_id": run_id},
         "calibration": summary["calibration"],
         "versions": cards[0].get("versions", {}),

@@ -20,47 +20,8 @@ import numpy as np
 from .errors import ConfigError, CorpusError
 from .saved import load_oof
 
-SPLITS = {
-    "speaker": "stratified K-fold grouped by speaker (speaker-independent)",
-    "loso": "leave-one-speaker-out (speaker-independent)",
-    "holdout": "one 80/20 split by speaker (speaker-independent)",
-    "random": "stratified K-fold ignoring speakers (speaker-DEPENDENT: optimistic)",
-}
-SPEAKER_DEPENDENT_SPLITS = {"random"}
-
-
-class HoldoutBySpeaker:
-    """One stratified split holding out about ``test_size`` of the speakers."""
-
-    def __init__(self, test_size=0.2, random_state=0):
-        self.test_size, self.random_state = test_size, random_state
-
-    def split(self, X, y, groups):
-        from sklearn.model_selection import StratifiedGroupKFold
-
-        k = max(2, round(1 / self.test_size))
-        yield next(StratifiedGroupKFold(k, shuffle=True, random_state=self.random_state).split(X, y, groups))
-
-    def get_n_splits(self, X=None, y=None, groups=None):
-        return 1
-
-    def __repr__(self):
-        return f"HoldoutBySpeaker(test_size={self.test_size}, random_state={self.random_state})"
-
-
-def make_splitter(split: str = "speaker", n_splits: int = 4, seed: int = 0):
-    """A splitter with ``split(X, y, groups)``; its ``repr`` is stored with the results."""
-    from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
-
-    if split == "speaker":
-        return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    if split == "loso":
-        return LeaveOneGroupOut()
-    if split == "holdout":
-        return HoldoutBySpeaker(0.2, random_state=seed)
-    if split == "random":
-        return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    raise ConfigError(f"Unknown split '{split}'; choose from {', '.join(SPLITS)}.")
+from . import events
+from .splits import SPLITS, HoldoutBySpeaker, get_split, make_splitter  # noqa: F401  (importable from here too)
 
 
 def compute_metrics(y_true, y_pred, labels, *, proba=None, classes=None) -> dict:
@@ -167,9 +128,7 @@ class RunConfig:
 
         spec = get_spec(self.model)
         fs = get_feature_set(self.feature_set or self.params.get("feature_set") or spec.feature_set)
-        if self.split not in SPLITS:
-            raise ConfigError(f"Unknown split '{self.split}'; choose from {', '.join(SPLITS)}.")
-        if self.split in ("speaker", "random") and self.folds < 2:
+        if get_split(self.split).uses_k and self.folds < 2:
             raise ConfigError("K-fold needs at least 2 folds.")
         from .augment import parse_augment
 
@@ -218,9 +177,9 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                    progress=None, save_to=None, should_stop=None) -> RunResult:
     """K-fold cross-validate ``config.model`` on ``corpus`` (a ``ser_core.corpora.Corpus``).
 
-    progress: callable(event: dict) receiving ``{"event": "features"|"fold_start"|"fold_done"|"final"|"done",
-    ...}``. store: a ``ResultsStore`` (None: no record). use_cache: reuse a finished stored run with the same
-    config hash and data fingerprint instead of retraining. save_to: a folder; when given, a final model is
+    progress: callable(event: dict) receiving ``{"event": name, ...}`` (the names of ``ser_core.events``).
+    store: a ``ResultsStore`` (None: no record). use_cache: reuse a finished stored run with the same config hash
+    and data fingerprint instead of retraining. save_to: a folder; when given, a final model is
     trained on all clips and saved there with its model card. should_stop: callable() -> bool, checked
     between folds (cancellation). The result carries the out-of-fold predictions (``oof``) and their
     cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
@@ -233,7 +192,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     manifest = corpus.manifest
     if manifest.empty:
         raise CorpusError(f"The corpus at '{corpus.root}' has no labelled clips.")
-    if config.split != "random" and manifest["speaker"].nunique() < 2:
+    if not get_split(config.split).speaker_dependent and manifest["speaker"].nunique() < 2:
         raise CorpusError("Speaker-grouped evaluation needs at least two speakers; this data has none labelled. "
                           "Use a CSV with a speaker column, or split='random' (speaker-dependent).")
     fingerprint = data_fingerprint(manifest)
@@ -242,13 +201,13 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         hit = store.find_cached(chash, fingerprint)
         own_model = _own_saved_model(hit, store) if hit is not None else None
         if hit is not None and (save_to is None or own_model is not None):
-            emit({"event": "cached", "run_id": hit["id"]})
+            emit({"event": events.CACHED, "run_id": hit["id"]})
             return RunResult(hit["id"], config, hit["summary"], hit["folds"], hit["labels"], hit["confusion"],
                              hit["train_time_s"], hit["latency_ms"], hit["model_size_bytes"], cached=True,
                              saved_model=own_model, calibration=hit["summary"].get("calibration"),
                              oof=load_oof(own_model) if own_model else None)
         if hit is not None:
-            emit({"event": "cached_without_model", "run_id": hit["id"], "message": (
+            emit({"event": events.CACHED_WITHOUT_MODEL, "run_id": hit["id"], "message": (
                 f"Stored run {hit['id']} has this configuration but no saved model of its own any more (another "
                 "run may have replaced it); training again to save one.")})
 
@@ -256,12 +215,12 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     y = manifest["emotion"].to_numpy()
     speakers = manifest["speaker"].astype(str).to_numpy()
     labels = sorted(np.unique(y))
-    emit({"event": "features", "feature_set": fs.name, "n": len(paths)})
+    emit({"event": events.FEATURES, "feature_set": fs.name, "n": len(paths)})
     step = max(1, len(paths) // 20)  # about 20 progress events, not one per clip
 
     def feature_progress(done, total):
         if done == total or done % step == 0:
-            emit({"event": "features_progress", "done": done, "total": total})
+            emit({"event": events.FEATURES_PROGRESS, "done": done, "total": total})
 
     X = compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
     X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
@@ -277,7 +236,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             model=config.model, params=config.params, feature_set=fs.params(), dataset=corpus.name,
             data_root=corpus.root, data_fingerprint=fingerprint, n_clips=len(y),
             n_speakers=int(len(set(speakers))), split=config.split, splitter=repr(splitter), k=len(splits),
-            seed=config.seed, speaker_dependent=config.split in SPEAKER_DEPENDENT_SPLITS,
+            seed=config.seed, speaker_dependent=get_split(config.split).speaker_dependent,
             options={"augment": list(config.augment), "speaker_norm": config.speaker_norm},
             config_hash=chash, versions=versions)
     folds, confusion, train_times, latencies, size = [], np.zeros((len(labels), len(labels)), int), [], [], None
@@ -286,7 +245,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         for i, (tr, te) in enumerate(splits):
             if should_stop and should_stop():
                 raise KeyboardInterrupt("cancelled")
-            emit({"event": "fold_start", "fold": i, "folds": len(splits), "run_id": run_id})
+            emit({"event": events.FOLD_START, "fold": i, "folds": len(splits), "run_id": run_id})
             Xtr, Xte, norm = X[tr], X[te], None
             if config.speaker_norm:
                 Xtr, Xte, norm = speaker_normalise(Xtr, speakers[tr], Xte, speakers[te])
@@ -316,7 +275,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             if store is not None:
                 store.add_fold(run_id, i, metrics=m, n_train=len(tr), n_test=len(te),
                                test_speakers=fold["test_speakers"], train_time_s=t_train, latency_ms=latency)
-            emit({"event": "fold_done", **fold, "folds": len(splits), "run_id": run_id})
+            emit({"event": events.FOLD_DONE, **fold, "folds": len(splits), "run_id": run_id})
         oof = _out_of_fold(paths, y, labels, oof_proba, oof_fold, manifest)
         calibration = calibrate_out_of_fold(folds, oof)  # also adds the calibrated metrics to every fold's
         if store is not None:
@@ -329,7 +288,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                   "model_size_bytes": size}
         saved = None
         if save_to is not None:
-            emit({"event": "final", "run_id": run_id})
+            emit({"event": events.FINAL, "run_id": run_id})
             saved = _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions,
                                  save_to, _run_stamp(store, run_id, chash), oof,
                                  on_saved=None if store is None else partial(_record_saved, store, run_id, record))
@@ -341,7 +300,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             store.fail_run(run_id, "cancelled by the user" if cancelled else f"{type(exc).__name__}: {exc}",
                            status="cancelled" if cancelled else "failed")
         raise
-    emit({"event": "done", "run_id": run_id, "summary": summary})
+    emit({"event": events.DONE, "run_id": run_id, "summary": summary})
     return RunResult(run_id, config, summary, folds, labels, confusion.tolist(), float(np.mean(train_times)),
                      float(np.mean(latencies)), size, saved_model=str(saved) if saved else None,
                      calibration=summary["calibration"], oof=oof)
@@ -470,8 +429,8 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
         "training_data": {"corpus": corpus.name, "root": str(corpus.root), "clips": int(len(y)),
                           "speakers": int(len(set(speakers))), "fingerprint": fingerprint,
                           "emotions": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}},
-        "cv": {"split": config.split, "split_description": SPLITS[config.split], "k": config.folds,
-               "seed": config.seed, "speaker_dependent": config.split in SPEAKER_DEPENDENT_SPLITS,
+        "cv": {"split": config.split, "split_description": get_split(config.split).description,
+               "k": config.folds, "seed": config.seed, "speaker_dependent": get_split(config.split).speaker_dependent,
                "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, **stamp},
         "calibration": summary["calibration"],
         "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm},

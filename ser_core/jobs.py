@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from . import events
 from .errors import ConfigError, SERError
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -84,9 +85,9 @@ class Job:
     def validate(self) -> "Job":
         """Check names and options cheaply (no corpus read, no framework import); returns self."""
         from .augment import parse_augment
-        from .evaluation import SPLITS
         from .features import get_feature_set
         from .models import get_spec
+        from .splits import get_split
 
         if not self.models:
             raise ConfigError("Choose at least one model to train.")
@@ -96,9 +97,7 @@ class Job:
                 raise ConfigError(f"Parameters of model '{name}' must be a dict of name -> value.")
         if self.feature_set:
             get_feature_set(self.feature_set)
-        if self.split not in SPLITS:
-            raise ConfigError(f"Unknown split '{self.split}'; choose from {', '.join(SPLITS)}.")
-        if self.split in ("speaker", "random") and int(self.folds) < 2:
+        if get_split(self.split).uses_k and int(self.folds) < 2:
             raise ConfigError("K-fold needs at least 2 folds.")
         self.augment = parse_augment(self.augment)
         if not Path(self.data_root).expanduser().exists():
@@ -313,12 +312,12 @@ class LocalProcessExecutor:
             time.sleep(poll)
 
 
-def progress(events: list[dict], now: float | None = None) -> dict:
+def progress(job_events: list[dict], now: float | None = None) -> dict:
     """Per-model progress from a job's events: ``{model: {"state", "folds", "done": [fold metrics...],
     "current_fold", "elapsed_s", "eta_s", "cached", "run_id", "summary", "error"}}`` in training order.
     ``now`` (a ``time.time()``): the elapsed time of a model still working counts up to it."""
     out: dict = {}
-    for e in events:
+    for e in job_events:
         name = e.get("model")
         if name is None:
             continue
@@ -329,28 +328,28 @@ def progress(events: list[dict], now: float | None = None) -> dict:
         m["elapsed_s"] = e.get("model_elapsed_s", m["elapsed_s"])
         m["eta_s"] = e.get("eta_s", m["eta_s"])
         m["run_id"] = e.get("run_id") or m["run_id"]
-        if kind in ("model_start", "features"):
-            m["state"] = "features" if kind == "features" else "running"
-        elif kind == "features_progress":
+        if kind in (events.MODEL_START, events.FEATURES):
+            m["state"] = events.FEATURES if kind == events.FEATURES else "running"
+        elif kind == events.FEATURES_PROGRESS:
             m["features_done"] = (e["done"], e["total"])
-        elif kind == "fold_start":
+        elif kind == events.FOLD_START:
             m.update(state="running", folds=e["folds"], current_fold=e["fold"])
-        elif kind == "fold_done":
+        elif kind == events.FOLD_DONE:
             m["done"].append({"fold": e["fold"], "test_speakers": e.get("test_speakers"),
                               **{k: e["metrics"][k] for k in ("accuracy", "uar", "macro_f1")},
                               "train_time_s": e.get("train_time_s")})
             m["folds"] = e["folds"]
-        elif kind == "final":
-            m["state"] = "final"
-        elif kind == "cached":
+        elif kind == events.FINAL:
+            m["state"] = events.FINAL
+        elif kind == events.CACHED:
             m["cached"] = True
-        elif kind == "model_done":
+        elif kind == events.MODEL_DONE:
             m.update(state="done", summary=e.get("summary"), eta_s=0.0, current_fold=None)
-        elif kind == "model_failed":
+        elif kind == events.MODEL_FAILED:
             m.update(state=e.get("state", "failed"), error=e.get("error"), eta_s=None, current_fold=None)
     if now is not None:
         for m in out.values():
-            if m["state"] in ("features", "running", "final") and m["started_t"]:
+            if m["state"] in (events.FEATURES, "running", events.FINAL) and m["started_t"]:
                 m["elapsed_s"] = max(m["elapsed_s"], now - m["started_t"])
     return out
 
@@ -399,7 +398,7 @@ class _Worker:
                     pass
             if not announced:
                 self.log("queued: another job is running; waiting for it to finish")
-                self.emit({"event": "queued"})
+                self.emit({"event": events.QUEUED})
                 announced = True
             time.sleep(POLL_S)
 
@@ -411,7 +410,7 @@ class _Worker:
             lock = self.wait_for_turn()
             self.t0 = time.time()
             _update_status(self.dir, state="running", started_at=_now())
-            self.emit({"event": "started"})
+            self.emit({"event": events.STARTED})
             os.nice(5)  # keep the app responsive on a small machine
             errors = self.run_models()
             state = "failed" if errors else "done"
@@ -429,7 +428,7 @@ class _Worker:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the bookkeeping finish
             if state == "cancelled":
                 st = _read_json(self.dir / "status.json", {})
-                _update_status(self.dir, models={m: {"state": "cancelled"} for m, s in st.get("models", {}).items()
+                _update_status(self.dir, models={m: {"state": state} for m, s in st.get("models", {}).items()
                                                  if s.get("state") in ("queued", "running")})
             _update_status(self.dir, state=state, error=error, finished_at=_now())
             self.emit({"event": "job_" + state, "error": error})
@@ -452,34 +451,32 @@ class _Worker:
         for name, params in job.models.items():
             if self.cancelled():
                 raise KeyboardInterrupt("cancelled")
-            cfg = RunConfig(model=name, params=dict(params), feature_set=job.feature_set, split=job.split,
-                            folds=int(job.folds), seed=int(job.seed), augment=tuple(job.augment),
-                            speaker_norm=bool(job.speaker_norm))
             _update_status(self.dir, models={name: {"state": "running"}})
             self.emit({"event": "model_start", "model": name, "params": params})
             self.log(f"[{name}] start ({job.folds}-fold, split {job.split}, params {json.dumps(params)})")
-            save_to = Path(job.models_dir) / f"{job.name_prefix}{name}" if job.save else None
+            save_to = partial(user_model_path, job.name_prefix + name, label, root=job.models_dir) if job.save \
+                else None
             try:
                 res = cross_validate(cfg, corpus, store=store, use_cache=not job.force,
                                      progress=self._progress(name, job), save_to=save_to,
                                      should_stop=self.cancelled)
             except KeyboardInterrupt:
                 _update_status(self.dir, models={name: {"state": "cancelled"}})
-                self.emit({"event": "model_failed", "model": name, "state": "cancelled", "error": "cancelled"})
+                self.emit({"event": events.MODEL_FAILED, "model": name, "state": "cancelled", "error": "cancelled"})
                 raise
             except Exception as exc:  # one model's failure does not stop the others
-                msg = str(exc) if isinstance(exc, SERError) else f"{type(exc).__name__}: {exc}"
+                msg = str(exc) if isinstance(exc, SERError) else crash_message(exc)
                 if not isinstance(exc, SERError):
                     self.log(traceback.format_exc())
                 self.log(f"[{name}] failed: {msg}")
                 errors.append(f"{name}: {msg}")
                 _update_status(self.dir, models={name: {"state": "failed", "error": msg}})
-                self.emit({"event": "model_failed", "model": name, "error": msg})
+                self.emit({"event": events.MODEL_FAILED, "model": name, "error": msg})
                 continue
             s = res.summary
             _update_status(self.dir, models={name: {"state": "done", "run_id": res.run_id, "cached": res.cached,
                                                     "saved_model": res.saved_model}})
-            self.emit({"event": "model_done", "model": name, "run_id": res.run_id, "cached": res.cached,
+            self.emit({"event": events.MODEL_DONE, "model": name, "run_id": res.run_id, "cached": res.cached,
                        "saved_model": res.saved_model,
                        "summary": {k: s[k] for k in ("accuracy", "uar", "macro_f1") if k in s}})
             self.log(f"[{name}] {'cached result of run' if res.cached else 'run'} {res.run_id}: UAR "
@@ -501,10 +498,10 @@ class _Worker:
                 self.run_ids.append(rid)
                 _update_status(self.dir, run_ids=self.run_ids, models={name: {"run_id": rid}})
             extra = {"model": name, "model_elapsed_s": round(time.time() - t_model, 2)}
-            if kind == "fold_start":
+            if kind == events.FOLD_START:
                 fold_t0[0] = time.time()
                 self.log(f"[{name}] fold {e['fold'] + 1}/{e['folds']} started")
-            elif kind == "fold_done":
+            elif kind == events.FOLD_DONE:
                 durations.append(time.time() - fold_t0[0])
                 left = e["folds"] - len(durations) + (1 if job.save else 0)
                 extra["eta_s"] = round(sum(durations) / len(durations) * left, 1)
@@ -512,11 +509,11 @@ class _Worker:
                 m = e["metrics"]
                 self.log(f"[{name}] fold {e['fold'] + 1}/{e['folds']}: UAR {m['uar']:.3f}, accuracy "
                          f"{m['accuracy']:.3f} ({durations[-1]:.1f} s; about {extra['eta_s']:.0f} s left)")
-            elif kind == "features":
+            elif kind == events.FEATURES:
                 self.log(f"[{name}] computing features '{e['feature_set']}' for {e['n']} clips")
-            elif kind == "final":
+            elif kind == events.FINAL:
                 self.log(f"[{name}] training the final model on all clips")
-            elif kind == "cached":
+            elif kind == events.CACHED:
                 self.log(f"[{name}] identical configuration on identical data: reusing stored run {rid} "
                          "(tick 'force' to retrain)")
             elif kind == "cached_without_model":

@@ -283,7 +283,7 @@ class KerasMLP(_KerasModel):
 
     name = "mlp_tf"
 
-    def __init__(self, feature_set="mfcc_chroma_mel", hidden=(256, 128), dropout=0.4, batchnorm=True, l2=1e-4,
+    def __init__(self, feature_set="rich", hidden=(256, 128), dropout=0.4, batchnorm=True, l2=1e-4,
                  epochs=200, batch_size=32, lr=1e-3, patience=20, val_fraction=0.15, class_weight="balanced",
                  focal_gamma=0.0, oversample=False, seed=0):
         self._store(locals())

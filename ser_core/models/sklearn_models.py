@@ -34,7 +34,7 @@ class SklearnModel(SERModel):
 
     framework = "sklearn"
 
-    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, class_weight: str | None = None,
+    def __init__(self, feature_set: str = "rich", seed: int = 0, class_weight: str | None = None,
                  oversample: bool = False):
         self.feature_set = feature_set
         self.seed = seed
@@ -101,7 +101,7 @@ class MajorityBaseline(SklearnModel):
 class DecisionTreeModel(SklearnModel):
     name = "decision_tree"
 
-    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, class_weight: str | None = None,
+    def __init__(self, feature_set: str = "rich", seed: int = 0, class_weight: str | None = None,
                  oversample: bool = False, max_depth: int | None = 12, min_samples_leaf: int = 3):
         super().__init__(feature_set, seed, class_weight, oversample)
         self.max_depth = max_depth  # a full-depth tree memorises 720 clips; 12 levels keep it readable
@@ -115,7 +115,7 @@ class DecisionTreeModel(SklearnModel):
 class RandomForestModel(SklearnModel):
     name = "random_forest"
 
-    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, class_weight: str | None = None,
+    def __init__(self, feature_set: str = "rich", seed: int = 0, class_weight: str | None = None,
                  oversample: bool = False, n_estimators: int = 500, max_depth: int | None = None,
                  max_features: str | float | int = "sqrt", n_jobs: int | None = None):
         super().__init__(feature_set, seed, class_weight, oversample)
@@ -136,7 +136,7 @@ class SVMModel(SklearnModel):
 
     name = "svm"
 
-    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, class_weight: str | None = None,
+    def __init__(self, feature_set: str = "rich", seed: int = 0, class_weight: str | None = None,
                  oversample: bool = False, C: float = 10.0, gamma: str | float = "scale", kernel: str = "rbf"):
         super().__init__(feature_set, seed, class_weight, oversample)
         self.C = C

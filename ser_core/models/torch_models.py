@@ -322,7 +322,7 @@ class TorchFCNN(TorchModel):
     name = "fcnn_torch"
     ndim = 2
 
-    def __init__(self, feature_set: str = "mfcc_chroma_mel", seed: int = 0, hidden=(512, 256),
+    def __init__(self, feature_set: str = "rich", seed: int = 0, hidden=(512, 256),
                  dropout: float = 0.3, epochs: int = 150, batch_size: int = 32, lr: float = 1e-3,
                  weight_decay: float = 1e-4, class_weight: str | None = None, focal_gamma: float = 0.0,
                  oversample: bool = False, val_fraction: float = 0.1, patience: int = 20,

@@ -1,0 +1,28 @@
+"""Progress events: the name of each, defined once. A run (``evaluation.cross_validate``,
+``cross_corpus.train_and_test``) passes ``{"event": NAME, ...}`` to its ``progress`` callback; a training job's
+worker (``ser_core.jobs``) adds the model and job events and writes them all to ``events.jsonl``; the CLI, the job
+progress summary and the Train page read them by these names. The fields each carries are listed beside it.
+"""
+from __future__ import annotations
+
+# -- a run ---------------------------------------------------------------------------------------------------
+CACHED = "cached"  # run_id: an identical configuration on identical data is served from the store
+CACHED_WITHOUT_MODEL = "cached_without_model"  # run_id, message: stored, but its saved model is gone; training
+FEATURES = "features"  # feature_set, n: computing the features of n clips
+FEATURES_PROGRESS = "features_progress"  # done, total: clips computed so far
+FOLD_START = "fold_start"  # fold, folds, run_id
+FOLD_DONE = "fold_done"  # fold, folds, run_id, metrics, n_train, n_test, test_speakers, train_time_s, latency_ms
+FINAL = "final"  # run_id: training the final model on every clip
+DONE = "done"  # run_id, summary
+
+# -- a job (ser_core.jobs), around its models' runs ------------------------------------------------------------
+QUEUED = "queued"  # another job holds the runner
+STARTED = "started"
+MODEL_START = "model_start"  # model, params
+MODEL_DONE = "model_done"  # model, run_id, cached, saved_model, summary
+MODEL_FAILED = "model_failed"  # model, error, state (failed | cancelled)
+
+
+def job_finished(state: str) -> str:
+    """The last event of a job that ended in ``state`` (done | failed | cancelled): ``job_<state>``."""
+    return f"job_{state}"
