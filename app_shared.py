@@ -181,8 +181,6 @@ def models_dir_version(models_dir: str | None = None) -> float:
 EMOTION_COLORS = {"neutral": "#7f7f7f", "calm": "#17becf", "happy": "#f2b701", "sad": "#1f77b4",
                   "angry": "#d62728", "fearful": "#9467bd", "disgust": "#2ca02c", "surprised": "#ff7f0e",
                   "boredom": "#8c564b", "contempt": "#e377c2"}
-DEMO_MAX_S = 120.0  # longer uploads are refused: the timeline costs one prediction per second per model
-TIMELINE_AFTER_S = 6.0  # recordings longer than this get an emotion-over-time chart, not just one label
 ANALYSES_ENV = "SER_MAX_ANALYSES"  # uploads the server analyses at once (default 1: up to ~300 MB each at 2 min)
 _ANALYSIS_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get(ANALYSES_ENV) or 1)))  # process-wide
 WAITING = "Waiting for another user's analysis…"
@@ -251,22 +249,6 @@ def emotion_order(labels) -> list[str]:
     """Labels in taxonomy order (neutral, calm, happy, ...), unknown ones sorted after."""
     order = list(EMOTION_COLORS)
     return sorted(set(labels), key=lambda l: (order.index(l) if l in order else len(order), l))
-
-
-def envelope(y, sr: int, n_points: int = 3000):
-    """Min/max envelope of ``y`` (n,) for plotting: ``(times, values)``, at most ``n_points`` each.
-
-    Each block contributes its minimum then its maximum, so peaks survive the decimation."""
-    import numpy as np
-
-    y = np.asarray(y, dtype=np.float32)
-    block = max(1, int(np.ceil(2 * len(y) / n_points)))
-    if block == 1:
-        return np.arange(len(y)) / sr, y
-    n = len(y) // block * block
-    b = y[:n].reshape(-1, block)
-    t = (np.arange(b.shape[0]) * block + block / 2) / sr
-    return np.repeat(t, 2), np.stack([b.min(1), b.max(1)], axis=1).ravel()
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -342,76 +324,6 @@ def trained_model_cards(models_dir: str | None = None) -> list[dict]:
     for c in cards:
         c["uar"] = (c.get("cv", {}).get("metrics", {}).get("uar") or {}).get("mean")
     return cards
-
-
-def analyse_audio(src, predictor, *, max_duration_s: float = DEMO_MAX_S, timeline_after_s: float = TIMELINE_AFTER_S,
-                  window_s: float = 3.0) -> dict:
-    """Everything the Demo page shows for one recording (``src``: path, bytes or binary file object).
-
-    Returns ``{"is_speech": True, "y": (n,) float32 at 16 kHz (untrimmed), "sr", "speech": (start, end) sample
-    indices of the trimmed region the models hear, "predictions": {model: {label: p}}, "lead": the saved
-    ensemble's name or None, "ensemble": {label: p} (``Predictor.best_estimate``), "weights", "timings",
-    "timeline": list of windows or None}``; for a recording that does not sound like speech (silence included,
-    ``ser_core.speech.speech_check``) only ``{"is_speech": False, "reason"}``. Raises the ``SERError``
-    subclasses for unusable audio (unreadable, empty, too long)."""
-    from ser_core.audio import trim_silence
-    from ser_core.features import get_feature_set
-    from ser_core.speech import speech_check_file
-
-    y, is_speech, reason = speech_check_file(src, max_duration_s=max_duration_s)
-    if not is_speech:
-        return {"is_speech": False, "reason": reason}
-    sr = 16000
-    top_db = next((get_feature_set(m.model.feature_set).top_db for m in predictor.models if m.model.feature_set),
-                  20)
-    _, (start, end) = trim_silence(y, top_db=top_db)
-    timings: dict = {}
-    preds = predictor.predict(y, sr, timings=timings)
-    lead, best = predictor.best_estimate(preds)
-    duration = len(y) / sr
-    timeline = None
-    if duration > timeline_after_s:  # at most ~60 windows, at least one per second
-        timeline = predictor.timeline(y, sr, window_s=window_s, hop_s=max(1.0, round(duration / 60)))
-    return {"is_speech": True, "y": y, "sr": sr, "speech": (int(start), int(end)), "predictions": preds,
-            "lead": lead, "ensemble": best, "weights": predictor.weights(), "timings": timings, "timeline": timeline}
-
-
-class LiveBuffer:
-    """The last ``seconds`` of a live stream, mono at ``sr`` Hz, fed with ``av.AudioFrame`` objects.
-
-    Frames are mixed to mono and resampled with a streaming soxr resampler (no clicks at frame borders); the
-    input rate may change between calls (the resampler is then rebuilt)."""
-
-    def __init__(self, seconds: float = 3.0, sr: int = 16000):
-        import numpy as np
-
-        self.sr, self.size = sr, int(seconds * sr)
-        self.buf = np.zeros(0, dtype=np.float32)
-        self._rate = None
-        self._stream = None
-        self.received_s = 0.0  # total seconds received
-
-    def add(self, frames) -> None:
-        import numpy as np
-        import soxr
-
-        for f in frames:
-            x = f.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
-            ch = len(f.layout.channels)
-            x = x.reshape(ch, -1) if f.format.is_planar else x.reshape(-1, ch).T
-            if np.issubdtype(x.dtype, np.integer):
-                x = x / float(np.iinfo(x.dtype).max + 1)
-            mono = x.mean(axis=0).astype(np.float32)
-            if f.sample_rate != self._rate:
-                self._rate = f.sample_rate
-                self._stream = soxr.ResampleStream(self._rate, self.sr, 1, dtype="float32")
-            y = self._stream.resample_chunk(mono)
-            self.received_s += len(mono) / self._rate
-            self.buf = np.concatenate([self.buf, y])[-self.size:]
-
-    @property
-    def seconds(self) -> float:
-        return len(self.buf) / self.sr
 
 
 # -- training jobs (Train page) ------------------------------------------------------------------------------

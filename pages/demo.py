@@ -13,12 +13,13 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import (DEMO_MAX_S, EMOTION_COLORS, LiveBuffer, TIMELINE_AFTER_S, analyse_audio, analysis_slot,
-                        emotion_order, envelope, load_predictor, models_dir_version, plain, pop_refusal,
-                        refuse_upload, trained_model_cards, upload_limit_mb)
+from app_shared import (EMOTION_COLORS, analysis_slot, emotion_order, load_predictor, models_dir_version, plain,
+                        pop_refusal, refuse_upload, trained_model_cards, upload_limit_mb)
+from ser_core.audio import envelope
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
-from ser_core.inference import describe_prediction
+from ser_core.inference import MAX_RECORDING_S, TIMELINE_AFTER_S, analyse_audio, describe_prediction
+from ser_core.live import LiveBuffer
 from ser_core.saved import default_models_dir
 from ser_core.speech import NOT_SPEECH
 
@@ -99,7 +100,7 @@ def calibration(predictor):
             for digest, (name, data) in sorted(clips.items()):
                 try:
                     good[digest] = (load_audio(io.BytesIO(data), trim=False, normalize=None,
-                                               max_duration_s=DEMO_MAX_S), 16000)
+                                               max_duration_s=MAX_RECORDING_S), 16000)
                 except SERError as exc:
                     bad.append(f"'{name}' ({exc})")
         if bad:
@@ -290,7 +291,7 @@ if mode == MODES[2]:
     st.stop()
 limit_mb, rnd = upload_limit_mb(), st.session_state.get(INPUT_ROUND, 0)
 if mode == MODES[0]:
-    f = st.file_uploader(f"Speech recording ({', '.join(UPLOAD_TYPES)}; up to {DEMO_MAX_S:.0f} s, {limit_mb} MB)",
+    f = st.file_uploader(f"Speech recording ({', '.join(UPLOAD_TYPES)}; up to {MAX_RECORDING_S:.0f} s, {limit_mb} MB)",
                          type=UPLOAD_TYPES, key=f"demo_upload_{rnd}")
 else:
     f = st.audio_input("Record a few seconds of speech", key=f"demo_record_{rnd}")
@@ -309,7 +310,7 @@ try:
     with analysis_slot():
         result = analyse(f.getvalue(), f.name, tuple(chosen), version, calibration_key, predictor)
 except AudioTooLongError:
-    refuse_upload(f, f"This recording is longer than the demo's {DEMO_MAX_S:.0f} s limit; cut it to the part you "
+    refuse_upload(f, f"This recording is longer than the demo's {MAX_RECORDING_S:.0f} s limit; cut it to the part you "
                      "want analysed (or use `python -m ser_core predict` for long files).", INPUT_ROUND)
 except SERError as exc:
     refuse_upload(f, plain(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}"), INPUT_ROUND)

@@ -5,8 +5,9 @@ import plotly.express as px
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app_shared import (EMOTION_COLORS, clip_analysis, clip_summaries, current_corpus, emotion_order, envelope,
-                        local_only, plain, projection_2d)
+from app_shared import (EMOTION_COLORS, clip_analysis, clip_summaries, current_corpus, emotion_order, local_only,
+                        plain, projection_2d)
+from ser_core.audio import envelope
 
 IMBALANCE_RATIO = 1.5  # max/min clips per emotion above which the imbalance is called out
 TSNE_MAX_POINTS = 800  # t-SNE cost grows faster than the number of clips: keep it to ~10 s

@@ -182,6 +182,20 @@ def normalize_signal(y: np.ndarray, mode: str | None = "peak", *, target_dbfs: f
 
 
 # -- decoding ----------------------------------------------------------------------------------------------
+def envelope(y, sr: int, n_points: int = 3000):
+    """Min/max envelope of ``y`` (n,) for plotting: ``(times, values)``, at most ``n_points`` each.
+
+    Each block contributes its minimum then its maximum, so peaks survive the decimation."""
+    y = np.asarray(y, dtype=np.float32)
+    block = max(1, int(np.ceil(2 * len(y) / n_points)))
+    if block == 1:
+        return np.arange(len(y)) / sr, y
+    n = len(y) // block * block
+    b = y[:n].reshape(-1, block)
+    t = (np.arange(b.shape[0]) * block + block / 2) / sr
+    return np.repeat(t, 2), np.stack([b.min(1), b.max(1)], axis=1).ravel()
+
+
 class _NotForSoundfile(Exception):
     """libsndfile does not know the container: try FFmpeg."""
 
@@ -350,6 +364,6 @@ def _av_stream(data, name: str) -> _Stream:
     return _Stream(name, sr, int(stream.channels or 0), frames, blocks(), container.close)
 
 
-__all__ = ["load_audio", "decode", "prepare", "to_mono", "resample", "check_sample_rate", "trim_silence",
+__all__ = ["load_audio", "decode", "prepare", "to_mono", "resample", "check_sample_rate", "trim_silence", "envelope",
            "normalize_signal", "SILENCE_DBFS", "LOUDNESS_TARGET_DBFS", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE",
            "MAX_DECODED_SAMPLES"]

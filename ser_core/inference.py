@@ -6,6 +6,7 @@
     >>> p.calibrate(["me1.wav", ..., "me5.wav"])     # speaker-adaptive models: 5+ clips of the same speaker
     >>> p.thresholds()                              # {model_name: top probability below which it is not sure}
     >>> describe_prediction(res["svm"], p.thresholds()["svm"])["text"]   # "angry 87%" or "not sure: angry 38%, ..."
+    >>> analyse_audio("speech.wav", p)               # what the Demo page shows: speech check, region, timeline
 
 Probabilities are calibrated as the model card says (card ``calibration``, fitted on the model's
 out-of-fold predictions; cards without it: unchanged), so a model's confidence is an honest estimate of how
@@ -24,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio, prepare
+from .audio import load_audio, prepare, trim_silence
 from .calibration import apply_calibration
 from .ensemble import ENSEMBLE
 from .errors import ConfigError
 from .features import SpeakerNormalizer, compute, get_feature_set
 from .saved import list_trained, load_speaker_norm, load_trained, models_lock, resolve
-from .speech import speech_check
+from .speech import speech_check, speech_check_file
 
 
 @dataclass
@@ -189,6 +190,38 @@ class Predictor:
 
 
 _USER = "user"  # the speaker label of prediction-time clips
+
+
+MAX_RECORDING_S = 120.0  # longer recordings are refused: the timeline costs one prediction per second per model
+TIMELINE_AFTER_S = 6.0  # recordings longer than this get an emotion-over-time chart, not just one label
+
+
+def analyse_audio(src, predictor, *, max_duration_s: float = MAX_RECORDING_S,
+                  timeline_after_s: float = TIMELINE_AFTER_S, window_s: float = 3.0) -> dict:
+    """Everything the Demo page shows for one recording (``src``: path, bytes or binary file object).
+
+    Returns ``{"is_speech": True, "y": (n,) float32 at 16 kHz (untrimmed), "sr", "speech": (start, end) sample
+    indices of the trimmed region the models hear, "predictions": {model: {label: p}}, "lead": the saved
+    ensemble's name or None, "ensemble": {label: p} (``Predictor.best_estimate``), "weights", "timings",
+    "timeline": list of windows or None}``; for a recording that does not sound like speech (silence included,
+    ``ser_core.speech.speech_check``) only ``{"is_speech": False, "reason"}``. Raises the ``SERError``
+    subclasses for unusable audio (unreadable, empty, longer than ``max_duration_s``)."""
+    y, is_speech, reason = speech_check_file(src, max_duration_s=max_duration_s)
+    if not is_speech:
+        return {"is_speech": False, "reason": reason}
+    sr = 16000
+    top_db = next((get_feature_set(m.model.feature_set).top_db for m in predictor.models if m.model.feature_set),
+                  20)
+    _, (start, end) = trim_silence(y, top_db=top_db)
+    timings: dict = {}
+    preds = predictor.predict(y, sr, timings=timings)
+    lead, best = predictor.best_estimate(preds)
+    duration = len(y) / sr
+    timeline = None
+    if duration > timeline_after_s:  # at most ~60 windows, at least one per second
+        timeline = predictor.timeline(y, sr, window_s=window_s, hop_s=max(1.0, round(duration / 60)))
+    return {"is_speech": True, "y": y, "sr": sr, "speech": (int(start), int(end)), "predictions": preds,
+            "lead": lead, "ensemble": best, "weights": predictor.weights(), "timings": timings, "timeline": timeline}
 
 
 def calibrated_proba(model, card: dict, X) -> np.ndarray:

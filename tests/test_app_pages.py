@@ -279,7 +279,7 @@ def test_demo_long_recording_gets_a_timeline(demo):
 
 # -- helpers behind the Demo page -----------------------------------------------------------------------------
 def test_analyse_audio_reports_speech_region_and_predictions(models_dir):
-    from app_shared import analyse_audio
+    from ser_core.inference import analyse_audio
     from ser_core.audio import trim_silence
     from ser_core.inference import Predictor
     from ser_core.speech import speech_check
@@ -335,7 +335,7 @@ def test_demo_leads_with_a_saved_ensemble(models_dir, tmp_path, monkeypatch):
 def test_live_buffer_mixes_resamples_and_keeps_the_last_seconds():
     import av
 
-    from app_shared import LiveBuffer
+    from ser_core.live import LiveBuffer
 
     sr, f = 48000, 440.0
     t = np.arange(5 * sr) / sr

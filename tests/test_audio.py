@@ -265,3 +265,16 @@ def test_real_ravdess_clip(shared_ravdess):
     assert sr == 16000 and y.dtype == np.float32
     assert 0.5 * 16000 < len(y) <= len(raw)
     assert np.max(np.abs(y)) == pytest.approx(1.0)
+
+
+def test_envelope_keeps_every_peak_of_a_long_signal_in_few_points():
+    from ser_core.audio import envelope
+
+    y = np.zeros(16000 * 60, dtype=np.float32)  # a minute of silence with two clicks
+    y[123_456], y[700_001] = 0.9, -0.8
+    t, v = envelope(y, 16000, n_points=3000)
+    assert len(t) == len(v) <= 3000 and np.all(np.diff(t) >= 0)
+    assert v.max() == pytest.approx(0.9) and v.min() == pytest.approx(-0.8)
+    assert abs(t[v.argmax()] - 123_456 / 16000) < 0.05 and abs(t[v.argmin()] - 700_001 / 16000) < 0.05
+    t, v = envelope(y[:1000], 16000)  # short enough: every sample as it is
+    assert len(v) == 1000 and t[1] == 1 / 16000
