@@ -498,8 +498,14 @@ _SETS = [
     FeatureSet("mfcc_seq", "sequence", ("mfcc", "mfcc_delta", "mfcc_delta2"),
                description="Per-frame 40 MFCCs with deltas and delta-deltas, 20 ms hop, 3.5 s (175 frames).",
                n_fft=640, hop_length=320, max_frames=175),
+    FeatureSet("mfcc_seq_denoised", "sequence", ("mfcc", "mfcc_delta", "mfcc_delta2"),
+               description="mfcc_seq computed after the denoising front end (see expressive_denoised).",
+               n_fft=640, hop_length=320, max_frames=175, denoise=2.0),
     FeatureSet("logmel_image", "image", description="64-band log-mel image in dB, 16 ms hop, 224 frames "
                "(3.6 s).", n_fft=1024, hop_length=256, n_mels=64, max_frames=224),
+    FeatureSet("logmel_image_denoised", "image", description="logmel_image computed after the denoising front "
+               "end (see expressive_denoised).", n_fft=1024, hop_length=256, n_mels=64, max_frames=224,
+               denoise=2.0),
     FeatureSet("raw_audio", "raw", description="The prepared 16 kHz waveform, 4 s (64000 samples), for "
                "wav2vec2-style models.", max_samples=64000),
 ]

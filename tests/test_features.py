@@ -46,7 +46,7 @@ def test_every_set_has_its_declared_shape(name):
 def test_registry_and_known_sizes():
     assert set(list_feature_sets()) >= {"mfcc_chroma_mel", "mfcc13_chroma_contrast_zcr", "rich", "prosody",
                                         "mfcc_seq", "logmel_image", "raw_audio"}
-    assert list_feature_sets("image") == ["logmel_image"]
+    assert list_feature_sets("image") == ["logmel_image", "logmel_image_denoised"]
     assert get_feature_set("mfcc_chroma_mel").shape == (40 + 12 + 128 + 7 + 6,)
     assert get_feature_set("raw_audio").shape == (64000,)
     fs = get_feature_set("rich")
