@@ -70,7 +70,9 @@ def _cross_validated(a, corpus, conditions) -> dict:
     if a.ensemble and len(oofs) > 1:  # the families pooled as the saved ensemble pools them
         from ser_core.robustness import ensemble_perturbed
 
-        out["ensemble (" + ", ".join(out) + ")"] = {"conditions": ensemble_perturbed(oofs)}
+        fit_on = ("clean", *[c for c in a.ensemble_fit_on.split(",") if c and c != "clean"])
+        label = "ensemble (" + ", ".join(out) + ")" + (f", fitted on {'+'.join(fit_on)}" if len(fit_on) > 1 else "")
+        out[label] = {"conditions": ensemble_perturbed(oofs, fit_on=fit_on)}
     return {"mode": f"speaker-grouped {a.folds}-fold CV (unseen speakers)", "seed": a.seed,
             "augment": a.augment, "speaker_norm": a.speaker_norm, "models": out}
 
@@ -131,6 +133,9 @@ def main():
     p.add_argument("--jobs", type=int, default=None)
     p.add_argument("--ensemble", action="store_true", help="with --cv: also score the families pooled into an "
                    "ensemble (weights fitted on the other folds' clean out-of-fold predictions)")
+    p.add_argument("--ensemble-fit-on", default="clean", metavar="LIST",
+                   help="with --ensemble: conditions whose out-of-fold predictions fit the weights together "
+                        "(e.g. clean,phone,noise10, as the shipped ensemble; default: clean)")
     p.add_argument("--write-cards", action="store_true", help="store the results in the saved models' cards (with "
                    "--cv: in the saved model of each family trained with the same feature set and augmentation)")
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/robustness[_cv].json)")

@@ -183,6 +183,21 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
     return {"folds": fold_scores, "summary": summary, "splitter": repr(splitter), "oof": oof}
 
 
+def channel_summary(oof) -> dict:
+    """A run's scores under the channels its out-of-fold predictions were also made through (arrays
+    ``"proba@<condition>"``, see ``RunConfig.channels``): ``{condition: {"uar", "accuracy", "ece", "n",
+    "uar_std"}}``, ``"clean"`` first, means over folds (a model card's ``"robustness"``, which the Leaderboard
+    shows)."""
+    from .evaluation import CHANNEL_PROBA
+
+    by_condition = {CLEAN: oof["proba"], **{k[len(CHANNEL_PROBA):]: v for k, v in oof.items()
+                                           if k.startswith(CHANNEL_PROBA)}}
+    folds = _fold_scores({**oof, "proba": by_condition})
+    return {c: {**{m: float(np.mean([f[c][m] for f in folds])) for m in ROBUSTNESS_METRICS},
+                "n": int(sum(f[c]["n"] for f in folds)), "uar_std": float(np.std([f[c]["uar"] for f in folds]))}
+            for c in by_condition}
+
+
 def _fold_scores(oof) -> list[dict]:
     """Per fold, ``{condition: {"uar", "accuracy", "ece", "ece_uncalibrated", "n"}}`` from the out-of-fold
     probabilities. ``ece`` is of probabilities calibrated as the saved model would be: the calibrator (method
@@ -209,11 +224,13 @@ def _fold_scores(oof) -> list[dict]:
     return out
 
 
-def ensemble_perturbed(oofs: list[dict]) -> dict:
+def ensemble_perturbed(oofs: list[dict], fit_on=(CLEAN,)) -> dict:
     """The ensemble of several families under each condition, from ``cross_validate_perturbed``'s ``oof`` of
     each (same corpus, folds and seed): fold ``k`` pools the members' probabilities with weights fitted on the
-    other folds' CLEAN out-of-fold predictions (as ``ser_core.ensemble.fit_ensemble`` does), then scores every
-    condition. Returns ``{condition: {"uar": {"mean", "std"}, "accuracy": {...}}}`` over folds."""
+    other folds' out-of-fold predictions under the conditions ``fit_on`` together (clean only, or e.g. clean,
+    phone and noise10, as ``ser_core.ensemble.fit_ensemble`` does when its members were cross-validated with
+    those channels), then scores every condition. Returns ``{condition: {"uar": {"mean", "std"}, "accuracy":
+    {...}}}`` over folds."""
     from .calibration import label_indices
     from .ensemble import fit_weights, pool
     from .evaluation import compute_metrics
@@ -226,7 +243,8 @@ def ensemble_perturbed(oofs: list[dict]) -> dict:
     scores = {c: [] for c in ref["proba"]}
     for k in np.unique(fold):
         test = fold == k
-        w = fit_weights([o["proba"][CLEAN][~test] for o in oofs], y_idx[~test])
+        w = fit_weights([np.concatenate([o["proba"][c][~test] for c in fit_on]) for o in oofs],
+                        np.tile(y_idx[~test], len(fit_on)))
         for c in scores:
             p = pool([o["proba"][c][test] for o in oofs], w)
             m = compute_metrics(y[test], np.asarray(classes)[p.argmax(1)], classes)
