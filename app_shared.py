@@ -34,8 +34,8 @@ def public_mode() -> bool:
 
 def local_only():
     """Stop a page that reads local data or trains (Explore, Train) on a public server. The entry script leaves
-    them out of the navigation, but a deep link (``/train``) to a freshly started server runs the script in
-    ``pages/`` directly (Streamlit's legacy multipage folder), so these pages call this first."""
+    them out of the navigation and answers a deep link to them (``/train``) with this; the pages call it first
+    too, so that a page script run by itself refuses as well."""
     if public_mode():
         st.error("This page is not available on this public demo; use the Demo and Leaderboard pages.")
         st.stop()

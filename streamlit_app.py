@@ -1,18 +1,22 @@
 """SER Studio: the entry script routes between pages and holds the shared data-source picker."""
+from pathlib import Path
+
 import streamlit as st
 
-from app_shared import data_source_sidebar, public_mode
+from app_shared import data_source_sidebar, local_only, public_mode
 
 st.set_page_config(page_title="SER Studio", page_icon=":material/graphic_eq:", layout="wide")
 
-# (script, title, icon, shown in public mode, what it offers): a public demo reads no local data and trains nothing
+# (script, title, icon, shown in public mode, what it offers): a public demo reads no local data and trains nothing.
+# The pages live in app_pages/, not pages/: Streamlit takes a pages/ folder for its legacy multipage app, and a deep
+# link (/train) to a freshly started server would run that script alone under an automatic page list.
 PAGES = [
-    ("pages/explore.py", "Explore", ":material/bar_chart:", False,
+    ("app_pages/explore.py", "Explore", ":material/bar_chart:", False,
      "class balance, one clip's waveform, spectrogram, pitch and energy, emotions compared."),
-    ("pages/demo.py", "Demo", ":material/mic:", True,
+    ("app_pages/demo.py", "Demo", ":material/mic:", True,
      "upload, record or stream speech; every model's prediction side by side."),
-    ("pages/train.py", "Train", ":material/model_training:", False, "K-fold runs in a background worker."),
-    ("pages/leaderboard.py", "Leaderboard", ":material/leaderboard:", True,
+    ("app_pages/train.py", "Train", ":material/model_training:", False, "K-fold runs in a background worker."),
+    ("app_pages/leaderboard.py", "Leaderboard", ":material/leaderboard:", True,
      "every stored run, with confusion matrices."),
 ]
 shown = [p for p in PAGES if p[3] or not public_mode()]
@@ -29,7 +33,10 @@ def home():
         "the default models were trained on RAVDESS actors 01-16.")
 
 
+# a public demo answers a deep link to a page it leaves out (/train) with one sentence, not the Home page
+refused = [st.Page(local_only, title=title, url_path=Path(script).stem, visibility="hidden")
+           for script, title, *_ in (p for p in PAGES if p not in shown)]
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)]
-                    + [st.Page(script, title=title, icon=icon) for script, title, icon, _, _ in shown])
+                    + [st.Page(script, title=title, icon=icon) for script, title, icon, _, _ in shown] + refused)
 data_source_sidebar()
 nav.run()

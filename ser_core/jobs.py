@@ -428,10 +428,10 @@ class _Worker:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the bookkeeping finish
             if state == "cancelled":
                 st = _read_json(self.dir / "status.json", {})
-                _update_status(self.dir, models={m: {"state": state} for m, s in st.get("models", {}).items()
+                _update_status(self.dir, models={m: {"state": "cancelled"} for m, s in st.get("models", {}).items()
                                                  if s.get("state") in ("queued", "running")})
             _update_status(self.dir, state=state, error=error, finished_at=_now())
-            self.emit({"event": "job_" + state, "error": error})
+            self.emit({"event": events.job_finished(state), "error": error})
             self.log(f"job {state}" + (f": {error}" if error else ""))
             if lock is not None:
                 lock.close()  # releases the flock: the next queued job starts
@@ -451,11 +451,13 @@ class _Worker:
         for name, params in job.models.items():
             if self.cancelled():
                 raise KeyboardInterrupt("cancelled")
+            cfg = RunConfig(model=name, params=dict(params), feature_set=job.feature_set, split=job.split,
+                            folds=int(job.folds), seed=int(job.seed), augment=tuple(job.augment),
+                            speaker_norm=bool(job.speaker_norm))
             _update_status(self.dir, models={name: {"state": "running"}})
-            self.emit({"event": "model_start", "model": name, "params": params})
+            self.emit({"event": events.MODEL_START, "model": name, "params": params})
             self.log(f"[{name}] start ({job.folds}-fold, split {job.split}, params {json.dumps(params)})")
-            save_to = partial(user_model_path, job.name_prefix + name, label, root=job.models_dir) if job.save \
-                else None
+            save_to = Path(job.models_dir) / f"{job.name_prefix}{name}" if job.save else None
             try:
                 res = cross_validate(cfg, corpus, store=store, use_cache=not job.force,
                                      progress=self._progress(name, job), save_to=save_to,
@@ -465,7 +467,7 @@ class _Worker:
                 self.emit({"event": events.MODEL_FAILED, "model": name, "state": "cancelled", "error": "cancelled"})
                 raise
             except Exception as exc:  # one model's failure does not stop the others
-                msg = str(exc) if isinstance(exc, SERError) else crash_message(exc)
+                msg = str(exc) if isinstance(exc, SERError) else f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, SERError):
                     self.log(traceback.format_exc())
                 self.log(f"[{name}] failed: {msg}")
@@ -516,9 +518,9 @@ class _Worker:
             elif kind == events.CACHED:
                 self.log(f"[{name}] identical configuration on identical data: reusing stored run {rid} "
                          "(tick 'force' to retrain)")
-            elif kind == "cached_without_model":
+            elif kind == events.CACHED_WITHOUT_MODEL:
                 self.log(f"[{name}] {e['message']}")
-            if kind == "fold_done":  # confusion matrices stay in the store; events carry the headline numbers
+            if kind == events.FOLD_DONE:  # confusion matrices stay in the store; events carry the headline numbers
                 e = {**e, "metrics": {k: v for k, v in e["metrics"].items() if k not in ("confusion",)}}
             self.emit({**e, **extra})
 

@@ -84,14 +84,14 @@ def test_data_source_is_kept_in_the_url_across_a_reload(shared_ravdess):
     reloaded.query_params["data"], reloaded.query_params["path"] = "folder", str(shared_ravdess)
     reloaded.run()
     assert reloaded.sidebar.radio[0].value == "Local folder or CSV"
-    reloaded.switch_page("pages/explore.py").run()
+    reloaded.switch_page("app_pages/explore.py").run()
     no_exception(reloaded)
     assert {m.label: m.value for m in reloaded.metric}["Clips"] == "960"
 
 
 # -- Explore -------------------------------------------------------------------------------------------------
 def test_explore_overview_of_bundled_samples():
-    at = page("pages/explore.py")
+    at = page("app_pages/explore.py")
     assert [t.label for t in at.tabs] == ["Overview", "One clip", "Compare two clips", "Across emotions"]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Clips"] == "16" and metrics["Speakers"] == "2"
@@ -100,14 +100,14 @@ def test_explore_overview_of_bundled_samples():
 
 
 def test_explore_calls_out_imbalance_of_full_ravdess(shared_ravdess):
-    at = page("pages/explore.py", data_kind="Local folder or CSV", data_path=str(shared_ravdess))
+    at = page("app_pages/explore.py", data_kind="Local folder or CSV", data_path=str(shared_ravdess))
     assert {m.label: m.value for m in at.metric}["Clips"] == "960"
     text = at.warning[0].value
     assert "imbalanced" in text and "'neutral'" in text and "2.0 to 1" in text and "UAR" in text
 
 
 def test_explore_one_clip_shares_time_axis_and_filters():
-    at = page("pages/explore.py")
+    at = page("app_pages/explore.py")
     at.session_state["explore_tab"] = "One clip"
     at.run()
     no_exception(at)
@@ -124,7 +124,7 @@ def test_explore_one_clip_shares_time_axis_and_filters():
 
 
 def test_explore_compare_defaults_to_angry_vs_sad_same_sentence():
-    at = page("pages/explore.py")
+    at = page("app_pages/explore.py")
     at.session_state["explore_tab"] = "Compare two clips"
     at.run()
     no_exception(at)
@@ -139,7 +139,7 @@ def test_explore_compare_defaults_to_angry_vs_sad_same_sentence():
 
 
 def test_explore_across_emotions_distributions_and_projections():
-    at = page("pages/explore.py")
+    at = page("app_pages/explore.py")
     at.session_state["explore_tab"] = "Across emotions"
     at.run()
     no_exception(at)
@@ -168,12 +168,12 @@ def _decode(arr):
 @pytest.fixture
 def demo(models_dir, monkeypatch):
     monkeypatch.setenv("SER_MODELS_DIR", str(models_dir))
-    return page("pages/demo.py")
+    return page("app_pages/demo.py")
 
 
 def test_demo_without_models_explains_how_to_train(tmp_path, monkeypatch):
     monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
-    at = page("pages/demo.py")
+    at = page("app_pages/demo.py")
     assert "No trained models" in at.info[0].value and "Train" in at.info[0].value
     assert "python -m ser_core train" in at.info[0].value
 
@@ -200,7 +200,7 @@ def test_demo_upload_predicts_with_every_model_and_ensemble(demo):
     assert sorted(tops[1:]) == sorted(expected)  # each a label, or "not sure" below the model's threshold
     markdown = html.unescape(" ".join(m.value for m in demo.markdown))  # user text arrives escaped (plain())
     assert "random_forest (CV UAR" in markdown and "svm (CV UAR" in markdown
-    assert [s.value for s in demo.subheader] == ["Ensemble (weighted by CV UAR)", "Each model"]
+    assert [s.value for s in demo.main.subheader] == ["Ensemble (weighted by CV UAR)", "Each model"]
     bars = figure(demo.get("plotly_chart")[0])  # the answer leads, then the waveform
     probs = _decode(bars["data"][0]["x"])
     assert np.isclose(probs.sum(), 1.0, atol=1e-3) and len(probs) == 8
@@ -254,7 +254,7 @@ def test_demo_not_sure_below_a_models_threshold(models_dir, tmp_path, monkeypatc
         card.update(name=name, calibration=calibration)
         (tmp_path / name / "card.json").write_text(json.dumps(card))
     monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
-    at = page("pages/demo.py")
+    at = page("app_pages/demo.py")
     at.file_uploader[0].set_value((ANGRY.name, ANGRY.read_bytes(), "audio/flac")).run()
     no_exception(at)
     probs = Predictor.from_dir(["rf_sure"], tmp_path).predict_file(ANGRY)["rf_sure"]
@@ -320,11 +320,11 @@ def test_demo_leads_with_a_saved_ensemble(models_dir, tmp_path, monkeypatch):
         shutil.copytree(models_dir / name, tmp_path / name)
     fit_ensemble(["svm", "random_forest"], root=tmp_path)
     monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path))
-    at = page("pages/demo.py")
+    at = page("app_pages/demo.py")
     assert at.multiselect[0].value == ["ensemble", "random_forest", "svm"]
     at.file_uploader[0].set_value((ANGRY.name, ANGRY.read_bytes(), "audio/flac")).run()
     no_exception(at)
-    assert [s.value for s in at.subheader] == ["Best estimate (ensemble of 2 models)", "Each model"]
+    assert [s.value for s in at.main.subheader] == ["Best estimate (ensemble of 2 models)", "Each model"]
     p = Predictor.from_dir(None, tmp_path)
     direct, thresholds = p.predict_file(ANGRY), p.thresholds()
     shown = [m.value for m in at.metric if m.label == "top emotion"]
@@ -363,8 +363,8 @@ def test_pages_import_no_deep_learning_framework(models_dir, tmp_path):
 import sys
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({APP!r}, default_timeout={TIMEOUT}).run()
-at.switch_page("pages/explore.py").run()
-at.switch_page("pages/demo.py").run()
+at.switch_page("app_pages/explore.py").run()
+at.switch_page("app_pages/demo.py").run()
 at.file_uploader[0].set_value(("a.flac", open({str(ANGRY)!r}, "rb").read(), "audio/flac")).run()
 assert not at.exception and len([m for m in at.metric if m.label == "top emotion"]) == 3
 print(sorted(m for m in ("tensorflow", "torch", "transformers", "keras") if m in sys.modules))

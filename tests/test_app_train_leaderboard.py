@@ -34,9 +34,9 @@ def two_actors(tmp_path_factory, shared_ravdess):
 
 
 def _page(name, data=None) -> AppTest:
-    """The app through its entry script (navigation and sidebar included), switched to ``pages/<name>``."""
+    """The app through its entry script (navigation and sidebar included), switched to ``app_pages/<name>``."""
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
-    at.switch_page(f"pages/{name}")
+    at.switch_page(f"app_pages/{name}")
     if data is not None:
         at.session_state["data_kind"] = SOURCES[1]
         at.session_state["data_path"] = str(data)

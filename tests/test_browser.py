@@ -129,7 +129,7 @@ def predictions_on_page(pg) -> dict:
 
 
 def test_every_page_renders_without_exception(page):
-    present = [n for n in PAGES if (REPO / "pages" / f"{n.lower()}.py").exists() or n == "Home"]
+    present = [n for n in PAGES if (REPO / "app_pages" / f"{n.lower()}.py").exists() or n == "Home"]
     links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
     assert [l.split()[-1] for l in links] == present  # "🏠\n\nHome" -> "Home"
     for name in present:

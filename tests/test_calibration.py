@@ -251,7 +251,7 @@ def test_leaderboard_shows_ece_and_a_reliability_diagram(run, monkeypatch):
     res, _, _, store, _ = run
     monkeypatch.setenv("SER_RESULTS_DB", str(store.path))
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=60)
-    at.switch_page("pages/leaderboard.py")
+    at.switch_page("app_pages/leaderboard.py")
     at.session_state["lb_sources"] = ["yours"]  # this run, not the shipped ones
     at.run()
     assert not at.exception, at.exception

@@ -267,7 +267,7 @@ def test_leaderboard_shows_robustness_of_saved_models(tmp_path, monkeypatch):
                                                        "phone": {"uar": uar, "accuracy": uar, "ece": 0.2}},
                           protocol="RAVDESS actors 01-16 (seen in training)")
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=60)
-    at.switch_page("pages/leaderboard.py").run()
+    at.switch_page("app_pages/leaderboard.py").run()
     assert not at.exception
     assert any("perturbed clips" in md.value for md in at.markdown)
     assert any("seen in training" in c.value for c in at.caption)

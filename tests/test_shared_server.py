@@ -48,7 +48,7 @@ def explore(**query) -> AppTest:
     for k, v in query.items():
         at.query_params[k] = v
     at.run()
-    at.switch_page("pages/explore.py").run()
+    at.switch_page("app_pages/explore.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -92,22 +92,23 @@ def test_public_mode_offers_only_demo_and_leaderboard(monkeypatch, tmp_path):
     assert not at.sidebar.radio and not at.sidebar.text_input and not at.sidebar.button  # no data source at all
     home = at.markdown[0].value
     assert "**Demo**" in home and "**Leaderboard**" in home and "Explore" not in home and "Train" not in home
-    for hidden in ("pages/explore.py", "pages/train.py"):
+    for hidden in ("app_pages/explore.py", "app_pages/train.py"):
         with pytest.raises(ValueError, match="Known pages"):
             at.switch_page(hidden)
-    at.switch_page("pages/leaderboard.py").run()
+    at.switch_page("app_pages/leaderboard.py").run()
     assert not at.exception and at.title[0].value == "Leaderboard"
     monkeypatch.delenv("SER_PUBLIC")  # the same server without the flag: every page and the data source
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert at.sidebar.radio
-    at.switch_page("pages/train.py")  # registered again: no ValueError
+    at.switch_page("app_pages/train.py")  # registered again: no ValueError
 
 
 @pytest.mark.parametrize("script", ["explore.py", "train.py"])
 def test_public_mode_stops_a_deep_linked_page(monkeypatch, script):
-    """A deep link to a fresh server runs pages/<script> without the entry script (legacy multipage folder)."""
+    """The page script run by itself (without the entry script, which answers a deep link with the same sentence:
+    see test_browser_shared_server) stops before it reads anything."""
     monkeypatch.setenv("SER_PUBLIC", "1")
-    at = AppTest.from_file(str(REPO / "pages" / script), default_timeout=60).run()
+    at = AppTest.from_file(str(REPO / "app_pages" / script), default_timeout=60).run()
     assert not at.exception and not at.title and not at.metric and not at.button
     assert at.error[0].value == "This page is not available on this public demo; use the Demo and Leaderboard pages."
 
@@ -120,7 +121,7 @@ def test_train_refuses_a_weights_path_outside_the_roots(tmp_path, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["data_kind"], at.session_state["data_path"] = "Local folder or CSV", str(csv)
     at.session_state["train_models"] = ["vgg16_transfer"]
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert not at.exception and not at.error and not at.button(key="train_run").disabled  # "imagenet": a download
     for bad in ("/etc/passwd", "../../../../etc/passwd", "/nonexistent/w.h5"):
         at.text_input(key="hp_vgg16_transfer_weights").set_value(bad).run()

@@ -213,7 +213,7 @@ def test_demo_calibration_expander(trained, monkeypatch):
     monkeypatch.setenv("SER_MODELS_DIR", str(models))
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/demo.py").run()
+    at.switch_page("app_pages/demo.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.multiselect[0].format_func(NAME).endswith("(speaker-adaptive)")
     assert not at.multiselect[0].format_func(PLAIN).endswith("(speaker-adaptive)")

@@ -4,7 +4,6 @@ The job runs outside the app (``ser_core.jobs``): leaving the page, reloading th
 session does not stop it, and the page finds it again in the jobs folder.
 """
 import json
-import os
 import time
 
 import pandas as pd
@@ -13,9 +12,7 @@ import streamlit as st
 from app_shared import current_corpus, data_root, job_executor, local_only, plain
 from ser_core import events
 from ser_core.augment import AUGMENTATIONS
-from ser_core.corpora import Corpus
 from ser_core.errors import OutsideRootsError, SERError
-from ser_core.evaluation import default_folds
 from ser_core.features import FEATURE_SETS
 from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
@@ -33,7 +30,6 @@ corpus_name, manifest, _ = current_corpus()
 root, roots = data_root(), configured_roots()
 st.caption(f"Data: **{corpus_name}**, {len(manifest)} clips, {manifest['speaker'].nunique()} speakers "
            f"({plain(root)}). Change it in the sidebar.")
-corpus = Corpus(corpus_name, root, manifest)  # what check_run reads: labels and speakers
 executor = job_executor()
 
 
@@ -71,16 +67,12 @@ def _param_widget(model: str, name: str, default):
 models = st.multiselect("Models", list_models(), key=_keep("train_models", ["svm"]),
                         format_func=lambda n: f"{n} ({MODEL_SPECS[n].framework})",
                         help="Each model is cross-validated with the same folds, then trained on all clips and "
-                             "saved as one of your models (named after model, data and run, e.g. "
-                             "svm-samples-run12) for the Demo page. The shipped models are never replaced.")
+                             "saved to trained_models/ so the Demo page can use it.")
 c1, c2, c3, c4 = st.columns(4)
 feature_set = c1.selectbox("Feature set", [OWN_FEATURES, *FEATURE_SETS],
                            key=_keep("train_feature_set", OWN_FEATURES))
 split = c2.selectbox("Split", SPLIT_CHOICES, format_func=lambda n: SPLITS[n].label,
                      key=_keep("train_split", "speaker"))
-if st.session_state.get("_train_k_data") != str(root):  # new data: K starts at what it allows
-    st.session_state["train_k"] = st.session_state["_keep_train_k"] = default_folds(corpus, split)
-    st.session_state["_train_k_data"] = str(root)
 folds = c3.number_input("K (folds)", min_value=2, max_value=20, step=1, key=_keep("train_k", 4),
                         disabled=not SPLITS[split].uses_k)
 seed = c4.number_input("Seed", min_value=0, step=1, key=_keep("train_seed", 0))
@@ -101,7 +93,7 @@ force = st.checkbox("Force rerun (ignore a stored result of the identical config
 
 params, bad, refused = {}, [], []
 for m in models:
-    defaults = model_param_defaults(m)
+    defaults = MODEL_SPECS[m].params
     chosen = {}
     with st.expander(f"{m} hyperparameters"):
         st.caption(MODEL_SPECS[m].description)
@@ -130,8 +122,8 @@ for m in models:
     if focal_gamma > 0 and "focal_gamma" in defaults:
         chosen["focal_gamma"] = float(focal_gamma)
     params[m] = chosen
-ignored = [m for m in models if (oversample and "oversample" not in model_param_defaults(m))
-           or (focal_gamma > 0 and "focal_gamma" not in model_param_defaults(m))]
+ignored = [m for m in models if (oversample and "oversample" not in MODEL_SPECS[m].params)
+           or (focal_gamma > 0 and "focal_gamma" not in MODEL_SPECS[m].params)]
 if ignored:
     st.caption(f"Oversampling / focal loss do not apply to: {', '.join(ignored)}.")
 if bad:
@@ -183,8 +175,9 @@ def job_panel(job_id: str, was_active: bool):
     if was_active and state not in ACTIVE:
         st.rerun()  # finished: redraw the whole page once (job list, no more refreshing)
     head, btn = st.columns([4, 1])
+    split = SPLITS.get(spec.get("split"))
     head.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · {plain(spec.get('data_root'))} · "
-                  f"{SPLIT_LABELS.get(spec.get('split'), spec.get('split'))}, K={spec.get('folds')}, "
+                  f"{split.label if split else spec.get('split')}, K={spec.get('folds')}, "
                   f"seed {spec.get('seed')}{' · forced rerun' if spec.get('force') else ''}")
     if state in ACTIVE and btn.button("Cancel", key=f"cancel_{job_id}"):
         st_ = executor.cancel(job_id)
@@ -203,9 +196,9 @@ def job_panel(job_id: str, was_active: bool):
             st.success(f"**{plain(name)}**: identical configuration on identical data: reused the stored result "
                        f"(run #{p['run_id']}) and its saved model. Tick *Force rerun* to train again.")
         done, total = len(p["done"]), p["folds"]
-        text = {"features": "computing features", "final": "training the final model on all clips"}.get(
+        text = {events.FEATURES: "computing features", events.FINAL: "training the final model on all clips"}.get(
             p["state"], p["state"])
-        if p["state"] == "features" and p.get("features_done"):
+        if p["state"] == events.FEATURES and p.get("features_done"):
             text = "computing features {}/{} clips".format(*p["features_done"])
         if total and p["state"] == "running" and p["current_fold"] is not None:
             text = f"fold {p['current_fold'] + 1}/{total}"
@@ -228,7 +221,7 @@ def job_panel(job_id: str, was_active: bool):
                 "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
                 "train_time_s": st.column_config.NumberColumn("train s", format="%.1f")})
     if state == "done":
-        st.page_link("pages/leaderboard.py", label="See the runs on the Leaderboard", icon="🏆")
+        st.page_link("app_pages/leaderboard.py", label="See the runs on the Leaderboard", icon="🏆")
     with st.expander("Log", expanded=state in ("failed",)):
         st.code(executor.log(job_id, tail_chars=6000) or "(empty)", language=None)
 
