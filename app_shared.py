@@ -167,13 +167,15 @@ def load_predictor(names: tuple[str, ...] | None = None, models_dir: str | None 
 
 
 def models_dir_version(models_dir: str | None = None) -> float:
-    """Changes whenever a model is added or retrained, so cached predictors refresh at once."""
-    from ser_core.saved import default_models_dir
+    """Changes whenever a model is added, retrained or deleted (in ``models_dir``, else in the shipped models
+    folder or yours), so cached predictors refresh at once."""
+    from ser_core.saved import model_roots
 
-    root = Path(models_dir) if models_dir else default_models_dir()
-    if not root.is_dir():
-        return 0.0
-    return max([root.stat().st_mtime] + [p.stat().st_mtime for p in root.glob("*/card.json")])
+    stamps = [0.0]
+    for _, root in model_roots(models_dir):
+        if root.is_dir():
+            stamps += [root.stat().st_mtime] + [p.stat().st_mtime for p in root.glob("*/card.json")]
+    return max(stamps)
 
 
 # -- shared by the Explore and Demo pages ------------------------------------------------------------------
@@ -317,7 +319,8 @@ def projection_2d(X, method: str = "PCA", max_points: int = 1000, seed: int = 0)
 
 
 def trained_model_cards(models_dir: str | None = None) -> list[dict]:
-    """Cards of the saved models (``ser_core.saved.list_trained``), each with ``uar`` (CV mean or None)."""
+    """Cards of the saved models (``ser_core.saved.list_trained``: shipped, then yours, each with its ``source``),
+    each with ``uar`` (CV mean or None)."""
     from ser_core.saved import list_trained
 
     cards = list_trained(models_dir)

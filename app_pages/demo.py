@@ -20,7 +20,7 @@ from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
 from ser_core.inference import MAX_RECORDING_S, TIMELINE_AFTER_S, analyse_audio, describe_prediction
 from ser_core.live import LiveBuffer
-from ser_core.saved import default_models_dir
+from ser_core.saved import SHIPPED, YOURS, delete_user_model, shipped_models_dir, user_models_dir
 from ser_core.speech import NOT_SPEECH
 
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
@@ -31,9 +31,10 @@ INPUT_ROUND = "demo_input_round"  # session counter in the input widgets' keys: 
 st.title("Try the models")
 cards = trained_model_cards()
 if not cards:
-    st.info(f"No trained models in `{default_models_dir()}` yet. Train some on the **Train** page with a corpus "
-            "(e.g. Download RAVDESS in the sidebar), or from a terminal: `python -m ser_core train --data "
-            "data/ravdess --models svm,random_forest` (it saves to `trained_models/`). Then reload this page.")
+    st.info(f"No trained models in {plain(shipped_models_dir())} (shipped) or {plain(user_models_dir())} (yours) "
+            "yet. Train some on the **Train** page (the bundled samples will do), or from a terminal: `python -m "
+            "ser_core train --data samples/ravdess --models svm,random_forest` (saved as yours). Then reload "
+            "this page.")
     st.stop()
 
 uar = {c["name"]: c["uar"] for c in cards}
@@ -47,12 +48,42 @@ def model_label(n: str) -> str:
         (f" (ensemble of {len(members[n])} models)" if n in members else "")
 
 
-names = sorted((c["name"] for c in cards), key=lambda n: n not in members)  # a saved ensemble first
-chosen = st.multiselect("Models", names, default=names, format_func=model_label,
-                        help="CV UAR: unweighted average recall of the model's cross-validation (chance = 1 / "
-                             "number of emotions). A saved ensemble pools its member models and leads the answer; "
-                             "without one, the models' mean weighted by CV UAR does. Speaker-adaptive models "
-                             "compare a voice with itself: calibrate them to yours below.")
+def group(source: str) -> list[str]:
+    """The names of the shipped models or of yours, a saved ensemble first."""
+    return sorted((c["name"] for c in cards if c["source"] == source), key=lambda n: n not in members)
+
+
+shipped, yours = group(SHIPPED), group(YOURS)
+left, right = st.columns(2)
+chosen = left.multiselect("Shipped models", shipped, default=shipped, format_func=model_label,
+                          help="The models the app ships with (read-only). CV UAR: unweighted average recall of the "
+                               "model's cross-validation (chance = 1 / number of emotions). A saved ensemble pools "
+                               "its member models and leads the answer; without one, the models' mean weighted by "
+                               "CV UAR does. Speaker-adaptive models compare a voice with itself: calibrate them "
+                               "to yours below.")
+if yours:
+    chosen += right.multiselect("Your models", yours, default=yours, format_func=model_label,
+                                help="The models you trained (Train page or `python -m ser_core train`), each named "
+                                     "after its model, data and run (the run's number on the Leaderboard).")
+    with right.expander("Delete one of your models"):
+        victim = st.selectbox("Model", yours, key="demo_delete_pick")
+        st.caption("Its folder goes; its run stays on the Leaderboard. Shipped models cannot be deleted.")
+        if st.button("Delete", icon=":material/delete:", key="demo_delete"):
+            from ser_core.results import ResultsStore
+
+            try:
+                delete_user_model(victim, store=ResultsStore())
+            except SERError as exc:
+                st.error(plain(exc))
+            else:
+                st.session_state["demo_deleted"] = victim
+                del st.session_state["demo_delete_pick"]  # its options change
+                st.rerun()
+else:
+    right.caption("**Your models**: none yet. A model you train on the **Train** page appears here, beside the "
+                  "shipped ones (which training never replaces).")
+if deleted := st.session_state.pop("demo_deleted", None):
+    st.toast(f"Deleted {plain(deleted)}.")
 if not chosen:
     st.info("Select at least one model.")
     st.stop()

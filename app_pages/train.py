@@ -4,6 +4,7 @@ The job runs outside the app (``ser_core.jobs``): leaving the page, reloading th
 session does not stop it, and the page finds it again in the jobs folder.
 """
 import json
+import os
 import time
 
 import pandas as pd
@@ -12,7 +13,9 @@ import streamlit as st
 from app_shared import current_corpus, data_root, job_executor, local_only, plain
 from ser_core import events
 from ser_core.augment import AUGMENTATIONS
+from ser_core.corpora import Corpus
 from ser_core.errors import OutsideRootsError, SERError
+from ser_core.evaluation import default_folds
 from ser_core.features import FEATURE_SETS
 from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
@@ -30,6 +33,7 @@ corpus_name, manifest, _ = current_corpus()
 root, roots = data_root(), configured_roots()
 st.caption(f"Data: **{corpus_name}**, {len(manifest)} clips, {manifest['speaker'].nunique()} speakers "
            f"({plain(root)}). Change it in the sidebar.")
+corpus = Corpus(corpus_name, root, manifest)  # what check_run reads: labels and speakers
 executor = job_executor()
 
 
@@ -67,12 +71,16 @@ def _param_widget(model: str, name: str, default):
 models = st.multiselect("Models", list_models(), key=_keep("train_models", ["svm"]),
                         format_func=lambda n: f"{n} ({MODEL_SPECS[n].framework})",
                         help="Each model is cross-validated with the same folds, then trained on all clips and "
-                             "saved to trained_models/ so the Demo page can use it.")
+                             "saved as one of your models (named after model, data and run, e.g. "
+                             "svm-samples-run12) for the Demo page. The shipped models are never replaced.")
 c1, c2, c3, c4 = st.columns(4)
 feature_set = c1.selectbox("Feature set", [OWN_FEATURES, *FEATURE_SETS],
                            key=_keep("train_feature_set", OWN_FEATURES))
 split = c2.selectbox("Split", SPLIT_CHOICES, format_func=lambda n: SPLITS[n].label,
                      key=_keep("train_split", "speaker"))
+if st.session_state.get("_train_k_data") != str(root):  # new data: K starts at what it allows
+    st.session_state["train_k"] = st.session_state["_keep_train_k"] = default_folds(corpus, split)
+    st.session_state["_train_k_data"] = str(root)
 folds = c3.number_input("K (folds)", min_value=2, max_value=20, step=1, key=_keep("train_k", 4),
                         disabled=not SPLITS[split].uses_k)
 seed = c4.number_input("Seed", min_value=0, step=1, key=_keep("train_seed", 0))
@@ -132,10 +140,20 @@ if bad:
 for k in [k for k in st.session_state if k.startswith(("train_", "hp_"))]:
     st.session_state["_keep_" + k] = st.session_state[k]  # see _keep
 
-if st.button("Run", type="primary", disabled=not models or bool(bad) or bool(refused), key="train_run"):
-    job = Job(data_root=str(root), models=params, feature_set=None if feature_set == OWN_FEATURES else feature_set,
-              folds=int(folds), split=split, augment=tuple(augment), speaker_norm=speaker_norm, seed=int(seed),
-              force=force, data_roots=[str(r) for r in roots])
+job = Job(data_root=str(root), models=params, feature_set=None if feature_set == OWN_FEATURES else feature_set,
+          folds=int(folds), split=split, augment=tuple(augment), speaker_norm=speaker_norm, seed=int(seed),
+          force=force, data_roots=[str(r) for r in roots])
+reason = None  # why Run is refused: one sentence, before any job starts
+if not models:
+    reason = "Choose at least one model to train."
+elif not bad and not refused:
+    try:
+        job.check(corpus)
+    except SERError as exc:
+        reason = str(exc)
+if reason:
+    st.error(plain(reason), icon=":material/block:")
+if st.button("Run", type="primary", disabled=bool(reason or bad or refused), key="train_run", help=reason):
     try:
         st.session_state["job_show"] = executor.submit(job)
     except SERError as exc:
@@ -220,9 +238,13 @@ def job_panel(job_id: str, was_active: bool):
                 "uar": st.column_config.NumberColumn("UAR", format="%.3f"),
                 "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
                 "train_time_s": st.column_config.NumberColumn("train s", format="%.1f")})
+    saved = [os.path.basename(m["saved_model"]) for m in st_.get("models", {}).values() if m.get("saved_model")]
+    if saved:
+        st.caption(f"Saved as your model{'s' if len(saved) > 1 else ''} {plain(', '.join(saved))}: try "
+                   f"{'them' if len(saved) > 1 else 'it'} on the Demo page, under *Your models*.")
     if state == "done":
         st.page_link("app_pages/leaderboard.py", label="See the runs on the Leaderboard", icon="🏆")
-    with st.expander("Log", expanded=state in ("failed",)):
+    with st.expander("Log"):  # a crash's traceback stays in here; the page shows its one-line message
         st.code(executor.log(job_id, tail_chars=6000) or "(empty)", language=None)
 
 

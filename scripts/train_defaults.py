@@ -4,8 +4,8 @@
 
 Runs speaker-grouped 4-fold cross-validation for each default model (results go to the results store), then
 trains each on all clips and saves it with its model card (calibration included) and its out-of-fold
-predictions into trained_models/; finally fits the ensemble on those out-of-fold predictions. Prints the total
-time.
+predictions into trained_models/ (`--replace-shipped`: training anything else never writes there); finally fits
+the ensemble on those out-of-fold predictions. Prints the total time.
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def main():
     t0 = time.perf_counter()
     models_dir = str(REPO / "trained_models")
     db = ["--db", a.db] if a.db else []
-    base = ["train", "--data", a.data, "--folds", str(a.folds), "--split", "speaker", "--force", "--json",
-            "--models-dir", models_dir] + db
+    ship = ["--models-dir", models_dir, "--replace-shipped"]  # the one writer of the shipped models
+    base = ["train", "--data", a.data, "--folds", str(a.folds), "--split", "speaker", "--force", "--json"] + ship + db
     only = set(a.models.split(",")) if a.models else None
     groups = GROUPS + ([] if a.no_adaptive else [ADAPTIVE])
     runs, rc = [], 0
@@ -67,7 +67,7 @@ def main():
     if not a.no_ensemble:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            rc = cli(["ensemble", "--members", ENSEMBLE_MEMBERS, "--models-dir", models_dir, "--json"] + db) or rc
+            rc = cli(["ensemble", "--members", ENSEMBLE_MEMBERS, "--json"] + ship + db) or rc
         runs.append({"model": "ensemble", **json.loads(out.getvalue() or "{}")})
     total = time.perf_counter() - t0
     print(f"total {total:.0f} s", file=sys.stderr)

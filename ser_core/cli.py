@@ -95,22 +95,27 @@ def cmd_train(a):
     from pathlib import Path
 
     from .corpora import load_corpus
-    from .evaluation import RunConfig, cross_validate
+    from .evaluation import DEFAULT_FOLDS, RunConfig, check_run, cross_validate, default_folds
     from .models import get_spec
     from .results import ResultsStore
-    from .saved import default_models_dir
 
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     for m in models:
         get_spec(m)  # fail early on a typo
     params = _parse_params(a.param)
     corpus = load_corpus(a.data, corpus=a.corpus)
+    folds = a.folds if a.folds is not None else default_folds(corpus, a.split)
+    if folds < DEFAULT_FOLDS and a.folds is None and SPLITS[a.split].uses_k:
+        _err(f"note: {folds}-fold, the most this data's speakers and emotions allow (--folds to choose)")
+    configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
+                         folds=folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm)
+               for name in models]
+    for cfg in configs:  # every impossible choice is refused before anything trains
+        check_run(cfg, corpus)
+    save_to = _save_target(a, corpus)
     store = ResultsStore(a.db)
-    out_dir = Path(a.models_dir) if a.models_dir else default_models_dir()
     results = []
-    for name in models:
-        cfg = RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
-                        folds=a.folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm)
+    for name, cfg in zip(models, configs):
         t0 = time.perf_counter()
 
         def progress(e, name=name, t0=t0):
@@ -129,10 +134,10 @@ def cmd_train(a):
                      f" ({el:.0f} s elapsed)")
 
         res = cross_validate(cfg, corpus, store=store, use_cache=not a.force, n_jobs=a.jobs, progress=progress,
-                             save_to=None if a.no_save else out_dir / (a.name_prefix + name))
+                             save_to=save_to(name), replace_shipped=a.replace_shipped)
         s = res.summary
         results.append({"model": name, "run_id": res.run_id, "cached": res.cached, "split": a.split,
-                        "folds": a.folds, "uar": s["uar"], "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
+                        "folds": folds, "uar": s["uar"], "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
                         "saved_model": res.saved_model})
         _err(f"[{name}] UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy "
              f"{s['accuracy']['mean']:.3f} ± {s['accuracy']['std']:.3f}" + (" (speaker-DEPENDENT split)"
@@ -140,6 +145,26 @@ def cmd_train(a):
                                                                               else ""))
     if a.json:
         _print_json(results)
+
+
+def _save_target(a, corpus):
+    """``model name -> save_to`` of ``cross_validate`` for `train`: with --replace-shipped the folder of that
+    name in the shipped models folder (or --models-dir), replaced; otherwise a new folder of its own in your
+    models folder (or --models-dir), named after the model, the data and the run; None with --no-save."""
+    from functools import partial
+    from pathlib import Path
+
+    from .saved import check_writable, data_label, shipped_models_dir, user_model_path, user_models_dir
+
+    if a.no_save:
+        return lambda name: None
+    if a.replace_shipped:
+        root = Path(a.models_dir) if a.models_dir else shipped_models_dir()
+        return lambda name: root / (a.name_prefix + name)
+    root = Path(a.models_dir) if a.models_dir else user_models_dir()
+    check_writable(root)
+    label = data_label(corpus.name, corpus.root)
+    return lambda name: partial(user_model_path, a.name_prefix + name, label, root=root)
 
 
 def cmd_evaluate(a):
@@ -181,7 +206,7 @@ def cmd_ensemble(a):
     from .results import ResultsStore
 
     card = fit_ensemble([m.strip() for m in a.members.split(",") if m.strip()], root=a.models_dir, name=a.name,
-                        store=ResultsStore(a.db))
+                        store=ResultsStore(a.db), replace_shipped=a.replace_shipped)
     metrics, cal = card["cv"]["metrics"], card["calibration"]
     if a.json:
         _print_json({"name": card["name"], "members": card["members"], "weights": card["weights"],
@@ -276,7 +301,8 @@ def cmd_models(a):
             for m in ("ece", "brier"):  # over all out-of-fold clips: per-fold ECE on ~240 clips is biased upwards
                 if m in cv and cal and m in cal:
                     cv[m]["pooled"] = cal[m]
-            rows.append({"name": c["name"], "model": c.get("model"), "framework": c.get("framework"),
+            rows.append({"name": c["name"], "source": c["source"], "model": c.get("model"),
+                         "framework": c.get("framework"),
                          "labels": c.get("labels"), "feature_set": c.get("feature_set", {}).get("name"),
                          "cv": {"split": c.get("cv", {}).get("split"), "k": c.get("cv", {}).get("k"), **cv},
                          "calibration": {k: cal[k] for k in ("temperature", "threshold")} if cal else None,
@@ -287,8 +313,9 @@ def cmd_models(a):
         for r in rows:
             cv = r.get("cv", {})
             score = f"UAR {cv['uar']['mean']:.3f}" if "uar" in cv else r.get("description", "")
-            print(f"{r['name']:<20} {r['framework']:<12} {score}" + (" (speaker-adaptive)" if r.get("speaker_norm")
-                                                                      else ""))
+            notes = [r["source"]] if "source" in r else []
+            notes += ["speaker-adaptive"] if r.get("speaker_norm") else []
+            print(f"{r['name']:<28} {r['framework']:<12} {score}" + "".join(f" ({n})" for n in notes))
 
 
 def cmd_leaderboard(a):
@@ -406,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="K-fold cross-validate models, store the results, save the final models")
     t.add_argument("--data", required=True, help="corpus folder or CSV")
     t.add_argument("--models", required=True, help="comma-separated registry names, e.g. svm,cnn")
-    t.add_argument("--folds", type=int, default=4)
+    t.add_argument("--folds", type=int, default=None,
+                   help="K of K-fold (default: 4, or fewer where the data has fewer speakers or clips of an emotion)")
     t.add_argument("--split", default="speaker", choices=SPLIT_CHOICES,
                    help="; ".join(f"{n}: {SPLITS[n].description}" for n in SPLIT_CHOICES) + " (default: speaker)")
     t.add_argument("--seed", type=int, default=0)
@@ -418,7 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--corpus", default="auto")
     t.add_argument("--jobs", type=int, default=None)
     t.add_argument("--db", default=None, help="results database (default: $SER_RESULTS_DB or ~/.cache/ser_studio)")
-    t.add_argument("--models-dir", default=None, help="where final models are saved (default: trained_models/)")
+    t.add_argument("--models-dir", default=None, help="where final models are saved (default: your models folder, "
+                   "$SER_USER_MODELS_DIR or ~/.cache/ser_studio/models, each as MODEL-DATA-runID)")
+    t.add_argument("--replace-shipped", action="store_true", help="save each model over the shipped model of its "
+                   "name (trained_models/ or $SER_MODELS_DIR; what scripts/train_defaults.py does)")
     t.add_argument("--name-prefix", default="", help="prefix for the saved model folders")
     t.add_argument("--no-save", action="store_true", help="cross-validate only; do not train/save final models")
     t.add_argument("--force", action="store_true", help="retrain even if an identical run is stored")
@@ -439,8 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser("ensemble", help="pool saved models into an ensemble fitted on their out-of-fold "
                         "predictions (same folds), cross-validated and calibrated like any model")
     en.add_argument("--members", required=True, help="comma-separated saved model names, e.g. lda,svm,mlp_tf,cnn")
-    en.add_argument("--name", default="ensemble", help="folder name of the saved ensemble")
-    en.add_argument("--models-dir", default=None)
+    en.add_argument("--name", default=None, help="folder name of the saved ensemble (default: "
+                    "ensemble-DATA-runID in your models folder; ensemble with --models-dir or --replace-shipped)")
+    en.add_argument("--models-dir", default=None, help="where the members are and the ensemble goes (default: "
+                    "members from the shipped models and yours, the ensemble into yours)")
+    en.add_argument("--replace-shipped", action="store_true", help="save it over the shipped ensemble")
     en.add_argument("--db", default=None)
     en.add_argument("--json", action="store_true")
     en.set_defaults(func=cmd_ensemble)
@@ -463,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
-    m = sub.add_parser("models", help="list saved models (or --registry: all model families)")
+    m = sub.add_parser("models", help="list saved models, shipped and yours (or --registry: all model families)")
     m.add_argument("--registry", action="store_true")
     m.add_argument("--models-dir", default=None)
     m.add_argument("--json", action="store_true")

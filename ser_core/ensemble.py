@@ -125,18 +125,23 @@ def _aligned_oofs(names, root):
     return cards, oofs
 
 
-def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dict:
+def fit_ensemble(members, *, root=None, name: str | None = None, store=None, replace_shipped: bool = False) -> dict:
     """Fit, cross-validate, calibrate and save an ensemble of the saved models ``members`` (names under
-    ``root``); record its run in ``store`` (a ``ResultsStore``, optional). Returns the saved model's card."""
+    ``root``; None: the shipped models and yours); record its run in ``store`` (a ``ResultsStore``, optional).
+    Saved into ``root``, else your models folder (named like any model you train: ``ensemble-<data>-run<id>``),
+    or with ``replace_shipped`` the shipped folder; ``name`` defaults to ``ensemble`` in those two. Returns
+    the saved model's card."""
     from .calibration import apply_calibration, label_indices
     from .evaluation import CLIP_GROUPS, RUN_ENTRIES, calibrate_out_of_fold, compute_metrics, summarize
     from .splits import SPLITS
-    from .saved import default_models_dir, save_trained
+    from .saved import (check_writable, data_label, save_trained, shipped_models_dir, user_model_name,
+                        user_models_dir)
 
     members = list(dict.fromkeys(members))
     if len(members) < 2:
         raise ConfigError("An ensemble needs at least two member models.")
-    root = Path(root) if root else default_models_dir()
+    out = Path(root) if root else shipped_models_dir() if replace_shipped else user_models_dir()
+    check_writable(out, replace_shipped=replace_shipped)
     cards, oofs = _aligned_oofs(members, root)
     classes = [str(c) for c in oofs[0]["classes"]]
     y, fold, paths = oofs[0]["y"], oofs[0]["fold"], oofs[0]["paths"]
@@ -173,8 +178,13 @@ def fit_ensemble(members, *, root=None, name: str = ENSEMBLE, store=None) -> dic
         "calibration": summary["calibration"],
         "versions": cards[0].get("versions", {}),
     }
-    save_trained(model, root / name, card=card, oof=oof)
-    return json.loads((root / name / "card.json").read_text())
+    new = name is None and not (root or replace_shipped)  # a name of its own, never over another model
+    if name is None:
+        data = card["training_data"]
+        name = user_model_name(ENSEMBLE, data_label(data.get("corpus", "data"), data.get("root") or "."),
+                               run_id) if new else ENSEMBLE
+    folder = save_trained(model, out / name, card=card, oof=oof, replace=not new, replace_shipped=replace_shipped)
+    return json.loads((folder / "card.json").read_text())
 
 
 def _record(store, cards, members, weights, folds, summary, classes, oof) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, CorpusError
+from .errors import ConfigError
 from .saved import load_oof
 
 from . import events
@@ -142,6 +142,99 @@ class RunConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+DEFAULT_FOLDS = 4  # K when the user names none and the data allows it (see default_folds)
+MIN_TRAIN_CLIPS = 2  # clips of every emotion a training fold needs (the SVM's calibration cross-validates on them)
+
+
+def default_folds(corpus, split: str = "speaker") -> int:
+    """The K to offer for ``corpus``: ``DEFAULT_FOLDS``, or fewer where the data allows fewer -- the number of
+    speakers (speaker-grouped K-fold) and the clips of the smallest emotion -- but at least 2."""
+    m = corpus.manifest
+    allowed = [DEFAULT_FOLDS, int(m["emotion"].value_counts().min()) if len(m) else DEFAULT_FOLDS]
+    if not get_split(split).speaker_dependent:
+        allowed.append(_n_speakers(m))
+    return max(2, min(allowed))
+
+
+def _n_speakers(manifest) -> int:
+    """Labelled speakers of a manifest (``unknown`` is none)."""
+    return int(manifest.loc[manifest["speaker"].astype(str) != "unknown", "speaker"].nunique())
+
+
+def check_run(config: RunConfig, corpus) -> None:
+    """Refuse a run that cannot work on ``corpus`` before anything is computed: a ``ConfigError`` whose one
+    sentence says what to change. The CLI, the training jobs and the Train page all call it (and
+    ``cross_validate`` does, first). Reads labels and speakers only, never audio (milliseconds).
+
+    Refused: unknown names; a feature set of another kind than the model takes (``ModelSpec.feature_set``'s
+    kind), per-speaker normalisation of a non-utterance set; data with one emotion; a speaker-independent
+    split on fewer than two speakers; K above the number of speakers (speaker-grouped) or above the clips of an
+    emotion; an 80/20 split by speaker on fewer than 5 speakers; and any split whose training part would hold
+    fewer than ``MIN_TRAIN_CLIPS`` clips of an emotion (the folds are drawn as the run would draw them)."""
+    from .features import FEATURE_SETS, get_feature_set
+
+    spec, fs = config.resolved()
+    kind = get_feature_set(spec.feature_set).kind
+    if fs.kind != kind:
+        fitting = ", ".join(n for n, f in FEATURE_SETS.items() if f.kind == kind)
+        raise ConfigError(f"Model '{config.model}' takes {kind} features and '{fs.name}' holds {fs.kind} "
+                          f"features; choose the model's own feature set or one of {fitting}.")
+    if config.speaker_norm and fs.kind != "utterance":
+        raise ConfigError(f"Per-speaker normalisation applies to utterance features and '{fs.name}' holds "
+                          f"{fs.kind} features; turn it off or choose an utterance set such as 'rich'.")
+    m, split, k = corpus.manifest, get_split(config.split), int(config.folds)
+    if m.empty:
+        raise ConfigError(f"The data at '{corpus.root}' has no labelled clips; choose a corpus folder or CSV.")
+    counts = m["emotion"].value_counts()
+    if len(counts) < 2:
+        raise ConfigError(f"Training needs at least two emotions and this data has only '{counts.index[0]}'; "
+                          "choose data with more emotions.")
+    n_spk = _n_speakers(m)
+    if not split.speaker_dependent and n_spk < 2:
+        has = "one speaker" if n_spk == 1 else "no speaker labels"
+        raise ConfigError(f"Speaker-independent evaluation needs at least two speakers and this data has {has}; "
+                          "choose data with more speakers, or the random split (speaker-dependent).")
+    if split.uses_k and not split.speaker_dependent and k > n_spk:
+        raise ConfigError(f"K={k} needs at least {k} speakers (each test fold holds out whole speakers) and this "
+                          f"data has {n_spk}; choose K of {n_spk} or less.")
+    if split.uses_k and k > counts.min():
+        raise ConfigError(f"K={k} is more than the {counts.min()} clips of '{counts.idxmin()}', so some folds "
+                          f"could not test it; choose K of {counts.min()} or less.")
+    if config.split == "holdout" and n_spk < 5:
+        raise ConfigError(f"An 80/20 split by speaker needs at least 5 speakers and this data has {n_spk}; choose "
+                          "leave-one-speaker-out or speaker-grouped K-fold.")
+    _check_training_folds(config, m)
+
+
+def _check_training_folds(config: RunConfig, manifest) -> None:
+    """Draw the run's folds from labels and speakers and refuse one whose training part lacks an emotion (each
+    clip counted with its augmented copies, which train with it)."""
+    import warnings
+
+    from .augment import augment_copies
+
+    per_clip = 1 + len(augment_copies(config.augment))
+    y, speakers = manifest["emotion"].to_numpy(), manifest["speaker"].astype(str).to_numpy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn warns of small classes; the checks above cover them
+            splits = list(make_splitter(config.split, config.folds, config.seed).split(np.zeros(len(y)), y,
+                                                                                           speakers))
+    except ValueError:  # a limit of the splitter the checks above missed: still a sentence, not a traceback
+        raise ConfigError(f"The split '{config.split}' cannot be drawn on this data ({len(y)} clips, "
+                          f"{_n_speakers(manifest)} speakers); choose fewer folds or more data.") from None
+    for train, _ in splits:
+        emotions, n = np.unique(y[train], return_counts=True)
+        have = dict(zip(emotions, n))
+        short = min(sorted(set(y)), key=lambda e: have.get(e, 0))
+        if have.get(short, 0) * per_clip < MIN_TRAIN_CLIPS:
+            fewer = "fewer folds or " if get_split(config.split).uses_k and config.folds > 2 else ""
+            clips = f"{have.get(short, 0)} clip{'' if have.get(short, 0) == 1 else 's'}"
+            raise ConfigError(f"A training fold would hold {clips} of '{short}' and every model needs at least "
+                              f"{MIN_TRAIN_CLIPS} of each emotion; choose {fewer}data with more clips per emotion "
+                              "and speaker.")
+
+
 @dataclass
 class RunResult:
     run_id: int | None
@@ -174,13 +267,15 @@ def speaker_normalise(X_train, spk_train, X_test, spk_test):
 
 
 def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = True, n_jobs=None,
-                   progress=None, save_to=None, should_stop=None) -> RunResult:
+                   progress=None, save_to=None, should_stop=None, replace_shipped: bool = False) -> RunResult:
     """K-fold cross-validate ``config.model`` on ``corpus`` (a ``ser_core.corpora.Corpus``).
 
     progress: callable(event: dict) receiving ``{"event": name, ...}`` (the names of ``ser_core.events``).
     store: a ``ResultsStore`` (None: no record). use_cache: reuse a finished stored run with the same config hash
-    and data fingerprint instead of retraining. save_to: a folder; when given, a final model is
-    trained on all clips and saved there with its model card. should_stop: callable() -> bool, checked
+    and data fingerprint instead of retraining. save_to: when given, a final model is trained on all clips and
+    saved with its model card: a folder (replacing the model there), or a function of the run id that names a
+    new folder (never replacing one: ``partial(saved.user_model_path, ...)``). replace_shipped: allow saving into
+    the shipped models folder (``saved.check_writable``). should_stop: callable() -> bool, checked
     between folds (cancellation). The result carries the out-of-fold predictions (``oof``) and their
     cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
     """
@@ -189,12 +284,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
 
     emit = progress or (lambda e: None)
     spec, fs = config.resolved()
+    check_run(config, corpus)
     manifest = corpus.manifest
-    if manifest.empty:
-        raise CorpusError(f"The corpus at '{corpus.root}' has no labelled clips.")
-    if not get_split(config.split).speaker_dependent and manifest["speaker"].nunique() < 2:
-        raise CorpusError("Speaker-grouped evaluation needs at least two speakers; this data has none labelled. "
-                          "Use a CSV with a speaker column, or split='random' (speaker-dependent).")
     fingerprint = data_fingerprint(manifest)
     chash = config.hash(fs)
     if store is not None and use_cache:
@@ -224,8 +315,6 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
 
     X = compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
     X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
-    if config.speaker_norm and fs.kind != "utterance":
-        raise ConfigError("Speaker normalisation applies to utterance feature sets only.")
 
     splitter = make_splitter(config.split, config.folds, config.seed)
     splits = list(splitter.split(np.zeros(len(y)), y, speakers))
@@ -291,7 +380,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             emit({"event": events.FINAL, "run_id": run_id})
             saved = _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions,
                                  save_to, _run_stamp(store, run_id, chash), oof,
-                                 on_saved=None if store is None else partial(_record_saved, store, run_id, record))
+                                 on_saved=None if store is None else partial(_record_saved, store, run_id, record),
+                                 replace_shipped=replace_shipped)
         elif store is not None:
             store.finish_run(run_id, **record)
     except BaseException as exc:
@@ -403,11 +493,12 @@ def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
 
 
 def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions, save_to, stamp,
-                 oof, on_saved=None):
+                 oof, on_saved=None, replace_shipped=False):
     """Train on every clip and save with a model card carrying the CV metrics it was judged by and the run that
     produced it (``stamp``, see ``_run_stamp``), the temperature and "not sure" threshold calibrated on its
     out-of-fold predictions (card ``calibration``), and those predictions (``oof.npz``, for stacking).
-    on_saved: passed to ``save_trained``.
+    save_to: a folder, or a function of the run id naming a new one (see ``cross_validate``); on_saved and
+    replace_shipped: passed to ``save_trained``.
 
     With speaker normalisation every training speaker is z-scored with its own statistics, and the global
     statistics of the training data are saved with the model (the fallback when a user does not calibrate)."""
@@ -437,7 +528,9 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
         "final_train_time_s": time.perf_counter() - t0,
         "versions": versions,
     }
-    return save_trained(model, save_to, card=card, speaker_norm=norm, oof=oof, on_saved=on_saved)
+    folder = save_to(stamp["run_id"]) if callable(save_to) else save_to
+    return save_trained(model, folder, card=card, speaker_norm=norm, oof=oof, on_saved=on_saved,
+                        replace=not callable(save_to), replace_shipped=replace_shipped)
 
 
 def with_augmented(X, y, X_aug: dict, speakers, norm=None):
@@ -450,6 +543,7 @@ def with_augmented(X, y, X_aug: dict, speakers, norm=None):
         parts.append(Xa if norm is None else norm.transform(Xa, speakers))
         labels.append(y)
     return np.concatenate(parts), np.concatenate(labels)
+
 
 
 def augmented_copies(paths, fs, augment, seed, speakers, n_jobs=None) -> dict:

@@ -31,6 +31,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -57,7 +58,10 @@ def _now() -> str:
 class Job:
     """What to run: every model of ``models`` ({registry name: parameter overrides}) cross-validated on the
     corpus at ``data_root`` with the same protocol. ``results_db``/``models_dir`` None: the defaults at submit
-    time ($SER_RESULTS_DB, $SER_MODELS_DIR), pinned into the job so the worker writes where the app reads."""
+    time ($SER_RESULTS_DB, your models folder ``saved.user_models_dir()``), pinned into the job so the worker
+    writes where the app reads. Each model is saved in ``models_dir`` under a name of its own
+    (``saved.user_model_name``: ``<name_prefix><model>-<data>-run<id>``), never over another model, and never
+    into the shipped models folder."""
 
     data_root: str
     models: dict  # {"svm": {"C": 10}, "cnn": {}}; insertion order is the order of training
@@ -70,10 +74,30 @@ class Job:
     seed: int = 0
     force: bool = False  # retrain even when an identical run on identical data is stored
     save: bool = True  # train a final model on all clips and save it with its card
-    name_prefix: str = ""  # saved model folder = <models_dir>/<name_prefix><model>
+    name_prefix: str = ""  # saved model folder = <models_dir>/<name_prefix><model>-<data>-run<id>
     results_db: str | None = None
     models_dir: str | None = None
     data_roots: list | None = None  # folders the corpus may read (ser_core.roots); None: any (the command line)
+
+    def run_configs(self) -> dict:
+        """``{model: RunConfig}``: the run of every model, in training order."""
+        from .evaluation import RunConfig
+
+        return {name: RunConfig(model=name, params=dict(params), feature_set=self.feature_set, split=self.split,
+                                folds=int(self.folds), seed=int(self.seed), augment=tuple(self.augment),
+                                speaker_norm=bool(self.speaker_norm)) for name, params in self.models.items()}
+
+    def check(self, corpus) -> "Job":
+        """Refuse the job before it starts if any of its runs cannot work on ``corpus`` (``check_run``'s
+        sentence, naming the model when there are several); returns self."""
+        from .evaluation import check_run
+
+        for name, cfg in self.run_configs().items():
+            try:
+                check_run(cfg, corpus)
+            except ConfigError as exc:
+                raise ConfigError(f"{name}: {exc}" if len(self.models) > 1 else str(exc)) from None
+        return self
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
@@ -210,12 +234,13 @@ class LocalProcessExecutor:
     def submit(self, job: Job) -> str:
         """Validate ``job``, write it to its folder and start its worker; returns the job id at once."""
         from .results import default_db_path
-        from .saved import default_models_dir
+        from .saved import check_writable, user_models_dir
 
         job.validate()
         job.data_root = str(Path(job.data_root).expanduser().resolve())
         job.results_db = str(Path(job.results_db or default_db_path()).resolve())
-        job.models_dir = str(Path(job.models_dir or default_models_dir()).resolve())
+        job.models_dir = str(Path(job.models_dir or user_models_dir()).resolve())
+        check_writable(job.models_dir)  # a job never writes into the shipped models folder
         job_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}-{secrets.token_hex(2)}"  # sorts by time
         d = self.jobs_dir / job_id
         d.mkdir(parents=True)
@@ -422,13 +447,13 @@ class _Worker:
             error = str(exc)
             self.log(f"error: {exc}")
         except BaseException as exc:  # a bug: keep the traceback in the log
-            error = f"{type(exc).__name__}: {exc}"
+            error = crash_message(exc)
             self.log(traceback.format_exc())
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the bookkeeping finish
-            if state == "cancelled":
+            if state != "done":  # models that never finished end with the job
                 st = _read_json(self.dir / "status.json", {})
-                _update_status(self.dir, models={m: {"state": "cancelled"} for m, s in st.get("models", {}).items()
+                _update_status(self.dir, models={m: {"state": state} for m, s in st.get("models", {}).items()
                                                  if s.get("state") in ("queued", "running")})
             _update_status(self.dir, state=state, error=error, finished_at=_now())
             self.emit({"event": events.job_finished(state), "error": error})
@@ -439,25 +464,27 @@ class _Worker:
 
     def run_models(self) -> list[str]:
         from .corpora import load_corpus
-        from .evaluation import RunConfig, cross_validate
+        from .evaluation import cross_validate
         from .results import ResultsStore
+        from .saved import data_label, user_model_path
 
         job = self.job
         self.log(f"loading the corpus at {job.data_root}")
         corpus = load_corpus(job.data_root, corpus=job.corpus, roots=job.data_roots)
         self.log(f"{corpus.name}: {len(corpus.manifest)} clips, {corpus.manifest['speaker'].nunique()} speakers")
+        job.check(corpus)  # an impossible choice stops the job before any model trains
         store = ResultsStore(job.results_db)
+        label = data_label(corpus.name, corpus.root)
         errors = []
-        for name, params in job.models.items():
+        for name, cfg in job.run_configs().items():
+            params = job.models[name]
             if self.cancelled():
                 raise KeyboardInterrupt("cancelled")
-            cfg = RunConfig(model=name, params=dict(params), feature_set=job.feature_set, split=job.split,
-                            folds=int(job.folds), seed=int(job.seed), augment=tuple(job.augment),
-                            speaker_norm=bool(job.speaker_norm))
             _update_status(self.dir, models={name: {"state": "running"}})
             self.emit({"event": events.MODEL_START, "model": name, "params": params})
             self.log(f"[{name}] start ({job.folds}-fold, split {job.split}, params {json.dumps(params)})")
-            save_to = Path(job.models_dir) / f"{job.name_prefix}{name}" if job.save else None
+            save_to = partial(user_model_path, job.name_prefix + name, label, root=job.models_dir) if job.save \
+                else None
             try:
                 res = cross_validate(cfg, corpus, store=store, use_cache=not job.force,
                                      progress=self._progress(name, job), save_to=save_to,
@@ -467,7 +494,7 @@ class _Worker:
                 self.emit({"event": events.MODEL_FAILED, "model": name, "state": "cancelled", "error": "cancelled"})
                 raise
             except Exception as exc:  # one model's failure does not stop the others
-                msg = str(exc) if isinstance(exc, SERError) else f"{type(exc).__name__}: {exc}"
+                msg = str(exc) if isinstance(exc, SERError) else crash_message(exc)
                 if not isinstance(exc, SERError):
                     self.log(traceback.format_exc())
                 self.log(f"[{name}] failed: {msg}")
@@ -525,6 +552,13 @@ class _Worker:
             self.emit({**e, **extra})
 
         return cb
+
+
+def crash_message(exc: BaseException) -> str:
+    """What a job says of an error that is no user mistake (a bug): one short line; the traceback is in the
+    log."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"unexpected error ({type(exc).__name__}: {first[:160]}); the log has the details"
 
 
 def _interrupt(signum, frame):

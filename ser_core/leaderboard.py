@@ -28,22 +28,22 @@ import pandas as pd
 from .errors import ConfigError
 from .evaluation import CLIP_GROUPS, SUMMARY_METRICS
 from .results import RUN_COLUMNS, ResultsStore, runs_table
+from .saved import SHIPPED, SHIPPED_MODELS, YOURS, shipped_models_dir
 from .stats import ALPHA, CONFIDENCE, bootstrap_ci, breakdown, paired_difference
 
-SHIPPED, YOURS = "shipped", "yours"  # a run's ``source``
-SHIPPED_PREFIX = "shipped:"  # + the model folder's name: the id of a shipped run
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "trained_models"  # what the app ships with, read-only
+SHIPPED_PREFIX = SHIPPED + ":"  # + the model folder's name: the id of a shipped run (source: SHIPPED or YOURS)
+SHIPPED_DIR = SHIPPED_MODELS  # the repository's trained_models/: what the app ships with, read-only
 METRIC_NAMES = {"uar": "UAR", "accuracy": "accuracy", "macro_f1": "macro F1", "weighted_precision": "w. precision",
                 "weighted_recall": "w. recall"}  # labels on the page too; column order of the tables for papers
 
 
 class Leaderboard:
     """``Leaderboard(store=None, shipped_dir=None)``: the runs of ``store`` (a ``ResultsStore``; None opens the
-    default one) and of the shipped models in ``shipped_dir`` (None: the repository's ``trained_models/``)."""
+    default one) and of the shipped models in ``shipped_dir`` (None: ``saved.shipped_models_dir()``)."""
 
     def __init__(self, store: ResultsStore | None = None, shipped_dir=None):
         self.store = store if store is not None else ResultsStore()
-        self.shipped_dir = Path(shipped_dir) if shipped_dir else SHIPPED_DIR
+        self.shipped_dir = Path(shipped_dir) if shipped_dir else shipped_models_dir()
         self._shipped_runs = None  # read once per Leaderboard: open a new one to see models changed since
 
     # -- runs --------------------------------------------------------------------------------------------

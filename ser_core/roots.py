@@ -23,7 +23,8 @@ from typing import Iterable
 from .errors import OutsideRootsError
 
 REPO = Path(__file__).resolve().parents[1]
-ALWAYS = (REPO / "data", REPO / "samples")  # downloads and the bundled clips: always readable
+SAMPLES = REPO / "samples"  # the bundled clips (samples/README.md)
+ALWAYS = (REPO / "data", SAMPLES)  # downloads and the bundled clips: always readable
 ENV = "SER_DATA_ROOTS"
 OUTSIDE_REASON = "outside the data folders this server reads"  # for a skipped file; the same for missing ones
 
@@ -92,5 +93,5 @@ def weights_source(value: str, roots: Iterable[Path] | None, downloads: str = DO
     return str(resolve_in_roots(local, roots))
 
 
-__all__ = ["ALWAYS", "ENV", "OUTSIDE_REASON", "configured_roots", "is_inside", "outside_message",
+__all__ = ["ALWAYS", "ENV", "OUTSIDE_REASON", "SAMPLES", "configured_roots", "is_inside", "outside_message",
            "resolve_in_roots", "weights_source"]

@@ -1,7 +1,16 @@
 """Trained models on disk: ``<root>/<name>/`` holds the model (``model.json`` + weights) and its model card
 (``card.json`` for programs, ``README.md`` for people).
 
-The default root is the repo's ``trained_models/`` (the models the app ships with), or ``$SER_MODELS_DIR``.
+Two folders, and this module is the one place that knows them:
+
+- the **shipped** models (``shipped_models_dir()``: the repository's ``trained_models/``, or ``$SER_MODELS_DIR``)
+  are read-only: only ``save_trained(..., replace_shipped=True)`` (``train --replace-shipped``, which
+  ``scripts/train_defaults.py`` passes) writes there, and none is ever deleted;
+- **your** models (``user_models_dir()``: ``$SER_USER_MODELS_DIR``, default ``~/.cache/ser_studio/models``
+  beside the results store) are the ones the Train page and ``train`` save, each under a name of its own
+  (``user_model_name``: model, data, run, e.g. ``svm-samples-run12``), never over another; you may delete them.
+
+Readers (``list_trained``, ``resolve``, ``load_trained``) see both, the shipped ones first.
 """
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -17,7 +27,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from .errors import ConfigError, ModelNotFoundError
+from .roots import SAMPLES
 
 CARD_JSON = "card.json"
 LOCK_NAME = ".ser-models.lock"  # see models_lock
@@ -25,15 +36,63 @@ SPEAKER_NORM = "speaker_norm.npz"  # global feature statistics of a speaker-adap
 OOF = "oof.npz"  # the cross-validation's out-of-fold predictions (proba, classes, fold, y, paths), for stacking
 CALIBRATION_PRIOR_CLIPS = 10  # a calibrated speaker's spread is shrunk toward the training speakers' (see
 # SpeakerNormalizer: with 5 calibration clips UAR 0.50 instead of 0.15 on held-out RAVDESS actors)
+SHIPPED, YOURS = "shipped", "yours"  # where a saved model comes from (a card's ``source`` in list_trained)
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "trained_models"  # what the app ships with
 
 
-def default_models_dir() -> Path:
+def shipped_models_dir() -> Path:
+    """The shipped models: ``$SER_MODELS_DIR``, default the repository's ``trained_models/``. Read-only."""
     env = os.environ.get("SER_MODELS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "trained_models"
+    return Path(env) if env else SHIPPED_MODELS
+
+
+def user_models_dir() -> Path:
+    """The models a user trains: ``$SER_USER_MODELS_DIR``, default ``~/.cache/ser_studio/models``."""
+    env = os.environ.get("SER_USER_MODELS_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "ser_studio" / "models"
+
+
+def _same_dir(a, b) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_writable(root, *, replace_shipped: bool = False) -> None:
+    """Refuse to save into the shipped models folder ``root`` unless ``replace_shipped`` (a ``ConfigError``
+    that says what to do); any other folder is fine."""
+    if not replace_shipped and _same_dir(root, shipped_models_dir()):
+        raise ConfigError(f"'{root}' holds the shipped models, which training never overwrites; save into your "
+                          "models folder (leave out --models-dir), or pass --replace-shipped to replace them.")
+
+
+def data_label(corpus_name: str, root) -> str:
+    """How a model's name calls its training data: ``samples`` for the bundled clips, else the corpus name."""
+    inside = os.path.realpath(root).startswith(os.path.realpath(SAMPLES) + os.sep)
+    return "samples" if inside else corpus_name
+
+
+def user_model_name(model: str, data: str, run_id) -> str:
+    """The folder name of a model a user trains: ``<model>-<data>-run<id>`` (``svm-samples-run12``; the run is
+    the results store's, so the Leaderboard and the Demo name the same thing), or a time stamp without a run."""
+    slug = re.sub(r"[^a-z0-9_]+", "_", str(data).lower()).strip("_") or "data"
+    run = f"run{run_id}" if run_id is not None else datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{model}-{slug}-{run}"
+
+
+def user_model_path(model: str, data: str, run_id, root=None) -> Path:
+    """``<root>/<user_model_name(...)>``; root None: ``user_models_dir()``. Pass it to ``cross_validate`` as
+    ``save_to=partial(user_model_path, model, data, root=...)``: the run id is known once the run starts."""
+    return Path(root or user_models_dir()) / user_model_name(model, data, run_id)
+
+
+def model_roots(root=None) -> list[tuple[str, Path]]:
+    """``[(source, folder)]`` to read saved models from: ``root`` alone, or the shipped folder then yours."""
+    if root is not None:
+        return [(SHIPPED if _same_dir(root, shipped_models_dir()) else YOURS, Path(root))]
+    return [(SHIPPED, shipped_models_dir()), (YOURS, user_models_dir())]
 
 
 def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None,
-                 on_saved=None) -> Path:
+                 on_saved=None, replace: bool = True, replace_shipped: bool = False) -> Path:
     """Save a fitted model into ``directory`` with its model card; returns the folder (absolute).
 
     The model is written into a temporary folder of its own beside ``directory`` (``.<name>.tmp-...``, which
@@ -42,23 +101,73 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     the one that swaps last wins. on_saved: callable(directory, card of the model replaced or None), called
     after the swap while the folder is still locked (e.g. to record which run the folder now holds).
 
+    replace: False never replaces a model: when ``directory`` exists the model is saved as ``<name>-2``,
+    ``-3``, ... (picked under the lock; the card names the folder it got). replace_shipped: without it, saving
+    into the shipped models folder is a ``ConfigError`` (see ``check_writable``).
+
     speaker_norm: the ``SpeakerNormalizer`` fitted on the training data of a model trained on per-speaker
     z-scored features; its global statistics are saved (``speaker_norm.npz``) as the un-calibrated fallback.
     oof: the out-of-fold predictions of the cross-validation that judged it, saved as ``oof.npz`` (arrays
     ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``)."""
     directory = Path(os.path.abspath(directory))
+    check_writable(directory.parent, replace_shipped=replace_shipped)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_dir(directory, "tmp")
     try:
         _write_model(model, tmp, directory.name, card, speaker_norm, oof)
         with models_lock(directory.parent):
             _remove_stale_temps(directory)
+            if not replace:
+                directory = _free_name(directory)
+                _rename_card(tmp, directory.name)
             previous = read_card(directory) if (directory / CARD_JSON).is_file() else None
             _swap_in(tmp, directory)
             if on_saved is not None:
                 on_saved(directory, previous)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already unless the save failed
+    return directory
+
+
+def _free_name(directory: Path) -> Path:
+    """``directory``, or ``<name>-2``, ``-3``, ... where that one is taken (call under the folder's lock)."""
+    candidate, n = directory, 1
+    while candidate.exists():
+        n += 1
+        candidate = directory.with_name(f"{directory.name}-{n}")
+    return candidate
+
+
+def _rename_card(folder: Path, name: str) -> None:
+    """Give the model card in ``folder`` the name ``name`` (the folder it is about to become)."""
+    card = json.loads((folder / CARD_JSON).read_text())
+    if card.get("name") != name:
+        card["name"] = name
+        (folder / CARD_JSON).write_text(json.dumps(card, indent=2, default=str))
+        (folder / "README.md").write_text(render_card(card))
+
+
+def delete_user_model(name: str, *, root=None, store=None) -> Path:
+    """Delete your model ``name`` (a folder of ``user_models_dir()``, or of ``root``), under the folder's lock;
+    a shipped model is refused (``ConfigError``), and so is a name that is no saved model of yours. store: a
+    ``ResultsStore`` whose run named this folder as its saved model forgets it. Returns the folder deleted."""
+    root, name = Path(root) if root else user_models_dir(), str(name)
+    plain_name = Path(name).name == name and not is_temporary(name)  # a folder name, not a path
+    if plain_name and (shipped_models_dir() / name / "model.json").is_file() or _same_dir(root, shipped_models_dir()):
+        raise ConfigError(f"'{name}' is a shipped model; shipped models cannot be deleted, only your own.")
+    directory = root / name
+    if not plain_name or not (directory / "model.json").is_file():
+        mine = [c["name"] for c in list_trained(root)]
+        raise ModelNotFoundError(f"You have no model '{name}'; yours are: {', '.join(mine) or 'none'}.")
+    with models_lock(root):
+        card = read_card(directory)
+        gone = _temp_dir(directory, "old")  # renamed away at once: readers never see half a folder
+        gone.rmdir()
+        directory.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
+    run_id = card.get("cv", {}).get("run_id")
+    if store is not None and run_id is not None:
+        store.forget_saved_model(run_id, directory)
     return directory
 
 
@@ -211,15 +320,18 @@ def _is_json(v) -> bool:
 
 
 def resolve(name_or_path, root=None) -> Path:
+    """The folder of a saved model: a path to one, or a name under ``root`` (None: the shipped folder, then
+    yours)."""
     p = Path(name_or_path)
     if (p / "model.json").is_file():
         return p
-    root = Path(root) if root else default_models_dir()
-    if (root / str(name_or_path) / "model.json").is_file():
-        return root / str(name_or_path)
+    for _, folder in model_roots(root):
+        if (folder / str(name_or_path) / "model.json").is_file():
+            return folder / str(name_or_path)
     names = [c["name"] for c in list_trained(root)]
+    where = root or f"{shipped_models_dir()} or {user_models_dir()}"
     raise ModelNotFoundError(
-        f"No trained model '{name_or_path}' in {root}. Available: {', '.join(names) or 'none'}; "
+        f"No trained model '{name_or_path}' in {where}. Available: {', '.join(names) or 'none'}; "
         f"train one with `python -m ser_core train`.")
 
 
@@ -269,13 +381,18 @@ def load_trained(name_or_path, root=None):
 
 
 def list_trained(root=None) -> list[dict]:
-    """The cards of all saved models under ``root``, sorted by name."""
-    root = Path(root) if root else default_models_dir()
-    if not root.is_dir():
-        return []
-    with models_lock(root, shared=True):
-        return [read_card(d) for d in sorted(root.iterdir())
-                if d.is_dir() and not is_temporary(d.name) and (d / "model.json").is_file()]
+    """The cards of all saved models under ``root`` (None: the shipped ones, then yours), each sorted by name
+    and with its ``source`` (``SHIPPED`` or ``YOURS``); a model of yours with a shipped model's name is hidden."""
+    cards: list[dict] = []
+    for source, folder in model_roots(root):
+        if not folder.is_dir():
+            continue
+        seen = {c["name"] for c in cards}
+        with models_lock(folder, shared=True):
+            cards += [{**read_card(d), "source": source} for d in sorted(folder.iterdir())
+                      if d.is_dir() and not is_temporary(d.name) and (d / "model.json").is_file()
+                      and d.name not in seen]
+    return cards
 
 
 SPEAKER_ADAPTIVE_NOTE = (

@@ -27,9 +27,20 @@ def _data_roots(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_models_in_home(tmp_path_factory):
+    """Servers and workers that module fixtures start (before the per-test folder below is set) save and read
+    the user's models here, never in the real home."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SER_USER_MODELS_DIR", str(tmp_path_factory.mktemp("session-user-models")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep the feature cache and results store of tests out of the user's home."""
+    """Keep the feature cache, results store and the user's models of tests out of the user's home (each test
+    starts with no models of its own: the Demo lists only what it saved)."""
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("SER_CACHE_DIR", str(base / "feature-cache"))
     monkeypatch.setenv("SER_RESULTS_DB", str(base / "results.sqlite"))
+    monkeypatch.setenv("SER_USER_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))

@@ -94,9 +94,9 @@ def test_explore_overview_of_bundled_samples():
     at = page("app_pages/explore.py")
     assert [t.label for t in at.tabs] == ["Overview", "One clip", "Compare two clips", "Across emotions"]
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Clips"] == "16" and metrics["Speakers"] == "2"
+    assert metrics["Clips"] == "240" and metrics["Speakers"] == "4"  # RAVDESS actors 01-04, every speech clip
     assert len(at.get("plotly_chart")) == 4  # emotion, speaker, gender x intensity, durations
-    assert "balanced" in at.success[0].value  # 2 clips of every emotion
+    assert "imbalanced" in at.warning[0].value and "'neutral'" in at.warning[0].value  # 16 neutral, 32 of the rest
 
 
 def test_explore_calls_out_imbalance_of_full_ravdess(shared_ravdess):
@@ -120,7 +120,7 @@ def test_explore_one_clip_shares_time_axis_and_filters():
     at.selectbox(key="one_emo").set_value("sad").run()
     no_exception(at)
     assert "· sad ·" in at.selectbox(key="one_clip").format_func(at.selectbox(key="one_clip").value)
-    assert len(at.selectbox(key="one_clip").options) == 2  # one sad clip per actor
+    assert len(at.selectbox(key="one_clip").options) == 32  # 8 sad clips of each of the 4 actors
 
 
 def test_explore_compare_defaults_to_angry_vs_sad_same_sentence():
@@ -152,7 +152,7 @@ def test_explore_across_emotions_distributions_and_projections():
     assert "PC 1" in at.caption[-1].value or "PC 1" in figure(charts[4])["layout"]["xaxis"]["title"]["text"]
     next(r for r in at.radio if r.label == "Projection").set_value("t-SNE").run()
     no_exception(at)
-    assert "t-SNE on 16 of 16 clips" in at.caption[-1].value
+    assert "t-SNE on 240 of 240 clips" in at.caption[-1].value
 
 
 def _decode(arr):
@@ -265,7 +265,7 @@ def test_demo_not_sure_below_a_models_threshold(models_dir, tmp_path, monkeypatc
 
 
 def test_demo_long_recording_gets_a_timeline(demo):
-    clips = [sf.read(p, dtype="float32")[0] for p in sorted((SAMPLES / "Actor_02").glob("*.flac"))[:4]]
+    clips = [sf.read(SAMPLES / "Actor_02" / f"03-01-0{e}-02-01-01-02.flac", dtype="float32")[0] for e in (2, 3, 4, 5)]
     y = np.concatenate(clips)  # about 14 s, four emotions in a row
     demo.file_uploader[0].set_value(("long.wav", wav_bytes(y), "audio/wav")).run()
     no_exception(demo)

@@ -1,6 +1,7 @@
 """AppTest of the Train and Leaderboard pages (Streamlit's headless script runner)."""
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -18,7 +19,7 @@ LABELS = ["angry", "happy", "neutral", "sad"]
 
 @pytest.fixture
 def dirs(tmp_path, monkeypatch):
-    for k, sub in (("SER_JOBS_DIR", "jobs"), ("SER_RESULTS_DB", "results.sqlite"), ("SER_MODELS_DIR", "models")):
+    for k, sub in (("SER_JOBS_DIR", "jobs"), ("SER_RESULTS_DB", "results.sqlite"), ("SER_USER_MODELS_DIR", "models")):
         monkeypatch.setenv(k, str(tmp_path / sub))
     return tmp_path
 
@@ -187,7 +188,8 @@ def test_leaderboard_shows_runs_details_and_comparison(dirs):
     assert list(ref["accuracy"].round(2)) == [63.89, 79.2, 48.61]
     assert (ref["status"] == "reported elsewhere, not measured here").all()
     assert at.get("download_button")
-    assert len(at.get("plotly_chart")) == 4  # one run: confusion + recall; comparison: two confusions
+    charts = [c for c in at.get("plotly_chart") if c.key != "lb_robustness"]  # the shipped models' channels
+    assert len(charts) == 4  # one run: confusion + recall; comparison: two confusions
     assert at.selectbox(key="lb_run").value in (a, b)
     folds = at.dataframe[2].value
     assert list(folds["fold"]) == [1, 2] and "UAR" in folds
@@ -204,14 +206,19 @@ def test_train_page_renders_widgets_and_runs_a_job(dirs, two_actors):
     assert not at.exception, at.exception
     assert at.multiselect(key="train_models").value == ["svm"]
     assert at.selectbox(key="train_split").value == "speaker"
-    assert at.number_input(key="train_k").value == 4
+    assert at.number_input(key="train_k").value == 2  # the default fits the data: 2 speakers
     assert any(e.label == "svm hyperparameters" for e in at.expander)
     assert at.number_input(key="hp_svm_C").value == 10.0
     assert "No training jobs yet" in at.info[0].value
     assert "120 clips, 2 speakers" in at.caption[0].value
 
+    at.number_input(key="train_k").set_value(3).run()  # refused before any job starts, in one sentence
+    assert [html.unescape(e.value) for e in at.error] == [
+        "K=3 needs at least 3 speakers (each test fold holds out whole speakers) and this data has 2; choose K of 2 "
+        "or less."]
+    assert at.button(key="train_run").disabled and not LocalProcessExecutor().list()
     at.selectbox(key="train_split").set_value("random").run()
-    assert "speaker-dependent" in at.warning[0].value
+    assert "speaker-dependent" in at.warning[0].value and not at.error  # 3 random folds are fine
     at.selectbox(key="train_split").set_value("speaker")
     at.number_input(key="train_k").set_value(2)
     at.multiselect(key="train_models").set_value(["majority"]).run()

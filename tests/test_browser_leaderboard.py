@@ -19,7 +19,7 @@ def fresh_app(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "SER_JOBS_DIR": str(tmp_path / "jobs"),
-           "SER_MODELS_DIR": str(tmp_path / "models")}
+           "SER_USER_MODELS_DIR": str(tmp_path / "models")}
     env.pop("SER_RESULTS_DB", None)
     with streamlit_server(env, tmp_path / "streamlit.log") as url:
         yield url, home

@@ -208,14 +208,16 @@ def test_evaluate_perturb_through_the_cli(shared_ravdess, tmp_path):
             (data / f"Actor_{a}" / f.name).symlink_to(f)
     env = {"SER_RESULTS_DB": str(tmp_path / "r.sqlite"), "SER_MODELS_DIR": str(tmp_path / "models"),
            "SER_CACHE_DIR": str(tmp_path / "cache")}
-    run_cli("train", "--data", data, "--models", "svm", "--feature-set", "prosody", "--folds", "3", env=env)
-    out = json.loads(run_cli("evaluate", "--model", "svm", "--data", data, "--perturb", "phone,noise0,babble10",
+    (trained,) = json.loads(run_cli("train", "--data", data, "--models", "svm", "--feature-set", "prosody",
+                                    "--folds", "3", "--json", env=env).stdout)
+    svm = Path(trained["saved_model"]).name  # one of yours: svm-ravdess-run1
+    out = json.loads(run_cli("evaluate", "--model", svm, "--data", data, "--perturb", "phone,noise0,babble10",
                              "--json", env=env).stdout)
     assert list(out["perturbations"]) == ["phone", "noise0", "babble10"]
     for r in out["perturbations"].values():
         assert set(r) >= {"uar", "accuracy", "ece"} and 0 <= r["uar"] <= 1 and 0 <= r["ece"] <= 1
     assert out["perturbations"]["noise0"]["accuracy"] != out["accuracy"]
-    bad = run_cli("evaluate", "--model", "svm", "--data", data, "--perturb", "phone,noise15", env=env, check=False)
+    bad = run_cli("evaluate", "--model", svm, "--data", data, "--perturb", "phone,noise15", env=env, check=False)
     assert bad.returncode == 2 and "noise15" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 

@@ -76,18 +76,21 @@ def test_train_evaluate_predict_leaderboard(small_ravdess, original_layout, tmp_
                                env=env).stdout)
     assert again[0]["cached"] and again[0]["run_id"] == svm["run_id"]
 
-    models = json.loads(run_cli("models", "--json", env=env).stdout)
-    assert {m["name"] for m in models} == {"svm", "majority"}
+    models = json.loads(run_cli("models", "--json", env=env).stdout)  # yours: named after model, data and run
+    names = {f"svm-ravdess-run{svm['run_id']}", f"majority-ravdess-run{majority['run_id']}"}
+    assert {m["name"] for m in models} == names and {m["source"] for m in models} == {"yours"}
     assert all(m["labels"] and "uar" in m["cv"] for m in models)
+    assert {Path(svm["saved_model"]).name, Path(majority["saved_model"]).name} == names
 
-    ev = json.loads(run_cli("evaluate", "--model", "svm", "--data", original_layout, "--json", env=env).stdout)
+    ev = json.loads(run_cli("evaluate", "--model", f"svm-ravdess-run{svm['run_id']}", "--data", original_layout,
+                            "--json", env=env).stdout)
     assert ev["n"] == 40 and 0 <= ev["uar"] <= 1
     for key in ("accuracy", "weighted_precision", "weighted_recall", "macro_f1", "per_class_recall", "confusion"):
         assert key in ev
 
     clip = next(original_layout.glob("Actor_05/*.wav"))
     preds = json.loads(run_cli("predict", "--model", "all", clip, "--json", env=env).stdout)
-    assert {p["model"] for p in preds} == {"svm", "majority"}
+    assert {p["model"] for p in preds} == names
     for p in preds:
         assert p["file"] == str(clip)
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-5

@@ -70,7 +70,7 @@ def test_job_runs_in_a_worker_then_is_served_from_the_cache(tmp_path, space):
     assert m["state"] == "done" and m["cached"] is False
     run = ResultsStore(space["db"]).get_run(m["run_id"])
     assert run["status"] == "done" and run["k"] == 2 and len(run["folds"]) == 2 and run["n_clips"] == 240
-    saved = os.path.join(space["models"], "svm")
+    saved = os.path.join(space["models"], f"svm-ravdess-run{m['run_id']}")  # a name of its own: model, data, run
     assert m["saved_model"] == saved and os.path.isfile(os.path.join(saved, "model.json"))
     card = json.load(open(os.path.join(saved, "card.json")))
     assert card["cv"]["run_id"] == m["run_id"] and card["training_data"]["speakers"] == 4
@@ -169,17 +169,28 @@ def test_alive_tells_a_worker_from_a_reused_pid_and_a_dead_one():
 
 
 def test_a_cached_job_comes_with_its_own_model(tmp_path, space):
-    """The Train page's path: a job served from the store only while the folder holds that run's model."""
+    """The Train page's path: every job saves a model of its own (never over another); a job is served from the
+    store with that run's model while it exists, and trains again once the user deleted it."""
+    from ser_core.saved import delete_user_model
+
     ex = LocalProcessExecutor(tmp_path / "jobs")
     own = {**space, "models": str(tmp_path / "models")}
-    states = []
-    for seed in (5, 6, 5):  # the second job replaces the first one's model
+
+    def run(seed):
         job_id = ex.submit(_job(own, {"svm": {}}, seed=seed))
         st = ex.wait(job_id, timeout=120)
         assert st["state"] == "done", ex.log(job_id)
-        states.append((st["models"]["svm"], ex.log(job_id)))
-    (first, _), (second, _), (third, log) = states
-    assert not third["cached"] and third["run_id"] not in (first["run_id"], second["run_id"])
+        return st["models"]["svm"], ex.log(job_id)
+
+    (first, _), (second, _) = run(5), run(6)
+    assert first["saved_model"] != second["saved_model"]  # side by side
+    (third, _) = run(5)
+    assert third["cached"] and third["run_id"] == first["run_id"] and third["saved_model"] == first["saved_model"]
+    delete_user_model(os.path.basename(first["saved_model"]), root=own["models"])
+    (fourth, log) = run(5)
+    assert not fourth["cached"] and fourth["run_id"] not in (first["run_id"], second["run_id"])
     assert f"Stored run {first['run_id']} has this configuration but no saved model of its own" in log
-    card = json.load(open(os.path.join(own["models"], "svm", "card.json")))
-    assert (card["cv"]["run_id"], card["cv"]["seed"]) == (third["run_id"], 5)
+    card = json.load(open(os.path.join(fourth["saved_model"], "card.json")))
+    assert (card["cv"]["run_id"], card["cv"]["seed"]) == (fourth["run_id"], 5)
+    assert sorted(os.listdir(own["models"])) == sorted(
+        [".ser-models.lock", *(os.path.basename(m["saved_model"]) for m in (second, fourth))])

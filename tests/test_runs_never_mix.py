@@ -25,9 +25,11 @@ def data(shared_ravdess, tmp_path_factory):
 
 
 def _train(data, tmp_path, *args):
-    """Start `train --json` on the test's shared store and models folder; returns the process."""
+    """Start `train --json --replace-shipped` on the test's shared store and (shipped) models folder, where
+    each model has one folder that every run replaces; returns the process."""
     env = {**os.environ, "SER_RESULTS_DB": str(tmp_path / "r.sqlite"), "SER_MODELS_DIR": str(tmp_path / "models")}
-    return subprocess.Popen([sys.executable, "-m", "ser_core", "train", "--data", str(data), "--json", *args],
+    return subprocess.Popen([sys.executable, "-m", "ser_core", "train", "--data", str(data), "--json",
+                             "--replace-shipped", *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -66,7 +68,7 @@ def test_a_cached_run_comes_with_its_own_model_or_none(data, tmp_path, capsys):
 
     def train(*args):  # in this process: the sequence, not the start-up, is under test
         assert main(["train", "--data", str(data), "--models", "svm", "--json", "--db", str(tmp_path / "r.sqlite"),
-                     "--models-dir", str(tmp_path / "models"), *args]) == 0
+                     "--models-dir", str(tmp_path / "models"), "--replace-shipped", *args]) == 0
         out = capsys.readouterr()
         return json.loads(out.out), out.err
 
