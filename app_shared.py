@@ -19,7 +19,7 @@ from ser_core.roots import configured_roots, resolve_in_roots
 REPO = Path(__file__).resolve().parent
 SAMPLES_DIR = REPO / "samples" / "ravdess"
 DATA_DIR = REPO / "data"  # where downloads go
-SOURCES = ("Bundled samples (16 RAVDESS clips)", "Local folder or CSV", "Download RAVDESS")
+SOURCES = ("Bundled samples (240 RAVDESS clips)", "Local folder or CSV", "Download RAVDESS")
 
 
 _SOURCE_KEYS = ("samples", "folder", "download")  # the data source in the URL (?data=folder&path=...)
@@ -139,19 +139,25 @@ def _load_manifest(root: str, mtime: float, roots: tuple[str, ...]):
     return c.name, c.manifest, c.skipped
 
 
+def corpus_at(path) -> tuple:
+    """``(name, manifest, skipped)`` of the corpus folder or CSV at ``path``, read once per change (cached). Only
+    data inside the configured roots (``ser_core.roots``) is read; raises the ``SERError`` to show otherwise."""
+    roots = configured_roots()
+    path = resolve_in_roots(Path(path).expanduser(), roots)
+    return _load_manifest(str(path), path.stat().st_mtime if path.exists() else 0.0, tuple(map(str, roots)))
+
+
 def current_corpus():
-    """``(name, manifest, skipped)`` of the chosen data, or stops the page with a plain explanation. Only data
-    inside the configured roots (``ser_core.roots``) is read: anything else gets the one refusal sentence."""
+    """``(name, manifest, skipped)`` of the chosen data, or stops the page with a plain explanation (anything
+    outside the configured roots gets the one refusal sentence)."""
     from ser_core.errors import SERError
 
     root = data_root()
     if root is None:
         st.info("Choose a data source in the sidebar: the bundled samples, a local corpus folder, or a download.")
         st.stop()
-    roots = configured_roots()
     try:
-        path = resolve_in_roots(root, roots)
-        return _load_manifest(str(path), path.stat().st_mtime if path.exists() else 0.0, tuple(map(str, roots)))
+        return corpus_at(root)
     except SERError as exc:
         st.error(plain(exc))
         st.stop()

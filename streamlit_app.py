@@ -29,7 +29,7 @@ def home():
         "compare model families with **speaker-grouped** cross-validation, and try the trained models on "
         "your own voice.\n\n"
         + "".join(f"- **{title}**: {about}\n" for _, title, _, _, about in shown) + "\n"
-        "The bundled samples are 16 RAVDESS clips (CC BY-NC-SA 4.0, Livingstone & Russo 2018); "
+        "The bundled samples are 240 RAVDESS clips of four actors (CC BY-NC-SA 4.0, Livingstone & Russo 2018); "
         "the default models were trained on RAVDESS actors 01-16.")
 
 
