@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from ser_core.saved import save_trained, user_model_path, user_models_dir
@@ -12,6 +13,7 @@ from test_user_models import _fitted, _hashes, shipped  # noqa: F401  (fixture)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # loads two models into a Streamlit script run
 def test_demo_groups_shipped_and_your_models_and_deletes_yours(shipped):
     mine = save_trained(_fitted("sad"), user_model_path("majority", "samples", 7), replace=False).name
     at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)

@@ -20,7 +20,7 @@ def app(tmp_path_factory, shared_ravdess):
     data = tmp / "data"
     symlink_actors(shared_ravdess, data, ("01", "02", "03", "04"))
     env = {**os.environ, "SER_JOBS_DIR": str(tmp / "jobs"), "SER_RESULTS_DB": str(tmp / "results.sqlite"),
-           "SER_MODELS_DIR": str(tmp / "models"),
+           "SER_MODELS_DIR": str(tmp / "shipped"), "SER_USER_MODELS_DIR": str(tmp / "models"),
            "SER_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "feature-cache")}
     with streamlit_server(env, tmp / "streamlit.log") as url:
         yield url, data, env
@@ -84,7 +84,7 @@ def test_train_job_progress_leaderboard_and_cache(app, browser):
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("identical configuration on identical data").first.wait_for(timeout=60_000)
     _shot(page, "train_04_cached")
-    assert (Path(env["SER_MODELS_DIR"]) / "svm" / "card.json").is_file()
+    assert (Path(env["SER_USER_MODELS_DIR"]) / "svm-ravdess-run1" / "card.json").is_file()  # yours, run #1
 
     page.reload()  # a new session still finds the jobs
     page.get_by_text("identical configuration on identical data").first.wait_for(timeout=60_000)

@@ -191,6 +191,7 @@ def test_delete_your_own_but_never_a_shipped_model(shipped, tmp_path):
     assert sorted(p.name for p in user_models_dir().iterdir() if not p.name.startswith(".ser")) == []
 
 
+@pytest.mark.slow
 def test_a_run_you_train_saves_its_own_model_and_the_store_points_to_it(shipped, samples, tmp_path):
     from ser_core.leaderboard import Leaderboard
 
@@ -225,6 +226,7 @@ def old_samples(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, sentence", [
     (("--folds", "4"), "error: K=4 needs at least 4 speakers (each test fold holds out whole speakers) and this data "
                        "has 2; choose K of 2 or less."),
@@ -246,6 +248,7 @@ def test_train_refuses_impossible_runs_with_one_error_line(old_samples, tmp_path
     assert "n_splits" not in proc.stderr and not (tmp_path / "r.sqlite").exists()  # nothing ran, nothing stored
 
 
+@pytest.mark.slow
 def test_train_saves_yours_and_only_replace_shipped_writes_the_shipped_folder(samples, tmp_path):
     data = tmp_path / "data"
     for f in samples.manifest["path"][samples.manifest["emotion"].isin(["angry", "sad"])]:
