@@ -28,11 +28,12 @@ def main():
 
     from ser_core.audio import load_audio
     from ser_core.inference import Predictor
+    from ser_core.saved import shipped_models_dir
 
     y = load_audio(a.clip, trim=False, normalize=None)
     y = np.resize(y, 4 * 16000)  # a 4 s clip
     t0 = time.perf_counter()
-    pred = Predictor.from_dir()
+    pred = Predictor.from_dir(None, shipped_models_dir())  # the shipped models, not the ones you trained
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     pred.predict(y, 16000)

@@ -123,7 +123,7 @@ def main():
     p.add_argument("--models", default="", help="comma-separated; saved models (default: all) or, with --cv, "
                                                 "registry families (default: svm)")
     p.add_argument("--conditions", default=DEFAULT_CONDITIONS)
-    p.add_argument("--models-dir", default=None)
+    p.add_argument("--models-dir", default=None, help="default: the shipped models (trained_models/ or $SER_MODELS_DIR)")
     p.add_argument("--cv", action="store_true", help="speaker-grouped CV on unseen speakers (honest mode)")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -142,6 +142,9 @@ def main():
     a = p.parse_args()
     from ser_core.channels import parse_channels
     from ser_core.corpora import load_corpus
+    from ser_core.saved import shipped_models_dir
+
+    a.models_dir = a.models_dir or str(shipped_models_dir())  # the shipped models, not the ones you trained
 
     conditions = parse_channels(a.conditions)
     corpus = load_corpus(a.data, corpus=a.corpus)

@@ -125,6 +125,15 @@ def test_a_job_is_refused_before_it_starts_naming_the_model(samples):
     assert Job(data_root=str(SAMPLES), models={"svm": {}}).check(samples).folds == 4
 
 
+def test_a_crash_is_one_short_line_and_the_traceback_stays_in_the_log():
+    from ser_core.jobs import crash_message
+
+    exc = ValueError("n_splits=4 cannot be greater than the number of members in each class.\n" + "x" * 500)
+    line = crash_message(exc)
+    assert line.startswith("unexpected error (ValueError: n_splits=4") and line.endswith("the log has the details")
+    assert "\n" not in line and len(line) < 250
+
+
 # -- saving: yours beside the shipped ones, never over them --------------------------------------------------------
 def _fitted(label: str):
     X = np.random.default_rng(0).normal(size=(6, 32)).astype(np.float32)
