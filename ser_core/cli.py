@@ -105,13 +105,13 @@ def cmd_train(a):
     params = _parse_params(a.param)
     corpus = load_corpus(a.data, corpus=a.corpus)
     folds = a.folds if a.folds is not None else default_folds(corpus, a.split)
-    if folds < DEFAULT_FOLDS and a.folds is None and SPLITS[a.split].uses_k:
-        _err(f"note: {folds}-fold, the most this data's speakers and emotions allow (--folds to choose)")
     configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
                          folds=folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm)
                for name in models]
     for cfg in configs:  # every impossible choice is refused before anything trains
         check_run(cfg, corpus)
+    if folds < DEFAULT_FOLDS and a.folds is None and SPLITS[a.split].uses_k:
+        _err(f"note: {folds}-fold, the most this data's speakers and emotions allow (--folds to choose)")
     save_to = _save_target(a, corpus)
     store = ResultsStore(a.db)
     results = []
