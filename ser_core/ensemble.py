@@ -12,6 +12,12 @@ use weights fitted on the other folds' out-of-fold predictions only (stacking; t
 predictions of those folds came from models that had seen fold ``k``'s clips in training, the usual caveat of
 stacking, but never fold ``k``'s labels through the weights). Its probabilities are then calibrated
 like every model's (``ser_core.evaluation``), and the run is stored (model ``ensemble``) for the Leaderboard.
+
+Robust weights: when every member's cross-validation also scored its test folds through channels
+(``RunConfig.channels``, ``train --channels phone,noise10``: out-of-fold arrays ``proba@<channel>``), the weights
+minimise the log-likelihood of the clean and the channel predictions together, so a member that breaks
+through a phone line or in noise weighs less; the card records ``weights_fitted_on`` and a ``robustness``
+block (the ensemble's own cross-validated UAR per channel, fold ``k`` pooled with the other folds' weights).
 """
 from __future__ import annotations
 
@@ -132,10 +138,12 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     or with ``replace_shipped`` the shipped folder; ``name`` defaults to ``ensemble`` in those two. Returns
     the saved model's card."""
     from .calibration import apply_calibration, label_indices
-    from .evaluation import CLIP_GROUPS, RUN_ENTRIES, calibrate_out_of_fold, compute_metrics, summarize
-    from .splits import SPLITS
+    from .evaluation import (CHANNEL_OOF_PROTOCOL, CHANNEL_PROBA, CLIP_GROUPS, RUN_ENTRIES, calibrate_out_of_fold,
+                             compute_metrics, summarize)
+    from .robustness import CLEAN, channel_summary
     from .saved import (check_writable, data_label, save_trained, shipped_models_dir, user_model_name,
                         user_models_dir)
+    from .splits import SPLITS
 
     members = list(dict.fromkeys(members))
     if len(members) < 2:
@@ -146,22 +154,35 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     classes = [str(c) for c in oofs[0]["classes"]]
     y, fold, paths = oofs[0]["y"], oofs[0]["fold"], oofs[0]["paths"]
     y_idx = label_indices(y, classes)
-    # each member as Predictor serves it: its probabilities calibrated as its card says
-    probas = [apply_calibration(o["proba"], c.get("calibration")) for c, o in zip(cards, oofs)]
-    pooled = np.zeros_like(probas[0])
+    # each member as Predictor serves it: its probabilities calibrated as its card says; clean, and through the
+    # channels every member's cross-validation also scored (so that the weights favour members that hold up)
+    conditions = sorted(set.intersection(*({k[len(CHANNEL_PROBA):] for k in o if k.startswith(CHANNEL_PROBA)}
+                                           for o in oofs)))
+    probas = {c: [apply_calibration(o[key], card.get("calibration")) for card, o in zip(cards, oofs)]
+              for c, key in [(CLEAN, "proba")] + [(c, CHANNEL_PROBA + c) for c in conditions]}
+
+    def weights_for(rows):
+        stacked = [np.concatenate([probas[c][m][rows] for c in probas]) for m in range(len(members))]
+        return fit_weights(stacked, np.tile(y_idx[rows], len(probas)))
+
+    pooled = {c: np.zeros_like(probas[CLEAN][0]) for c in probas}
     folds = []
     for f in np.unique(fold):
         test = fold == f
-        w = fit_weights([p[~test] for p in probas], y_idx[~test])
-        pooled[test] = pool([p[test] for p in probas], w)
-        pred = np.asarray(classes)[pooled[test].argmax(1)]
+        w = weights_for(~test)
+        for c, member_probas in probas.items():
+            pooled[c][test] = pool([p[test] for p in member_probas], w)
+        pred = np.asarray(classes)[pooled[CLEAN][test].argmax(1)]
         folds.append({"fold": int(f), "n_test": int(test.sum()), "n_train": int((~test).sum()),
                       "metrics": compute_metrics(y[test], pred, classes)})
-    oof = {"proba": pooled, "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths,
-           **{g: oofs[0][g] for g in CLIP_GROUPS if g in oofs[0]}}  # members saved before them have none
+    oof = {"proba": pooled[CLEAN], "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths,
+           **{g: oofs[0][g] for g in CLIP_GROUPS if g in oofs[0]},  # members saved before them have none
+           **{CHANNEL_PROBA + c: pooled[c] for c in conditions}}
     entries = calibrate_out_of_fold(folds, oof)
+    if conditions:
+        entries["robustness"] = channel_summary(oof)
     summary = {**summarize([f["metrics"] for f in folds]), **entries}
-    weights = fit_weights(probas, y_idx)
+    weights = weights_for(np.ones(len(y), bool))
     model = EnsembleModel(members, weights)
     model.classes_ = np.asarray(classes)
     cv = cards[0].get("cv", {})
@@ -172,10 +193,12 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
         "training_data": cards[0].get("training_data", {}),
         "members": members,
         "weights": dict(zip(members, map(float, weights))),
+        "weights_fitted_on": list(probas),  # out-of-fold predictions: clean, then through these channels
         "cv": {**{k: cv.get(k) for k in ("split", "k", "seed", "speaker_dependent")},
                "split_description": SPLITS[cv["split"]].description if cv.get("split") in SPLITS else cv.get("split"),
                "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, "run_id": run_id},
         "calibration": summary["calibration"],
+        **({"robustness": summary["robustness"], "robustness_protocol": CHANNEL_OOF_PROTOCOL} if conditions else {}),
         "versions": cards[0].get("versions", {}),
     }
     new = name is None and not (root or replace_shipped)  # a name of its own, never over another model

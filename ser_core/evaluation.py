@@ -64,7 +64,10 @@ def compute_metrics(y_true, y_pred, labels, *, proba=None, classes=None) -> dict
 
 SUMMARY_METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "macro_f1")
 CALIBRATION_METRICS = ("ece", "brier", "wrong_over_90", "ece_uncalibrated")  # when every fold has them
-RUN_ENTRIES = ("calibration", "reliability", "reliability_uncalibrated")  # summary entries that are no metric
+RUN_ENTRIES = ("calibration", "reliability", "reliability_uncalibrated", "robustness")  # summary entries, no metric
+CHANNEL_PROBA = "proba@"  # out-of-fold arrays "proba@phone": the test folds through a channel (RunConfig.channels)
+CHANNEL_OOF_PROTOCOL = ("the cross-validation's own folds: each test clip also passed through the channel and "
+                        "scored by its fold's model (unseen speakers), means over folds")
 
 
 def summarize(fold_metrics: list[dict]) -> dict:
@@ -121,6 +124,7 @@ class RunConfig:
     seed: int = 0
     augment: tuple = ()  # subset of ser_core.augment.AUGMENTATIONS, training folds only
     speaker_norm: bool = False  # per-speaker z-scoring of utterance features (stats from each speaker's clips)
+    channels: tuple = ()  # ser_core.channels conditions the test folds are also scored through (robust ensembles)
 
     def resolved(self):
         from .features import get_feature_set
@@ -139,6 +143,10 @@ class RunConfig:
         d = asdict(self)
         d["feature_set"] = fs.key()
         d["augment"] = list(d["augment"])
+        if not self.channels:  # runs stored before the option existed keep their hash
+            del d["channels"]
+        else:
+            d["channels"] = list(d["channels"])
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -189,6 +197,8 @@ def check_run(config: RunConfig, corpus) -> None:
     if len(counts) < 2:
         raise ConfigError(f"Training needs at least two emotions and this data has only '{counts.index[0]}'; "
                           "choose data with more emotions.")
+    if not split.within_corpus:  # cross-corpus: no folds; the two corpora are checked by ser_core.cross_corpus
+        return
     n_spk = _n_speakers(m)
     if not split.speaker_dependent and n_spk < 2:
         has = "one speaker" if n_spk == 1 else "no speaker labels"
@@ -315,6 +325,10 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
 
     X = compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
     X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
+    if config.speaker_norm and config.channels:
+        raise ConfigError("Channel predictions serve ensembles of single-clip models; drop them with speaker "
+                          "normalisation.")
+    X_channels = channel_copies(paths, fs, config.channels, speakers, n_jobs)
 
     splitter = make_splitter(config.split, config.folds, config.seed)
     splits = list(splitter.split(np.zeros(len(y)), y, speakers))
@@ -330,6 +344,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             config_hash=chash, versions=versions)
     folds, confusion, train_times, latencies, size = [], np.zeros((len(labels), len(labels)), int), [], [], None
     oof_proba, oof_fold = np.zeros((len(y), len(labels))), np.full(len(y), -1)  # fold -1: never a test clip
+    oof_channels = {c: np.zeros_like(oof_proba) for c in X_channels}  # the test folds through each channel
     try:
         for i, (tr, te) in enumerate(splits):
             if should_stop and should_stop():
@@ -349,6 +364,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             latency = 1000 * (time.perf_counter() - t0) / max(1, len(te))
             pred = np.asarray(model.classes_)[proba.argmax(1)]
             oof_proba[te], oof_fold[te] = in_label_order(proba, model.classes_, labels), i
+            for c, Xc in X_channels.items():
+                oof_channels[c][te] = in_label_order(model.predict_proba(Xc[te]), model.classes_, labels)
             m = compute_metrics(y[te], pred, labels)
             confusion += np.asarray(m["confusion"])
             if i == 0:  # model size: what a saved fold model takes on disk
@@ -365,13 +382,18 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                 store.add_fold(run_id, i, metrics=m, n_train=len(tr), n_test=len(te),
                                test_speakers=fold["test_speakers"], train_time_s=t_train, latency_ms=latency)
             emit({"event": events.FOLD_DONE, **fold, "folds": len(splits), "run_id": run_id})
-        oof = _out_of_fold(paths, y, labels, oof_proba, oof_fold, manifest)
+        oof = _out_of_fold(paths, y, labels, oof_proba, oof_fold, manifest, oof_channels)
         calibration = calibrate_out_of_fold(folds, oof)  # also adds the calibrated metrics to every fold's
+        robustness = {}
+        if oof_channels:
+            from .robustness import channel_summary
+
+            robustness = {"robustness": channel_summary(oof)}
         if store is not None:
             for f in folds:
                 store.update_fold_metrics(run_id, f["fold"], f["metrics"])
             store.add_oof(run_id, oof)
-        summary = {**summarize([f["metrics"] for f in folds]), **calibration}
+        summary = {**summarize([f["metrics"] for f in folds]), **calibration, **robustness}
         record = {"summary": summary, "labels": labels, "confusion": confusion.tolist(),
                   "train_time_s": float(np.mean(train_times)), "latency_ms": float(np.mean(latencies)),
                   "model_size_bytes": size}
@@ -442,16 +464,17 @@ def in_label_order(proba, classes, labels) -> np.ndarray:
 CLIP_GROUPS = ("speaker", "gender", "intensity")  # manifest columns kept with the out-of-fold predictions
 
 
-def _out_of_fold(paths, y, labels, proba, fold, manifest) -> dict:
+def _out_of_fold(paths, y, labels, proba, fold, manifest, channels=None) -> dict:
     """The run's out-of-fold predictions, one row per clip that was in a test fold (every clip of a K-fold or
     LOSO run, in manifest order): ``{"proba": (n, k) float, "classes": (k,) str, "fold": (n,) int, "y": (n,)
     str true labels, "paths": (n,) str}`` plus each clip's ``CLIP_GROUPS`` (``(n,)`` str, for the speaker
-    bootstrap and breakdowns of ``ser_core.stats``) -- numpy arrays, as ``ser_core.saved.load_oof`` returns
-    them."""
+    bootstrap and breakdowns of ``ser_core.stats``) and, per channel of ``channels`` ({condition: (n, k)}),
+    ``"proba@<condition>"`` -- numpy arrays, as ``ser_core.saved.load_oof`` returns them."""
     tested = fold >= 0
     return {"proba": proba[tested], "classes": np.asarray(labels, dtype=str), "fold": fold[tested],
             "y": np.asarray(y, dtype=str)[tested], "paths": np.asarray(paths, dtype=str)[tested],
-            **{g: manifest[g].to_numpy(dtype=str)[tested] for g in CLIP_GROUPS}}
+            **{g: manifest[g].to_numpy(dtype=str)[tested] for g in CLIP_GROUPS},
+            **{f"{CHANNEL_PROBA}{c}": p[tested] for c, p in (channels or {}).items()}}
 
 
 def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
@@ -524,7 +547,10 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
                "k": config.folds, "seed": config.seed, "speaker_dependent": get_split(config.split).speaker_dependent,
                "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, **stamp},
         "calibration": summary["calibration"],
-        "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm},
+        **({"robustness": summary["robustness"], "robustness_protocol": CHANNEL_OOF_PROTOCOL}
+           if "robustness" in summary else {}),
+        "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm,
+                    **({"channels": list(config.channels)} if config.channels else {})},
         "final_train_time_s": time.perf_counter() - t0,
         "versions": versions,
     }
@@ -544,6 +570,17 @@ def with_augmented(X, y, X_aug: dict, speakers, norm=None):
         labels.append(y)
     return np.concatenate(parts), np.concatenate(labels)
 
+
+def channel_copies(paths, fs, channels, speakers, n_jobs=None) -> dict:
+    """``{condition: (n, *fs.shape)}``: every clip's features through each channel of ``channels`` (the
+    ``ser_core.robustness`` perturbation, seeded by file name and cached), scored by each fold's model on its
+    test clips."""
+    if not channels:
+        return {}
+    from .channels import parse_channels
+    from .robustness import perturbed_features
+
+    return {c: perturbed_features(paths, fs, c, speakers=speakers, n_jobs=n_jobs) for c in parse_channels(channels)}
 
 
 def augmented_copies(paths, fs, augment, seed, speakers, n_jobs=None) -> dict:

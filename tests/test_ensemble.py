@@ -187,7 +187,57 @@ def test_ensemble_under_perturbations_pools_with_clean_weights_from_other_folds(
     assert set(out) == {"clean", "phone"} and set(out["clean"]) == {"uar", "accuracy"}
     assert out["clean"]["uar"]["mean"] == pytest.approx(1.0)  # the perfect member dominates the weights
     assert out["phone"]["uar"]["mean"] < 0.8
+    # a member perfect on clean clips that breaks on the phone line, and one that holds up on both: weights
+    # fitted on clean and phone predictions together lean on the second, and the phone UAR rises
+    members = [member(1.0, 0.3), member(0.85, 0.85)]
+    clean_only, robust = ensemble_perturbed(members), ensemble_perturbed(members, fit_on=("clean", "phone"))
+    assert robust["phone"]["uar"]["mean"] > clean_only["phone"]["uar"]["mean"] + 0.1
     other = member(1.0, 1.0)
     other["fold"] = (np.arange(n) + 1) % 4
     with pytest.raises(ConfigError):
         ensemble_perturbed([member(1.0, 1.0), other])
+
+
+def test_channel_out_of_fold_predictions_give_robustness_and_robust_weights(shared_ravdess, tmp_path, monkeypatch):
+    """Members cross-validated with channels=("phone",) keep their test folds' phone predictions (oof.npz
+    "proba@phone"), their cards get a robustness block from them, and the ensemble fits its weights on clean
+    and phone predictions together: a member that breaks on the phone line gets less weight than on clean
+    predictions alone."""
+    from helpers import symlink_actors
+    from ser_core.corpora import load_corpus
+    from ser_core.evaluation import RunConfig, cross_validate
+    from ser_core.robustness import channel_summary, cross_validate_perturbed
+    from ser_core.saved import load_oof, read_card
+
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = load_corpus(symlink_actors(shared_ravdess, tmp_path / "data", ("01", "02", "03")))
+    models = tmp_path / "models"
+    for name, fs, augment in (("lda", "rich", ("channel:phone",)), ("random_forest", "rich", ())):
+        cross_validate(RunConfig(model=name, feature_set=fs, folds=3, augment=augment, channels=("phone",)),
+                       corpus, save_to=models / name, n_jobs=2)
+    oof = load_oof(models / "lda")
+    assert oof["proba@phone"].shape == oof["proba"].shape
+    card = read_card(models / "lda")
+    assert set(card["robustness"]) == {"clean", "phone"} and card["options"]["channels"] == ["phone"]
+    assert card["robustness"] == channel_summary(oof)
+    # the same numbers as the robustness benchmark's CV of the same recipe (same folds, same perturbed clips)
+    bench = cross_validate_perturbed("lda", corpus, ["phone"], folds=3, feature_set="rich",
+                                     augment=["channel:phone"], n_jobs=2)
+    for c in ("clean", "phone"):
+        assert card["robustness"][c]["uar"] == pytest.approx(bench["summary"][c]["uar"]["mean"])
+
+    robust = fit_ensemble(["lda", "random_forest"], root=models, name="robust")
+    assert robust["weights_fitted_on"] == ["clean", "phone"] and set(robust["robustness"]) == {"clean", "phone"}
+    assert load_oof(models / "robust")["proba@phone"].shape == oof["proba"].shape
+    # without the channel arrays: weights from clean predictions only
+    for name in ("lda", "random_forest"):
+        (tmp_path / "plain" / name).mkdir(parents=True)
+        for f in (models / name).iterdir():
+            if f.name != "oof.npz":
+                (tmp_path / "plain" / name / f.name).symlink_to(f)
+        arrays = {k: v for k, v in load_oof(models / name).items() if not k.startswith("proba@")}
+        np.savez(tmp_path / "plain" / name / "oof.npz", **arrays)
+    plain = fit_ensemble(["lda", "random_forest"], root=tmp_path / "plain", name="plain")
+    assert plain["weights_fitted_on"] == ["clean"] and "robustness" not in plain
+    share = lambda card: card["weights"]["lda"] / sum(card["weights"].values())
+    assert share(robust) >= share(plain)  # lda was trained with phone copies, the forest was not
