@@ -115,7 +115,7 @@ class Predictor:
         status = self.calibration_status()
         return bool(status) and all(status.values())
 
-    def _normalise(self, m: LoadedModel, x: np.ndarray) -> np.ndarray:
+    def normalise(self, m: LoadedModel, x: np.ndarray) -> np.ndarray:
         """A speaker-adaptive model's input ``(1, d)`` z-scored with the calibration (or training) statistics."""
         if m.speaker_norm is None:
             return x
@@ -132,7 +132,7 @@ class Predictor:
             else:
                 if fs_name not in feats:
                     feats[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
-                X = self._normalise(m, feats[fs_name])
+                X = self.normalise(m, feats[fs_name])
             t1 = time.perf_counter()
             proba = calibrated_proba(m.model, m.card, X)[0]
             t2 = time.perf_counter()
@@ -154,17 +154,30 @@ class Predictor:
         sr = 16000
         win, hop = int(window_s * sr), int(hop_s * sr)
         starts = range(0, max(1, len(y) - win + hop), hop) if len(y) > win else [0]
-        out = []
-        for s in starts:
-            seg = y[s:s + win]
-            entry = {"start_s": s / sr, "end_s": (s + len(seg)) / sr}
-            is_speech, reason = speech_check(seg, sr)  # silence, noise, music: marked, not classified
-            if is_speech:
-                preds = self.predict(seg, sr)
-                entry.update(speech=True, models=preds, ensemble=self.best_estimate(preds)[1])
-            else:
-                entry.update(speech=False, reason=reason, models={}, ensemble={})
-            out.append(entry)
+        return [{"start_s": s / sr, "end_s": min(s + win, len(y)) / sr, **self.judge(y[s:s + win], sr)}
+                for s in starts]
+
+    def judge(self, y: np.ndarray, sr: int) -> dict:
+        """One stretch of audio as the timeline shows it: ``{"speech": True, "models": predict(y, sr),
+        "ensemble": best_estimate's probabilities}``, or ``{"speech": False, "reason", "models": {},
+        "ensemble": {}}`` when it does not sound like speech (``ser_core.speech.speech_check``: silence, noise
+        and music are marked, not classified)."""
+        is_speech, reason = speech_check(y, sr)
+        if not is_speech:
+            return {"speech": False, "reason": reason, "models": {}, "ensemble": {}}
+        preds = self.predict(y, sr)
+        return {"speech": True, "models": preds, "ensemble": self.best_estimate(preds)[1]}
+
+    def rows(self, preds: dict) -> list[dict]:
+        """``predict``'s ``preds`` as the command line reports them: one ``{"model", "label", "probabilities"}``
+        per model, plus ``"uncertain": True`` below the model's "not sure" threshold (absent otherwise) and, for
+        speaker-adaptive models, ``"calibrated"`` (``calibration_status``)."""
+        thresholds, status, out = self.thresholds(), self.calibration_status(), []
+        for name, probs in preds.items():
+            row = {"model": name, "label": max(probs, key=probs.get), "probabilities": probs}
+            if is_uncertain(probs, thresholds.get(name)):
+                row["uncertain"] = True
+            out.append({**row, "calibrated": status[name]} if name in status else row)
         return out
 
     def thresholds(self) -> dict:
