@@ -9,14 +9,16 @@ import streamlit as st
 
 from app_shared import plain, public_mode, trained_model_cards
 from ser_core.channels import CHANNELS
+from ser_core.cross_corpus import LabelAlignment
 from ser_core.errors import SERError
 from ser_core.leaderboard import METRIC_NAMES, SHIPPED, Leaderboard, latex_table, markdown_table
 from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
 from ser_core.robustness import robustness_table
+from ser_core.splits import CROSS_CORPUS
 from ser_core.stats import ALPHA, CONFIDENCE, GENDER_GAP
 
 CALIBRATION_LABELS = {"ece": "ECE", "brier": "Brier"}  # of calibrated probabilities; older runs have none
-OPTIMISTIC = "random ⚠ speaker-dependent (optimistic)"
+OPTIMISTIC = "random ⚠"  # speaker-dependent (optimistic): the caption under the table says so
 CI_LABEL = f"UAR {CONFIDENCE * 100:.0f} % CI"
 
 st.title("Leaderboard")
@@ -47,11 +49,14 @@ def _key(df: pd.DataFrame) -> tuple:
 
 
 # -- the table ----------------------------------------------------------------------------------------------------
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns([4, 4, 4, 3], vertical_alignment="bottom")
 datasets = c1.multiselect("Dataset", sorted(runs["dataset"].unique()), key="lb_datasets",
                           placeholder="all datasets")
 splits = c2.multiselect("Split", sorted(runs["split"].unique()), key="lb_splits", placeholder="all splits")
 sources = c3.multiselect("Source", sorted(runs["source"].unique()), key="lb_sources", placeholder="shipped and yours")
+every_column = c4.toggle("All columns", key="lb_every_column",
+                         help="Also each metric's ±, weighted precision and recall, Brier, training time, latency, "
+                              "size, clips and date (the CSV download has them all).")
 view = runs[runs["dataset"].isin(datasets or runs["dataset"]) & runs["split"].isin(splits or runs["split"])
             & runs["source"].isin(sources or runs["source"])]
 view = view.merge(_statistics(str(board.store.path), _key(view)), left_on="id", right_index=True, how="left")
@@ -90,9 +95,14 @@ def _table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 table = _table(view)
-pct = {c: st.column_config.NumberColumn(c, format="%.1f %%") for c in table if c in METRIC_NAMES.values()}
-pct |= {c: st.column_config.NumberColumn(c, format="± %.1f") for c in table if c.endswith(" ±")}
+COMPACT = ["run", "model", "dataset", "split", "UAR", CI_LABEL, "vs best", "accuracy", "ECE"]
+# ^ what fits the page width (1280 px wide windows); "All columns" shows the rest
+pct = {c: st.column_config.NumberColumn(c, format="%.1f") for c in table if c in METRIC_NAMES.values()}  # in %
+pct |= {c: st.column_config.NumberColumn("±", format="± %.1f", help=f"{c}: standard deviation over the folds")
+        for c in table if c.endswith(" ±")}  # short headers keep the table within the page width
+pct[CI_LABEL] = st.column_config.TextColumn(f"{CONFIDENCE * 100:.0f} % CI", help=CI_LABEL)
 st.dataframe(table.sort_values("UAR", ascending=False), hide_index=True, width="stretch",
+             column_order=None if every_column else [c for c in COMPACT if c in table],
              column_config=pct | {"train s/fold": st.column_config.NumberColumn(format="%.2f"),
                                   "ms/clip": st.column_config.NumberColumn(format="%.2f"),
                                   "size MB": st.column_config.NumberColumn(format="%.2f")}
@@ -102,7 +112,9 @@ st.caption("Mean ± standard deviation over the folds, in %. UAR = unweighted av
            "same speakers were in training and test folds, so they overstate what a model does on a new voice. "
            "ECE (expected calibration error: the gap between confidence and accuracy, 0 = honest) and Brier "
            "(0 = best) score the calibrated probabilities, each fold calibrated on the other folds. "
-           "Shipped: the cross-validation of a model this app ships with, read from its model card.")
+           "Shipped: the cross-validation of a model this app ships with, read from its model card. Cross-corpus: "
+           "trained on every clip of the first corpus, tested on every clip of the second, on the emotions both "
+           "have (one test set: ± 0; ECE and Brier of the model's own probabilities).")
 st.caption(f"{CI_LABEL}: {CONFIDENCE * 100:.0f} % of intervals drawn this way hold the true score (bootstrap: "
            "whole test speakers resampled); “≈ best”: a paired permutation test over speakers finds no "
            f"significant UAR gap (p ≥ {ALPHA:.2f}) to the best run on the same clips and folds.")
@@ -123,7 +135,8 @@ st.dataframe(pd.DataFrame([{"model": r["model"], "dataset": r["dataset"],
                             "split": f"{r['split']} (speaker-dependent)", "accuracy": r["accuracy"] * 100,
                             "as reported": r["metric"], "status": r["note"]}
                            for r in REFERENCE_RESULTS]),
-             hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f %%")})
+             hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f %%")},
+             column_order=["model", "dataset", "split", "accuracy", "as reported"])  # status: the heading says it
 st.caption("From the projects SER Studio grew from, on RAVDESS with random splits and their own protocols; "
            "not comparable with the speaker-grouped runs above.")
 
@@ -226,6 +239,11 @@ rid = st.selectbox("Run", ids, index=first, format_func=_label, key="lb_run")
 run = board.get_run(rid)
 if run["source"] == SHIPPED:
     st.caption("A shipped model's cross-validation, read from its model card and out-of-fold predictions.")
+if run["split"] == CROSS_CORPUS:  # both corpora, and the emotions the run kept and dropped
+    o = run["options"]
+    kept = LabelAlignment(o.get("train_dataset", "?"), o.get("test_dataset", "?"), tuple(o.get("labels", [])),
+                          tuple(o.get("dropped", {}).get("train", [])), tuple(o.get("dropped", {}).get("test", [])))
+    st.caption(plain(f"Cross-corpus: {run['splitter']}. {kept.message}"))
 if run["speaker_dependent"]:
     st.warning("Speaker-dependent (random) split: optimistic, not a speaker-independent estimate.")
 left, right = st.columns([3, 2])

@@ -6,21 +6,23 @@ session does not stop it, and the page finds it again in the jobs folder.
 import json
 import os
 import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from app_shared import current_corpus, data_root, job_executor, local_only, plain
+from app_shared import corpus_at, current_corpus, data_root, job_executor, local_only, plain
 from ser_core import events
 from ser_core.augment import AUGMENTATIONS
 from ser_core.corpora import Corpus
+from ser_core.cross_corpus import align_labels
 from ser_core.errors import OutsideRootsError, SERError
 from ser_core.evaluation import default_folds
 from ser_core.features import FEATURE_SETS
 from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
 from ser_core.roots import configured_roots, weights_source
-from ser_core.splits import SPLIT_CHOICES, SPLITS
+from ser_core.splits import CROSS_CORPUS, SPLIT_CHOICES, SPLITS
 
 OWN_FEATURES = "(each model's own)"
 GLOBAL_PARAMS = {"feature_set", "seed", "oversample", "focal_gamma", "device", "n_jobs"}  # set elsewhere
@@ -73,18 +75,32 @@ models = st.multiselect("Models", list_models(), key=_keep("train_models", ["svm
                         help="Each model is cross-validated with the same folds, then trained on all clips and "
                              "saved as one of your models (named after model, data and run, e.g. "
                              "svm-samples-run12) for the Demo page. The shipped models are never replaced.")
+cross = st.toggle("Test on another corpus", key=_keep("train_cross", False),
+                  help="Train on every clip of the data chosen in the sidebar and test on every clip of another "
+                       "corpus, on the emotions both have (split cross-corpus). No model is saved.")
+test, test_problem = None, None
+if cross:
+    test_path = st.text_input("Test corpus (folder or CSV)", key=_keep("train_test_path", ""),
+                              placeholder="/path/to/another/corpus",
+                              help="This server reads data inside: " + ", ".join(plain(r) for r in roots) + ".")
+    if test_path.strip():
+        try:
+            test_name, test_manifest, _ = corpus_at(test_path.strip())
+            test = Corpus(test_name, Path(test_path.strip()).expanduser(), test_manifest)
+        except SERError as exc:
+            test_problem = str(exc)
 c1, c2, c3, c4 = st.columns(4)
 feature_set = c1.selectbox("Feature set", [OWN_FEATURES, *FEATURE_SETS],
                            key=_keep("train_feature_set", OWN_FEATURES))
 split = c2.selectbox("Split", SPLIT_CHOICES, format_func=lambda n: SPLITS[n].label,
-                     key=_keep("train_split", "speaker"))
+                     key=_keep("train_split", "speaker"), disabled=cross)
 if st.session_state.get("_train_k_data") != str(root):  # new data: K starts at what it allows
     st.session_state["train_k"] = st.session_state["_keep_train_k"] = default_folds(corpus, split)
     st.session_state["_train_k_data"] = str(root)
 folds = c3.number_input("K (folds)", min_value=2, max_value=20, step=1, key=_keep("train_k", 4),
-                        disabled=not SPLITS[split].uses_k)
+                        disabled=cross or not SPLITS[split].uses_k)
 seed = c4.number_input("Seed", min_value=0, step=1, key=_keep("train_seed", 0))
-if SPLITS[split].speaker_dependent:
+if SPLITS[split].speaker_dependent and not cross:
     st.warning("Random splits put the same speakers in training and test folds: scores are speaker-dependent "
                "and optimistic. Use them only to compare with published figures.")
 
@@ -141,16 +157,21 @@ for k in [k for k in st.session_state if k.startswith(("train_", "hp_"))]:
     st.session_state["_keep_" + k] = st.session_state[k]  # see _keep
 
 job = Job(data_root=str(root), models=params, feature_set=None if feature_set == OWN_FEATURES else feature_set,
-          folds=int(folds), split=split, augment=tuple(augment), speaker_norm=speaker_norm, seed=int(seed),
-          force=force, data_roots=[str(r) for r in roots])
+          folds=1 if cross else int(folds), split=CROSS_CORPUS if cross else split, augment=tuple(augment),
+          speaker_norm=speaker_norm, seed=int(seed), force=force, save=not cross, data_roots=[str(r) for r in roots],
+          test_data_root=str(test.root) if test is not None else None)
 reason = None  # why Run is refused: one sentence, before any job starts
 if not models:
     reason = "Choose at least one model to train."
+elif cross and test is None:
+    reason = test_problem or "Choose the corpus to test on: a folder or CSV file."
 elif not bad and not refused:
     try:
-        job.check(corpus)
+        job.check(corpus, test)
     except SERError as exc:
         reason = str(exc)
+if test is not None and not reason:
+    st.caption(plain(align_labels(corpus, test).message))
 if reason:
     st.error(plain(reason), icon=":material/block:")
 if st.button("Run", type="primary", disabled=bool(reason or bad or refused), key="train_run", help=reason):
@@ -194,8 +215,9 @@ def job_panel(job_id: str, was_active: bool):
         st.rerun()  # finished: redraw the whole page once (job list, no more refreshing)
     head, btn = st.columns([4, 1])
     split = SPLITS.get(spec.get("split"))
-    head.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · {plain(spec.get('data_root'))} · "
-                  f"{split.label if split else spec.get('split')}, K={spec.get('folds')}, "
+    protocol = f"tested on {plain(spec['test_data_root'])}" if spec.get("test_data_root") else \
+        f"{split.label if split else spec.get('split')}, K={spec.get('folds')}"
+    head.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · {plain(spec.get('data_root'))} · {protocol}, "
                   f"seed {spec.get('seed')}{' · forced rerun' if spec.get('force') else ''}")
     if state in ACTIVE and btn.button("Cancel", key=f"cancel_{job_id}"):
         st_ = executor.cancel(job_id)

@@ -103,6 +103,8 @@ def cmd_train(a):
     for m in models:
         get_spec(m)  # fail early on a typo
     params = _parse_params(a.param)
+    if a.test_data:  # train on one corpus, test on another
+        return _train_cross_corpus(a, models, params)
     corpus = load_corpus(a.data, corpus=a.corpus)
     folds = a.folds if a.folds is not None else default_folds(corpus, a.split)
     configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
@@ -116,33 +118,73 @@ def cmd_train(a):
     store = ResultsStore(a.db)
     results = []
     for name, cfg in zip(models, configs):
-        t0 = time.perf_counter()
-
-        def progress(e, name=name, t0=t0):
-            el = time.perf_counter() - t0
-            if e["event"] == events.FOLD_DONE:
-                m = e["metrics"]
-                _err(f"[{name}] fold {e['fold'] + 1}/{e['folds']}: UAR {m['uar']:.3f} acc {m['accuracy']:.3f} "
-                     f"({e['train_time_s']:.1f} s train, {el:.0f} s elapsed)")
-            elif e["event"] == events.CACHED:
-                _err(f"[{name}] identical configuration on identical data: reusing stored run {e['run_id']} "
-                     "(use --force to retrain)")
-            elif e["event"] == events.CACHED_WITHOUT_MODEL:
-                _err(f"[{name}] {e['message']}")
-            elif e["event"] in (events.FEATURES, events.FINAL):
-                _err(f"[{name}] {'computing features' if e['event'] == events.FEATURES else 'training final model'}"
-                     f" ({el:.0f} s elapsed)")
-
-        res = cross_validate(cfg, corpus, store=store, use_cache=not a.force, n_jobs=a.jobs, progress=progress,
-                             save_to=save_to(name), replace_shipped=a.replace_shipped)
+        res = cross_validate(cfg, corpus, store=store, use_cache=not a.force, n_jobs=a.jobs,
+                             progress=_train_progress(name), save_to=save_to(name), replace_shipped=a.replace_shipped)
         s = res.summary
         results.append({"model": name, "run_id": res.run_id, "cached": res.cached, "split": a.split,
                         "folds": folds, "uar": s["uar"], "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
                         "saved_model": res.saved_model})
-        _err(f"[{name}] UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy "
-             f"{s['accuracy']['mean']:.3f} ± {s['accuracy']['std']:.3f}" + (" (speaker-DEPENDENT split)"
-                                                                              if SPLITS[a.split].speaker_dependent
-                                                                              else ""))
+        _err(_scores_line(name, s) + (" (speaker-DEPENDENT split)" if SPLITS[a.split].speaker_dependent else ""))
+    if a.json:
+        _print_json(results)
+
+
+def _train_progress(name: str):
+    """The ``progress`` callback of `train` for model ``name``: what a run is doing, as lines on stderr."""
+    t0 = time.perf_counter()
+
+    def progress(e):
+        el = time.perf_counter() - t0
+        if e["event"] == events.FOLD_DONE:
+            m = e["metrics"]
+            _err(f"[{name}] fold {e['fold'] + 1}/{e['folds']}: UAR {m['uar']:.3f} acc {m['accuracy']:.3f} "
+                 f"({e['train_time_s']:.1f} s train, {el:.0f} s elapsed)")
+        elif e["event"] == events.CACHED:
+            _err(f"[{name}] identical configuration on identical data: reusing stored run {e['run_id']} "
+                 "(use --force to retrain)")
+        elif e["event"] in (events.CACHED_WITHOUT_MODEL, events.LABELS):
+            _err(f"[{name}] {e['message']}")
+        elif e["event"] in (events.FEATURES, events.FINAL):
+            _err(f"[{name}] {'computing features' if e['event'] == events.FEATURES else 'training final model'}"
+                 f" ({el:.0f} s elapsed)")
+
+    return progress
+
+
+def _scores_line(name: str, s: dict) -> str:
+    return (f"[{name}] UAR {s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy {s['accuracy']['mean']:.3f} ± "
+            f"{s['accuracy']['std']:.3f}")
+
+
+def _train_cross_corpus(a, models: list[str], params: dict):
+    """`train --test-data`: each model trained on every clip of --data and tested on every clip of --test-data
+    (``ser_core.cross_corpus``); stored with split cross-corpus, no model saved. JSON: the test corpus's
+    metrics, as the other runs give them (``{"mean", "std"}``; one test set: std 0)."""
+    from .corpora import load_corpus
+    from .cross_corpus import check_cross_corpus, cross_corpus
+    from .evaluation import RunConfig
+    from .results import ResultsStore
+    from .splits import CROSS_CORPUS
+
+    train, test = load_corpus(a.data, corpus=a.corpus), load_corpus(a.test_data, corpus=a.test_corpus)
+    configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=CROSS_CORPUS,
+                         folds=1, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm) for name in models]
+    for cfg in configs:  # every impossible choice is refused before anything trains
+        dropped = check_cross_corpus(cfg, train, test).to_dict()["dropped"]
+    store = ResultsStore(a.db)
+    results = []
+    for name, cfg in zip(models, configs):
+        res = cross_corpus(cfg, train, test, store=store, use_cache=not a.force, n_jobs=a.jobs,
+                           progress=_train_progress(name))
+        s, fold = res.summary, res.folds[0]
+        results.append({"model": name, "run_id": res.run_id, "cached": res.cached, "split": CROSS_CORPUS,
+                        "train_corpus": train.name, "test_corpus": test.name, "labels": res.labels,
+                        "dropped": dropped, "n_train": fold["n_train"],
+                        "n_test": fold["n_test"], **{m: s[m] for m in ("uar", "accuracy", "macro_f1",
+                                                                       "weighted_precision", "weighted_recall",
+                                                                       "ece", "brier") if m in s},
+                        "per_class_recall": s["per_class_recall"], "saved_model": None})
+        _err(_scores_line(name, s) + f" on {test.name} ({fold['n_test']} clips; trained on {train.name})")
     if a.json:
         _print_json(results)
 
@@ -432,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="K-fold cross-validate models, store the results, save the final models")
     t.add_argument("--data", required=True, help="corpus folder or CSV")
+    t.add_argument("--test-data", default=None, metavar="DIR",
+                   help="another corpus folder or CSV: train on every clip of --data, test on every clip of this one "
+                        "(split cross-corpus: the emotions both have; --split and --folds do not apply; no model "
+                        "is saved)")
+    t.add_argument("--test-corpus", default="auto", help="force the test corpus's adapter (default: auto-detect)")
     t.add_argument("--models", required=True, help="comma-separated registry names, e.g. svm,cnn")
     t.add_argument("--folds", type=int, default=None,
                    help="K of K-fold (default: 4, or fewer where the data has fewer speakers or clips of an emotion)")

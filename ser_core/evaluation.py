@@ -289,7 +289,6 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     between folds (cancellation). The result carries the out-of-fold predictions (``oof``) and their
     cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
     """
-    from .features import compute_files
     from .models import create_model
 
     emit = progress or (lambda e: None)
@@ -316,14 +315,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     y = manifest["emotion"].to_numpy()
     speakers = manifest["speaker"].astype(str).to_numpy()
     labels = sorted(np.unique(y))
-    emit({"event": events.FEATURES, "feature_set": fs.name, "n": len(paths)})
-    step = max(1, len(paths) // 20)  # about 20 progress events, not one per clip
-
-    def feature_progress(done, total):
-        if done == total or done % step == 0:
-            emit({"event": events.FEATURES_PROGRESS, "done": done, "total": total})
-
-    X = compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
+    X = features_of(paths, fs, emit, n_jobs)
     X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
     if config.speaker_norm and config.channels:
         raise ConfigError("Channel predictions serve ensembles of single-clip models; drop them with speaker "
@@ -581,6 +573,21 @@ def channel_copies(paths, fs, channels, speakers, n_jobs=None) -> dict:
     from .robustness import perturbed_features
 
     return {c: perturbed_features(paths, fs, c, speakers=speakers, n_jobs=n_jobs) for c in parse_channels(channels)}
+
+
+def features_of(paths, fs, emit, n_jobs=None) -> np.ndarray:
+    """``compute_files(paths, fs)`` (cached) as a run does it: ``emit`` gets the ``FEATURES`` event, then about 20
+    ``FEATURES_PROGRESS`` events (not one per clip)."""
+    from .features import compute_files
+
+    emit({"event": events.FEATURES, "feature_set": fs.name, "n": len(paths)})
+    step = max(1, len(paths) // 20)
+
+    def feature_progress(done, total):
+        if done == total or done % step == 0:
+            emit({"event": events.FEATURES_PROGRESS, "done": done, "total": total})
+
+    return compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
 
 
 def augmented_copies(paths, fs, augment, seed, speakers, n_jobs=None) -> dict:

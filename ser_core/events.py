@@ -14,6 +14,7 @@ FOLD_START = "fold_start"  # fold, folds, run_id
 FOLD_DONE = "fold_done"  # fold, folds, run_id, metrics, n_train, n_test, test_speakers, train_time_s, latency_ms
 FINAL = "final"  # run_id: training the final model on every clip
 DONE = "done"  # run_id, summary
+LABELS = "labels"  # labels, dropped, message: the emotions a cross-corpus run keeps and drops (ser_core.cross_corpus)
 
 # -- a job (ser_core.jobs), around its models' runs ------------------------------------------------------------
 QUEUED = "queued"  # another job holds the runner

@@ -61,7 +61,8 @@ class Job:
     time ($SER_RESULTS_DB, your models folder ``saved.user_models_dir()``), pinned into the job so the worker
     writes where the app reads. Each model is saved in ``models_dir`` under a name of its own
     (``saved.user_model_name``: ``<name_prefix><model>-<data>-run<id>``), never over another model, and never
-    into the shipped models folder."""
+    into the shipped models folder. With ``test_data_root`` every model is trained on the corpus at ``data_root``
+    and tested on that one instead (split ``cross-corpus``, ``ser_core.cross_corpus``; no model is saved)."""
 
     data_root: str
     models: dict  # {"svm": {"C": 10}, "cnn": {}}; insertion order is the order of training
@@ -78,6 +79,8 @@ class Job:
     results_db: str | None = None
     models_dir: str | None = None
     data_roots: list | None = None  # folders the corpus may read (ser_core.roots); None: any (the command line)
+    test_data_root: str | None = None  # another corpus: train on data_root, test on this (split cross-corpus)
+    test_corpus: str = "auto"
 
     def run_configs(self) -> dict:
         """``{model: RunConfig}``: the run of every model, in training order."""
@@ -87,14 +90,16 @@ class Job:
                                 folds=int(self.folds), seed=int(self.seed), augment=tuple(self.augment),
                                 speaker_norm=bool(self.speaker_norm)) for name, params in self.models.items()}
 
-    def check(self, corpus) -> "Job":
-        """Refuse the job before it starts if any of its runs cannot work on ``corpus`` (``check_run``'s
-        sentence, naming the model when there are several); returns self."""
+    def check(self, corpus, test=None) -> "Job":
+        """Refuse the job before it starts if any of its runs cannot work on ``corpus`` (and on the test corpus
+        ``test`` of a cross-corpus job): ``check_run``'s or ``check_cross_corpus``'s sentence, naming the model when
+        there are several; returns self."""
+        from .cross_corpus import check_cross_corpus
         from .evaluation import check_run
 
         for name, cfg in self.run_configs().items():
             try:
-                check_run(cfg, corpus)
+                check_run(cfg, corpus) if test is None else check_cross_corpus(cfg, corpus, test)
             except ConfigError as exc:
                 raise ConfigError(f"{name}: {exc}" if len(self.models) > 1 else str(exc)) from None
         return self
@@ -111,7 +116,7 @@ class Job:
         from .augment import parse_augment
         from .features import get_feature_set
         from .models import get_spec
-        from .splits import get_split
+        from .splits import CROSS_CORPUS, get_split
 
         if not self.models:
             raise ConfigError("Choose at least one model to train.")
@@ -123,6 +128,11 @@ class Job:
             get_feature_set(self.feature_set)
         if get_split(self.split).uses_k and int(self.folds) < 2:
             raise ConfigError("K-fold needs at least 2 folds.")
+        if bool(self.test_data_root) != (not get_split(self.split).within_corpus):
+            raise ConfigError(f"A job tests on another corpus exactly when its split is '{CROSS_CORPUS}'; give both "
+                              "or neither.")
+        if self.test_data_root and not Path(self.test_data_root).expanduser().exists():
+            raise ConfigError(f"'{self.test_data_root}' does not exist; choose a test corpus folder or CSV file.")
         self.augment = parse_augment(self.augment)
         if not Path(self.data_root).expanduser().exists():
             raise ConfigError(f"'{self.data_root}' does not exist; choose a corpus folder or CSV file.")
@@ -464,6 +474,7 @@ class _Worker:
 
     def run_models(self) -> list[str]:
         from .corpora import load_corpus
+        from .cross_corpus import cross_corpus
         from .evaluation import cross_validate
         from .results import ResultsStore
         from .saved import data_label, user_model_path
@@ -472,7 +483,11 @@ class _Worker:
         self.log(f"loading the corpus at {job.data_root}")
         corpus = load_corpus(job.data_root, corpus=job.corpus, roots=job.data_roots)
         self.log(f"{corpus.name}: {len(corpus.manifest)} clips, {corpus.manifest['speaker'].nunique()} speakers")
-        job.check(corpus)  # an impossible choice stops the job before any model trains
+        test = None
+        if job.test_data_root:
+            self.log(f"loading the test corpus at {job.test_data_root}")
+            test = load_corpus(job.test_data_root, corpus=job.test_corpus, roots=job.data_roots)
+        job.check(corpus, test)  # an impossible choice stops the job before any model trains
         store = ResultsStore(job.results_db)
         label = data_label(corpus.name, corpus.root)
         errors = []
@@ -486,9 +501,13 @@ class _Worker:
             save_to = partial(user_model_path, job.name_prefix + name, label, root=job.models_dir) if job.save \
                 else None
             try:
-                res = cross_validate(cfg, corpus, store=store, use_cache=not job.force,
-                                     progress=self._progress(name, job), save_to=save_to,
-                                     should_stop=self.cancelled)
+                if test is not None:
+                    res = cross_corpus(cfg, corpus, test, store=store, use_cache=not job.force,
+                                       progress=self._progress(name, job))
+                else:
+                    res = cross_validate(cfg, corpus, store=store, use_cache=not job.force,
+                                         progress=self._progress(name, job), save_to=save_to,
+                                         should_stop=self.cancelled)
             except KeyboardInterrupt:
                 _update_status(self.dir, models={name: {"state": "cancelled"}})
                 self.emit({"event": events.MODEL_FAILED, "model": name, "state": "cancelled", "error": "cancelled"})
@@ -545,7 +564,7 @@ class _Worker:
             elif kind == events.CACHED:
                 self.log(f"[{name}] identical configuration on identical data: reusing stored run {rid} "
                          "(tick 'force' to retrain)")
-            elif kind == events.CACHED_WITHOUT_MODEL:
+            elif kind in (events.CACHED_WITHOUT_MODEL, events.LABELS):
                 self.log(f"[{name}] {e['message']}")
             if kind == events.FOLD_DONE:  # confusion matrices stay in the store; events carry the headline numbers
                 e = {**e, "metrics": {k: v for k, v in e["metrics"].items() if k not in ("confusion",)}}

@@ -67,3 +67,27 @@ def test_a_public_demo_answers_a_deep_link_to_a_page_it_leaves_out(chromium, tmp
                                 "pages.").count() == 1
         assert page.locator("h1").count() == 0 and page.get_by_role("button", name="Run").count() == 0
         page.close()
+
+
+def table_widths(page) -> list[tuple[int, int]]:
+    """``(content width, visible width)`` of every dataframe on the page, in pixels."""
+    return [tuple(w) for w in page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=stDataFrame] .dvn-scroller')]"
+        ".map(e => [e.scrollWidth, e.clientWidth])")]
+
+
+def test_the_leaderboard_table_fits_the_page_width(chromium, tmp_path):
+    """A 1280 px wide window, the shipped runs of a fresh install: no horizontal scrolling in the table (its other
+    columns are one toggle away, and then it scrolls)."""
+    with fresh_server(tmp_path) as url:
+        page = open_first(chromium, f"{url}/leaderboard")
+        page.locator('[data-testid="stDataFrame"]').first.wait_for()
+        content, visible = table_widths(page)[0]
+        assert content <= visible, f"the table is {content} px wide in {visible} px"
+        assert table_widths(page)[1][0] <= table_widths(page)[1][1]  # the reference figures too
+        page.screenshot(path=str(SHOTS / "leaderboard-1280.png"))
+        page.get_by_text("All columns").click()
+        settle(page)
+        content, visible = table_widths(page)[0]
+        assert content > visible  # every column: the table scrolls (the measure sees an overflow)
+        page.close()
