@@ -212,9 +212,11 @@ def _canonical(name: str) -> str:
 def _list_media(root: Path, roots=None, skipped: list | None = None) -> list[Path]:
     """Audio and video files under ``root`` (recursively, following links to folders once each; hidden
     files/folders and __MACOSX left out), sorted. With ``roots``, files and linked folders that resolve outside
-    them are left out and added to ``skipped`` with :data:`OUTSIDE_REASON`; so are links to a folder already read."""
+    them are left out and added to ``skipped`` with :data:`OUTSIDE_REASON`; so are links to a folder already read
+    (no link loops) and links to a folder that holds ``root`` (which would read what lies beside the corpus)."""
     skipped = [] if skipped is None else skipped
     out, seen = [], {root.resolve()}
+    above = set(root.resolve().parents)  # a link to one of these would read the corpus's surroundings
 
     def allowed(p: Path) -> bool:
         if roots is None or is_inside(p, roots):
@@ -229,8 +231,11 @@ def _list_media(root: Path, roots=None, skipped: list | None = None) -> list[Pat
             if d.startswith(".") or d == "__MACOSX" or not allowed(full):
                 continue
             real = full.resolve()
-            if real in seen:  # a second link to a folder, or a link back up the tree
+            if real in seen:  # a second link to a folder, or a link back to a folder on the way down
                 skipped.append((str(full), "a link to a folder that is already read"))
+                continue
+            if real in above:  # a link up the tree, past the corpus folder (to its parent, or to /)
+                skipped.append((str(full), "a link to a folder that holds the corpus"))
                 continue
             seen.add(real)
             keep.append(d)

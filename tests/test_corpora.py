@@ -218,3 +218,52 @@ def test_durations_of_compressed_and_empty_files(tmp_path):
 def test_normalize_label():
     assert [normalize_label(x) for x in ["Anger", "HAPPINESS", "pleasant surprise", "Fear", "Excited"]] == [
         "angry", "happy", "surprised", "fearful", "excited"]
+
+
+def test_a_corpus_of_linked_actor_folders_is_read(shared_ravdess, tmp_path):
+    """The issue's case: every Actor_XX of the folder is a symbolic link (to the shared RAVDESS)."""
+    from ser_core.roots import OUTSIDE_REASON
+
+    corpus = tmp_path / "linked"
+    corpus.mkdir()
+    for a in ("01", "02"):
+        (corpus / f"Actor_{a}").symlink_to(shared_ravdess / f"Actor_{a}", target_is_directory=True)
+    assert detect_corpus(corpus) == "ravdess"
+    for roots in (None, (tmp_path, shared_ravdess)):  # the command line, and a server that may read both
+        c = load_corpus(corpus, roots=roots)
+        assert (c.name, len(c.manifest), sorted(c.manifest["speaker"].unique())) == ("ravdess", 120, ["01", "02"])
+        assert all(p.startswith(str(corpus / "Actor_0")) for p in c.manifest["path"]) and not c.skipped
+    with pytest.raises(CorpusError, match=f"0 audio files, 2 more {OUTSIDE_REASON}"):
+        load_corpus(corpus, roots=(tmp_path,))  # a server that may not read where they point
+
+
+def test_links_that_loop_or_climb_out_of_the_corpus_are_not_followed(tmp_path):
+    import signal
+
+    corpus, beside = tmp_path / "corpus", tmp_path / "beside"
+    make(corpus / "Actor_01", ["03-01-05-01-01-01-01.wav", "03-01-04-01-01-01-01.wav"])
+    make(beside / "Actor_02", ["03-01-05-01-01-01-02.wav", "03-01-04-01-01-01-02.wav"])
+    make(beside / "Actor_09", ["03-01-05-01-01-01-09.wav"])
+    links = {corpus / "Actor_02": beside / "Actor_02",  # a linked actor: read
+             corpus / "Actor_01" / "self": corpus / "Actor_01",  # loops of every kind: read once, then skipped
+             corpus / "Actor_01" / "up": corpus, beside / "Actor_02" / "back": corpus,
+             corpus / "Actor_01" / "parent": tmp_path, corpus / "Actor_01" / "root": Path("/")}  # out of it
+    for link, target in links.items():
+        link.symlink_to(target, target_is_directory=True)
+    def too_long(signum, frame):
+        raise TimeoutError("the walk of the corpus folder did not end")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(30)  # a walk that loops (or reads the whole disk) fails here instead of hanging the suite
+    try:
+        c = load_corpus(corpus)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sorted(c.manifest["speaker"]) == ["01", "01", "02", "02"]  # never Actor_09, which lies beside
+    assert dict(c.skipped) == {
+        str(corpus / "Actor_01" / "self"): "a link to a folder that is already read",
+        str(corpus / "Actor_01" / "up"): "a link to a folder that is already read",
+        str(corpus / "Actor_02" / "back"): "a link to a folder that is already read",
+        str(corpus / "Actor_01" / "parent"): "a link to a folder that holds the corpus",
+        str(corpus / "Actor_01" / "root"): "a link to a folder that holds the corpus"}
