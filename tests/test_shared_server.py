@@ -116,10 +116,8 @@ def test_public_mode_stops_a_deep_linked_page(monkeypatch, script):
 def test_train_refuses_a_weights_path_outside_the_roots(tmp_path, monkeypatch):
     for k in ("JOBS", "MODELS"):
         monkeypatch.setenv(f"SER_{k}_DIR", str(tmp_path / k.lower()))
-    csv = markup_corpus(tmp_path / "markup")
     (tmp_path / "weights.h5").write_bytes(b"")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["data_kind"], at.session_state["data_path"] = "Local folder or CSV", str(csv)
+    at = AppTest.from_file(APP, default_timeout=60)  # the bundled samples: data a run can train on
     at.session_state["train_models"] = ["vgg16_transfer"]
     at.switch_page("app_pages/train.py").run()
     assert not at.exception and not at.error and not at.button(key="train_run").disabled  # "imagenet": a download
