@@ -261,7 +261,7 @@ def cmd_ensemble(a):
 
 
 def cmd_predict(a):
-    from .inference import Predictor, describe_prediction, ensemble, is_uncertain
+    from .inference import Predictor, describe_prediction, ensemble
     from .speech import NOT_SPEECH, speech_check_file
 
     names = None if a.model == "all" else [m.strip() for m in a.model.split(",")]
@@ -275,11 +275,14 @@ def cmd_predict(a):
              "less accurate); pass --calibrate with 5+ clips of the same speaker")
     elif a.calibrate:
         _err("note: none of these models is speaker-adaptive; --calibrate is ignored")
-    status, thresholds = predictor.calibration_status(), predictor.thresholds()
+    thresholds = predictor.thresholds()
     out, failed = [], 0
     for f in a.files:
         try:
             y, is_speech, reason = speech_check_file(f)
+            if a.segments:  # a row per speech segment and model; the pauses are skipped
+                out += _segment_rows(f, predictor, a.ensemble)
+                continue
         except SERError as exc:  # a bad file is a row too; the other files go on and the exit status says so
             out.append({"file": f, "model": None, "label": None, "error": str(exc)})
             failed += 1
@@ -288,11 +291,7 @@ def cmd_predict(a):
             out.append({"file": f, "model": None, "label": None, "no_speech": True, "reason": reason})
             continue
         preds = predictor.predict(y, 16000)
-        for name, probs in preds.items():
-            row = {"file": f, "model": name, "label": max(probs, key=probs.get), "probabilities": probs}
-            if is_uncertain(probs, thresholds[name]):  # below the card's threshold; absent otherwise
-                row["uncertain"] = True
-            out.append({**row, "calibrated": status[name]} if name in status else row)
+        out += [{"file": f, **row} for row in predictor.rows(preds)]
         if a.ensemble and predictor.saved_ensemble() is None:  # a saved ensemble already has its row
             ens = ensemble(preds, predictor.weights())
             out.append({"file": f, "model": "ensemble", "label": max(ens, key=ens.get), "probabilities": ens})
@@ -303,16 +302,60 @@ def cmd_predict(a):
             if r.get("error"):
                 print(f"{r['file']}\terror: {r['error']}")
             elif r.get("no_speech"):
-                print(f"{r['file']}\t{NOT_SPEECH} {r['reason']}")
+                where = f"\t{r['start']:.2f}-{r['end']:.2f} s" if "start" in r else ""
+                print(f"{r['file']}{where}\t{NOT_SPEECH} {r['reason']}")
             else:
                 said = describe_prediction(r["probabilities"], thresholds.get(r["model"]))
-                print(f"{r['file']}\t{r['model']:<20} {said['text']}")
+                where = f"\t{r['start']:.2f}-{r['end']:.2f} s" if "start" in r else ""
+                print(f"{r['file']}{where}\t{r['model']:<20} {said['text']}")
     if failed:
         _err(f"{failed} of {len(a.files)} files could not be analysed (exit status 1)")
     return 1 if failed else 0
 
 
 def _audio_files(items) -> list[str]:
+def _segment_rows(f, predictor, mean_row: bool) -> list[dict]:
+    """`predict --segments` rows of file ``f`` (``ser_core.segments.segment_rows``), or one ``no_speech`` row
+    when it holds no speech segment."""
+    from .segments import predict_file_segments, segment_rows
+
+    segments, reason = predict_file_segments(f, predictor)
+    if not segments:
+        return [{"file": f, "model": None, "label": None, "no_speech": True, "reason": reason}]
+    return [{"file": f, **row} for row in segment_rows(segments, predictor, mean_row=mean_row)]
+
+
+def cmd_explain(a):
+    from .explain import explain
+    from .inference import Predictor
+    from .speech import NOT_SPEECH, speech_check, speech_check_file
+
+    y, is_speech, reason = speech_check_file(a.file)
+    start = int(a.start * 16000) if a.start is not None else 0
+    if y is not None and (a.start is not None or a.end is not None):  # the part asked for is what must be speech
+        y = y[start:int(a.end * 16000) if a.end is not None else None]
+        is_speech, reason = speech_check(y, 16000)
+    if not is_speech:
+        if a.json:
+            _print_json({"file": a.file, "model": a.model, "no_speech": True, "reason": reason})
+        else:
+            print(f"{a.file}\t{NOT_SPEECH} {reason}")
+        return 0
+    predictor = Predictor.from_dir([a.model], a.models_dir)
+    ex = explain(y, 16000, predictor, a.model, label=a.label, root=a.models_dir, offset_s=start / 16000)
+    if a.json:
+        _print_json({"file": a.file, **ex})
+        return 0
+    print(ex["text"])
+    for r in ex.get("regions", []):
+        print(f"  {r['start']:6.2f}-{r['end']:.2f} s  {r['low_hz']:>5}-{r['high_hz']} Hz  effect {r['effect']:+.2f}"
+              f"  (without it {r['probability_without']:.0%})")
+    for r in ex.get("features", []) + ex.get("against", []):
+        print(f"  effect {r['effect']:+.2f}  (without it {r['probability_without']:.0%})  {r['text']}")
+    print(f"({ex['method']})")
+    return 0
+
+
     """Files and folders (their audio files, recursively, sorted) -> a list of audio file paths."""
     from pathlib import Path
 
@@ -545,9 +588,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     m = sub.add_parser("models", help="list saved models, shipped and yours (or --registry: all model families)")
+    pr.add_argument("--segments", action="store_true", help="split each file into speech segments (Silero "
+                    "VAD) and predict each; the pauses are skipped. Rows gain segment, start and end (seconds)")
     m.add_argument("--registry", action="store_true")
     m.add_argument("--models-dir", default=None)
     m.add_argument("--json", action="store_true")
+    ex = sub.add_parser("explain", help="why a saved model gave its answer for one clip: occlusion map "
+                        "(spectrogram models) or the features that pushed it, against the training data")
+    ex.add_argument("--model", required=True, help="a saved model name (an ensemble: its highest-weight member)")
+    ex.add_argument("file")
+    ex.add_argument("--label", default=None, help="the emotion to explain (default: the model's answer)")
+    ex.add_argument("--start", type=float, default=None, help="explain from this second of the file on")
+    ex.add_argument("--end", type=float, default=None, help="explain up to this second of the file")
+    ex.add_argument("--models-dir", default=None)
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_explain)
+
     m.set_defaults(func=cmd_models)
 
     lb = sub.add_parser("leaderboard", help="the stored runs and the shipped models' runs, with 95 %% confidence "
