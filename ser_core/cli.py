@@ -279,10 +279,10 @@ def cmd_predict(a):
     out, failed = [], 0
     for f in a.files:
         try:
-            y, is_speech, reason = speech_check_file(f)
             if a.segments:  # a row per speech segment and model; the pauses are skipped
                 out += _segment_rows(f, predictor, a.ensemble)
                 continue
+            y, is_speech, reason = speech_check_file(f)
         except SERError as exc:  # a bad file is a row too; the other files go on and the exit status says so
             out.append({"file": f, "model": None, "label": None, "error": str(exc)})
             failed += 1
@@ -313,7 +313,6 @@ def cmd_predict(a):
     return 1 if failed else 0
 
 
-def _audio_files(items) -> list[str]:
 def _segment_rows(f, predictor, mean_row: bool) -> list[dict]:
     """`predict --segments` rows of file ``f`` (``ser_core.segments.segment_rows``), or one ``no_speech`` row
     when it holds no speech segment."""
@@ -356,6 +355,7 @@ def cmd_explain(a):
     return 0
 
 
+def _audio_files(items) -> list[str]:
     """Files and folders (their audio files, recursively, sorted) -> a list of audio file paths."""
     from pathlib import Path
 
@@ -584,15 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(when the saved ensemble is not among the models)")
     pr.add_argument("--calibrate", action="append", metavar="FILE_OR_DIR",
                     help="clips (5+) of the same speaker for speaker-adaptive models (repeatable; folders too)")
+    pr.add_argument("--segments", action="store_true", help="split each file into speech segments (Silero "
+                    "VAD) and predict each; the pauses are skipped. Rows gain segment, start and end (seconds)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
-    m = sub.add_parser("models", help="list saved models, shipped and yours (or --registry: all model families)")
-    pr.add_argument("--segments", action="store_true", help="split each file into speech segments (Silero "
-                    "VAD) and predict each; the pauses are skipped. Rows gain segment, start and end (seconds)")
-    m.add_argument("--registry", action="store_true")
-    m.add_argument("--models-dir", default=None)
-    m.add_argument("--json", action="store_true")
     ex = sub.add_parser("explain", help="why a saved model gave its answer for one clip: occlusion map "
                         "(spectrogram models) or the features that pushed it, against the training data")
     ex.add_argument("--model", required=True, help="a saved model name (an ensemble: its highest-weight member)")
@@ -604,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_explain)
 
+    m = sub.add_parser("models", help="list saved models, shipped and yours (or --registry: all model families)")
+    m.add_argument("--registry", action="store_true")
+    m.add_argument("--models-dir", default=None)
+    m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
 
     lb = sub.add_parser("leaderboard", help="the stored runs and the shipped models' runs, with 95 %% confidence "
