@@ -9,18 +9,18 @@ import queue
 import time
 
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
 from app_shared import (EMOTION_COLORS, analysis_slot, emotion_order, load_predictor, models_dir_version, plain,
-                        pop_refusal, refuse_upload, trained_model_cards, upload_limit_mb)
+                        pop_refusal, public_mode, refuse_upload, trained_model_cards, upload_limit_mb)
 from ser_core.audio import envelope
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
 from ser_core.inference import MAX_RECORDING_S, TIMELINE_AFTER_S, analyse_audio, describe_prediction
 from ser_core.live import LiveBuffer
 from ser_core.saved import SHIPPED, YOURS, delete_user_model, shipped_models_dir, user_models_dir
+from ser_core.segments import predict_segments, segment_table
 from ser_core.speech import NOT_SPEECH
 
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
@@ -169,7 +169,21 @@ cal_status, thresholds = predictor.calibration_status(), predictor.thresholds()
 def analyse(data: bytes, filename: str, models: tuple, version: float, calibration_key: tuple, _predictor) -> dict:
     buf = io.BytesIO(data)
     buf.name = filename
-    return analyse_audio(buf, _predictor)
+    res = analyse_audio(buf, _predictor, timeline_after_s=float("inf"))  # speech segments, not fixed windows
+    if res["is_speech"]:
+        res["digest"] = hashlib.sha1(data).hexdigest()
+        long = len(res["y"]) / res["sr"] > TIMELINE_AFTER_S
+        res["segments"] = predict_segments(res["y"], res["sr"], _predictor) if long else None
+    return res
+
+
+@st.cache_data(max_entries=32, show_spinner="Finding what the model listened to...")
+def explained(digest: str, name: str, start: float, end: float | None, models: tuple, version: float,
+              calibration_key: tuple, _predictor, _y) -> dict:
+    from ser_core.explain import explain
+
+    sr = 16000
+    return explain(_y[int(start * sr):None if end is None else int(end * sr)], sr, _predictor, name, offset_s=start)
 
 
 def prob_chart(probs: dict, key: str, height: int = 270):
@@ -224,29 +238,96 @@ def waveform_chart(res: dict):
                "(leading and trailing silence trimmed).")
 
 
-def timeline_chart(windows: list[dict], threshold: float | None):
-    rows = [{"time (s)": (w["start_s"] + w["end_s"]) / 2, "emotion": l, "probability": p}
-            for w in windows for l, p in (w["ensemble"].items() if w["speech"] else [])]
-    if not rows:
-        st.info("No window of this recording holds enough speech for a timeline.")
+def segments_chart(res: dict):
+    """The speech segments over the waveform (emotion and confidence of the best estimate), their table and,
+    except on a public server, their CSV."""
+    st.subheader("Emotion over time (speech segments)")
+    if not res["segments"]:
+        st.info("The voice activity detector found no speech segment in this recording.")
         return
-    df = pd.DataFrame(rows)
-    order = [plain(e) for e in emotion_order(df["emotion"])]  # plain: Plotly renders HTML in labels
-    fig = px.area(df.assign(emotion=df["emotion"].map(plain)), x="time (s)", y="probability", color="emotion",
-                  color_discrete_map={plain(e): c for e, c in EMOTION_COLORS.items()},
-                  category_orders={"emotion": order}, line_shape="spline")
-    fig.update_layout(height=320, margin=dict(t=10, b=10), yaxis=dict(range=[0, 1], tickformat=".0%"),
-                      legend=dict(orientation="h", y=-0.25))
-    st.plotly_chart(fig, key="timeline")
-    segs = []
-    for w in windows:
-        top = describe_prediction(w["ensemble"], threshold)["answer"] if w["speech"] else "(no speech)"
-        if segs and segs[-1]["emotion"] == top:
-            segs[-1]["to (s)"] = w["end_s"]
-        else:
-            segs.append({"from (s)": w["start_s"], "to (s)": w["end_s"], "emotion": top})
-    st.caption("Dominant emotion per stretch (overlapping windows, so neighbouring stretches overlap):")
-    st.dataframe(pd.DataFrame(segs).round(1), hide_index=True)
+    rows = segment_table(res["segments"], thresholds.get(res["lead"]))
+    y, sr = res["y"], res["sr"]
+    t, v = envelope(y, sr)
+    fig = go.Figure(go.Scatter(x=t, y=v, mode="lines", line=dict(width=1, color="#1f77b4"), hoverinfo="skip"))
+    for r in rows:
+        said = f"{r['answer']} {r['confidence']:.0%}" if r["emotion"] else "not speech"
+        fig.add_vrect(x0=r["start"], x1=r["end"], fillcolor=EMOTION_COLORS.get(r["emotion"], "#999"), opacity=0.3,
+                      line_width=0, annotation_text=plain(said), annotation_position="top left")
+    fig.update_layout(height=240, margin=dict(t=25, b=10), xaxis=dict(title="time (s)", range=[0, len(y) / sr]),
+                      yaxis_title="amplitude", showlegend=False)
+    st.plotly_chart(fig, key="segments", config={"displayModeBar": False})
+    table = pd.DataFrame(rows)[["start", "end", "answer", "emotion", "confidence", "reason"]]
+    st.caption(f"{len(rows)} speech segments found by a voice activity detector (Silero VAD); the pauses between "
+               "them are skipped, not classified. Each segment gets the best estimate above; \"not sure\" below "
+               "its threshold.")
+    st.dataframe(table.round(2), hide_index=True)
+    if not public_mode():
+        st.download_button("Download the segments (CSV)", table.to_csv(index=False), "segments.csv", "text/csv",
+                           icon=":material/download:")
+
+
+def explanation_panel(res: dict):
+    """Why the chosen model said what it said about the chosen part: an occlusion map or the features."""
+    st.subheader("Why this emotion?")
+    names = ([res["lead"]] if res["lead"] else []) + [k for k in res["predictions"] if k != res["lead"]]
+    parts = [(0.0, None, "the whole recording")] + [
+        (s["start_s"], s["end_s"], f"{s['start_s']:.1f}-{s['end_s']:.1f} s") for s in res.get("segments") or []
+        if s["speech"]]
+    c1, c2 = st.columns(2)
+    name = c1.selectbox("Model", names, format_func=model_label, key="explain_model")
+    part = c2.selectbox("Part", range(len(parts)), format_func=lambda i: parts[i][2], key="explain_part")
+    start, end, _ = parts[part]
+    request = (res["digest"], name, start, end)
+    if st.button("Explain", icon=":material/search:", key="explain_go"):
+        st.session_state["explain_request"] = request
+    if st.session_state.get("explain_request") != request:
+        st.caption("Occlusion: parts of the audio (spectrogram models) or groups of features (the others) are taken "
+                   "away one at a time, and what lowers the model's answer most is what drove it. A few seconds.")
+        return
+    try:
+        with analysis_slot():
+            ex = explained(*request, tuple(chosen), version, calibration_key, predictor, res["y"])
+    except SERError as exc:
+        st.error(plain(exc))
+        return
+    st.markdown(plain(ex["text"]))
+    if ex["kind"] == "time_frequency":
+        occlusion_map(ex, len(res["y"]) / res["sr"])
+    else:
+        feature_bars(ex)
+    st.caption(plain(f"Method: {ex['method']}. It shows what this model relies on for this recording, not what "
+                     "makes speech sound like that emotion in general."))
+
+
+def occlusion_map(ex: dict, duration: float):
+    """The effect of silencing each tile, on the recording's time axis (aligned with the waveform)."""
+    m = ex["map"]
+    fig = go.Figure(go.Heatmap(x=[(a + b) / 2 for a, b in m["times"]], y=[f"{a}-{b} Hz" for a, b in m["bands_hz"]],
+                               z=m["effect"], colorscale="RdBu_r", zmid=0,
+                               colorbar=dict(title="effect"), hovertemplate="%{x:.2f} s, %{y}: %{z:.2f}<extra></extra>"))
+    for r in ex["regions"]:
+        fig.add_vrect(x0=r["start"], x1=r["end"], line_width=1, line_dash="dot", fillcolor="rgba(0,0,0,0)")
+    fig.update_layout(height=300, margin=dict(t=10, b=10), xaxis=dict(title="time (s)", range=[0, duration]),
+                      yaxis_title="mel band")
+    st.plotly_chart(fig, key="explain_map")
+    heard = ex["heard"]
+    st.caption(f"The model hears {heard[0]:.2f}-{heard[1]:.2f} s (trimmed, at most its input length). Effect: how "
+               f"much the odds of {plain(ex['label'])} fall when that tile is silenced (log-odds; 1 = 2.7-fold). "
+               "Dotted: the top regions.")
+
+
+def feature_bars(ex: dict):
+    rows = ex["features"] + ex["against"]
+    if not rows:
+        return
+    fig = go.Figure(go.Bar(x=[r["effect"] for r in rows], y=[plain(r["words"]) for r in rows], orientation="h",
+                           marker_color=["#2ca02c" if r["effect"] > 0 else "#d62728" for r in rows]))
+    fig.update_layout(height=60 + 32 * len(rows), margin=dict(t=10, b=10), yaxis=dict(autorange="reversed"),
+                      xaxis_title=plain(f"effect on {ex['label']} (log-odds; > 0 pushed toward it)"))
+    st.plotly_chart(fig, key="explain_features", config={"displayModeBar": False})
+    st.markdown("\n".join(f"- {plain(r['text'])}" for r in rows))
+    ref = ex["reference"]
+    st.caption(plain(f"Compared with {ref['clips']} training clips ({ref['source']})."))
 
 
 def lead_answer(res: dict):
@@ -277,9 +358,9 @@ def render(res: dict):
     if singles:
         st.subheader("Each model")
         predictions_grid(singles, key="model", timings=res["timings"])
-    if res["timeline"] is not None:
-        st.subheader("Emotion over time (ensemble, 3 s windows)")
-        timeline_chart(res["timeline"], thresholds.get(res["lead"]))
+    if res["segments"] is not None:
+        segments_chart(res)
+    explanation_panel(res)
 
 
 def live():
@@ -330,7 +411,7 @@ if refused := pop_refusal():
     st.error(refused)
 if f is None:
     st.info("Upload or record a clip of speech, e.g. one of the bundled samples in `samples/ravdess/`. Recordings "
-            f"longer than {TIMELINE_AFTER_S:.0f} s also get an emotion-over-time chart.")
+            f"longer than {TIMELINE_AFTER_S:.0f} s are also split into speech segments, each with its emotion.")
     st.stop()
 
 # A refused file is dropped at once (refuse_upload): its bytes stay in no cache, session or player.
