@@ -55,6 +55,7 @@ def test_demo_shows_segments_csv_and_an_explanation(models_dir, monkeypatch):
     assert figure(bars)["data"][0]["x"][0] > 0  # the top feature pushed toward the answer
 
 
+@pytest.mark.slow
 def test_no_csv_download_on_a_public_server(models_dir, monkeypatch):
     monkeypatch.setenv("SER_MODELS_DIR", str(models_dir))
     monkeypatch.setenv("SER_PUBLIC", "1")

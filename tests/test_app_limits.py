@@ -21,6 +21,7 @@ def top_emotions(at) -> list:
     return [m.value for m in at.metric if m.label == "top emotion"]
 
 
+@pytest.mark.slow
 def test_demo_refuses_an_absurd_flac_and_empties_the_uploader(demo, tmp_path):
     """The issue's FLAC shape (655 kHz, 8 channels; 5 s instead of 119: the header alone refuses it)."""
     flac = constant_flac(tmp_path / "hostile.flac", 655_350, 8, 5)
@@ -35,6 +36,7 @@ def test_demo_refuses_an_absurd_flac_and_empties_the_uploader(demo, tmp_path):
     assert not demo.error and len(top_emotions(demo)) == 3  # the next upload works as usual
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, y, sr, reason", [
     ("onehz.wav", np.random.default_rng(0).normal(0, 0.3, 100), 1, "sampled at 1 Hz"),
     ("short.wav", 0.5 * np.sin(2 * np.pi * 200 * np.arange(800) / 16000), 16000, "too short to carry an emotion"),
@@ -48,6 +50,7 @@ def test_demo_says_no_speech_or_too_short(demo, name, y, sr, reason):
     assert demo.warning[0].value.startswith("This does not sound like speech.") and reason in demo.warning[0].value
 
 
+@pytest.mark.slow
 def test_demo_refuses_an_upload_over_the_server_limit(demo):
     """Streamlit refuses larger uploads itself; the page refuses them too when that is bypassed."""
     before = config.get_option("server.maxUploadSize")
@@ -63,6 +66,7 @@ def test_demo_refuses_an_upload_over_the_server_limit(demo):
     assert demo.file_uploader[0].value is None and not top_emotions(demo)
 
 
+@pytest.mark.slow
 def test_demo_waits_for_another_users_analysis(demo, monkeypatch):
     """With the server's one analysis slot taken, the page shows the waiting state and analyses once it is free."""
     shown = []
@@ -82,6 +86,7 @@ def test_demo_waits_for_another_users_analysis(demo, monkeypatch):
     assert len(top_emotions(demo)) == 3
 
 
+@pytest.mark.slow
 def test_demo_gives_up_when_the_queue_does_not_move(demo, monkeypatch):
     monkeypatch.setattr(app_shared, "BUSY_WAIT_S", 0.3)
     assert app_shared._ANALYSIS_SLOTS.acquire(timeout=5)

@@ -76,6 +76,7 @@ def test_home_renders_with_data_source_picker():
     assert "speaker-grouped" in at.markdown[0].value
 
 
+@pytest.mark.slow
 def test_data_source_is_kept_in_the_url_across_a_reload(shared_ravdess):
     at = page(data_kind="Local folder or CSV", data_path=str(shared_ravdess))
     assert at.query_params["data"] in ("folder", ["folder"])
@@ -106,6 +107,7 @@ def test_explore_calls_out_imbalance_of_full_ravdess(shared_ravdess):
     assert "imbalanced" in text and "'neutral'" in text and "2.0 to 1" in text and "UAR" in text
 
 
+@pytest.mark.slow
 def test_explore_one_clip_shares_time_axis_and_filters():
     at = page("app_pages/explore.py")
     at.session_state["explore_tab"] = "One clip"
@@ -123,6 +125,7 @@ def test_explore_one_clip_shares_time_axis_and_filters():
     assert len(at.selectbox(key="one_clip").options) == 32  # 8 sad clips of each of the 4 actors
 
 
+@pytest.mark.slow
 def test_explore_compare_defaults_to_angry_vs_sad_same_sentence():
     at = page("app_pages/explore.py")
     at.session_state["explore_tab"] = "Compare two clips"
@@ -138,6 +141,7 @@ def test_explore_compare_defaults_to_angry_vs_sad_same_sentence():
     assert list(table["emotion"]) == ["angry", "sad"] and (table["mean f0 (Hz)"] > 60).all()
 
 
+@pytest.mark.slow
 def test_explore_across_emotions_distributions_and_projections():
     at = page("app_pages/explore.py")
     at.session_state["explore_tab"] = "Across emotions"
@@ -178,6 +182,7 @@ def test_demo_without_models_explains_how_to_train(tmp_path, monkeypatch):
     assert "python -m ser_core train" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_demo_lists_models_with_cv_uar(demo, models_dir):
     ms = demo.multiselect[0]
     assert sorted(ms.value) == ["random_forest", "svm"]
@@ -186,6 +191,7 @@ def test_demo_lists_models_with_cv_uar(demo, models_dir):
     assert [r.value for r in demo.radio if r.label == "Input"] == ["Upload a file"]
 
 
+@pytest.mark.slow
 def test_demo_upload_predicts_with_every_model_and_ensemble(demo):
     from ser_core.inference import Predictor, describe_prediction
 
@@ -208,6 +214,7 @@ def test_demo_upload_predicts_with_every_model_and_ensemble(demo):
     assert wave["layout"]["shapes"][0]["type"] == "rect"  # the trimmed speech region is highlighted
 
 
+@pytest.mark.slow
 def test_demo_record_with_audio_input(demo):
     demo.radio(key="demo_mode").set_value("Record").run()
     y, sr = sf.read(ANGRY, dtype="float32")
@@ -216,6 +223,7 @@ def test_demo_record_with_audio_input(demo):
     assert len([m for m in demo.metric if m.label == "top emotion"]) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, make, expect", [
     ("notes.wav", lambda: b"this is a text file, not audio\n" * 50, "not a readable audio file"),
     ("empty.wav", lambda: b"", "empty"),
@@ -228,6 +236,7 @@ def test_demo_bad_input_is_a_friendly_error(demo, name, make, expect):
     assert not [m for m in demo.metric if m.label == "top emotion"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, y, reason", [
     ("noise.wav", np.random.default_rng(0).normal(0, 0.3, 3 * 16000), "noise"),
     ("tone.wav", 0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000), "tone"),
@@ -241,6 +250,7 @@ def test_demo_says_when_it_does_not_sound_like_speech(demo, name, y, reason):
     assert not [m for m in demo.metric if m.label == "top emotion"]  # no emotion claimed
 
 
+@pytest.mark.slow
 def test_demo_not_sure_below_a_models_threshold(models_dir, tmp_path, monkeypatch):
     """A model whose card says "not sure below 0.99" lists its top candidates; the same model without
     calibration names its top emotion."""
@@ -264,6 +274,7 @@ def test_demo_not_sure_below_a_models_threshold(models_dir, tmp_path, monkeypatc
     assert shown[1:] == [(sure["label"], sure["detail"]), ("not sure", unsure["detail"])]
 
 
+@pytest.mark.slow
 def test_demo_long_recording_gets_a_timeline(demo):
     clips = [sf.read(SAMPLES / "Actor_02" / f"03-01-0{e}-02-01-01-02.flac", dtype="float32")[0] for e in (2, 3, 4, 5)]
     y = np.concatenate(clips)  # about 14 s, four emotions in a row (each clip with its own pauses)
@@ -278,6 +289,7 @@ def test_demo_long_recording_gets_a_timeline(demo):
 
 
 # -- helpers behind the Demo page -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_analyse_audio_reports_speech_region_and_predictions(models_dir):
     from ser_core.inference import analyse_audio
     from ser_core.audio import trim_silence
@@ -297,6 +309,7 @@ def test_analyse_audio_reports_speech_region_and_predictions(models_dir):
     assert res == {"is_speech": False, "reason": speech_check(tone, sr)[1]}  # no prediction at all
 
 
+@pytest.mark.slow
 def test_timeline_marks_windows_that_do_not_sound_like_speech(models_dir):
     from ser_core.inference import Predictor
 
@@ -309,6 +322,7 @@ def test_timeline_marks_windows_that_do_not_sound_like_speech(models_dir):
     assert windows[0]["speech"] and windows[-1]["speech"] and windows[0]["models"]
 
 
+@pytest.mark.slow
 def test_demo_leads_with_a_saved_ensemble(models_dir, tmp_path, monkeypatch):
     """A saved ensemble is picked first by default and its answer leads; the single models follow."""
     import shutil
@@ -352,6 +366,7 @@ def test_live_buffer_mixes_resamples_and_keeps_the_last_seconds():
     assert 0.45 < np.abs(buf.buf).max() < 0.55
 
 
+@pytest.mark.slow
 def test_pages_import_no_deep_learning_framework(models_dir, tmp_path):
     """Home, Explore and Demo (with scikit-learn models) run without importing TensorFlow, PyTorch or
     transformers: frameworks load only with a model that needs them (and after aiortc, see the Demo page)."""

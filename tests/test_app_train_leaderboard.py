@@ -72,6 +72,7 @@ def _charts(at) -> dict:
     return {c["layout"].get("title", {}).get("text", ""): c for c in specs}
 
 
+@pytest.mark.slow
 def test_leaderboard_on_a_fresh_install_shows_the_shipped_runs(dirs):
     """An empty store: the shipped models' runs, with intervals, "vs best", breakdowns and tables for papers."""
     at = _page("leaderboard.py").run()
@@ -118,6 +119,7 @@ def _gender_gap_oof() -> dict:
             "speaker": speaker, "gender": np.where(female, "female", "male"), "intensity": np.full(32, "unknown")}
 
 
+@pytest.mark.slow
 def test_leaderboard_breaks_a_run_down_by_voice_and_flags_a_gender_gap(dirs):
     rid = store_run(ResultsStore(), _gender_gap_oof())
     at = _page("leaderboard.py")
@@ -141,6 +143,7 @@ def _values(y) -> list:
     return list(np.frombuffer(base64.b64decode(y["bdata"]), y["dtype"])) if isinstance(y, dict) else list(y)
 
 
+@pytest.mark.slow
 def test_leaderboard_in_public_mode_offers_text_not_files_and_no_server_paths(dirs, monkeypatch):
     monkeypatch.setenv("SER_PUBLIC", "1")
     at = _page("leaderboard.py").run()
@@ -159,6 +162,7 @@ def test_leaderboard_in_public_mode_offers_text_not_files_and_no_server_paths(di
     assert config["data_root"] == "my_corpus" and config["params"] == {"weights": "vgg.h5"}
 
 
+@pytest.mark.slow
 def test_your_runs_join_the_shipped_ones_and_the_page_opens_on_your_latest(dirs):
     store = ResultsStore()
     a, b = _store_run(store, "svm"), _store_run(store, "majority", seed=2)
@@ -170,6 +174,7 @@ def test_your_runs_join_the_shipped_ones_and_the_page_opens_on_your_latest(dirs)
     assert at.selectbox(key="lb_run").value == b
 
 
+@pytest.mark.slow
 def test_leaderboard_shows_runs_details_and_comparison(dirs):
     store = ResultsStore()
     a = _store_run(store, "svm")
@@ -201,6 +206,7 @@ def test_leaderboard_shows_runs_details_and_comparison(dirs):
     assert list(at.dataframe[0].value["run"]) == [str(a)]
 
 
+@pytest.mark.slow
 def test_train_page_renders_widgets_and_runs_a_job(dirs, two_actors):
     at = _page("train.py", two_actors).run()
     assert not at.exception, at.exception

@@ -238,6 +238,7 @@ def test_too_short(tmp_path):
         load_audio(io.BytesIO(_wav_bytes(y)), top_db=20, min_duration_s=0.2)
 
 
+@pytest.mark.slow
 def test_ten_minute_file_loads_fast(tmp_path):
     sr = 16000
     t = np.arange(sr * 600) / sr

@@ -25,6 +25,7 @@ def test_noise_snr_and_determinism():
     assert 14 < snr < 31
 
 
+@pytest.mark.slow
 def test_stretch_changes_length_not_pitch():
     y = _tone()
     z = augment_signal(y, SR, "stretch", seed=1)
@@ -32,6 +33,7 @@ def test_stretch_changes_length_not_pitch():
     assert abs(_peak_hz(z) - 220) < 10
 
 
+@pytest.mark.slow
 def test_pitch_shift_moves_the_peak():
     z = augment_signal(_tone(), SR, "pitch", seed=2)
     ratio = _peak_hz(z) / 220
@@ -45,6 +47,7 @@ def test_parse_augment():
         parse_augment("reverb")
 
 
+@pytest.mark.slow
 def test_cv_adds_augmented_copies_of_training_clips_only(shared_ravdess, tmp_path, monkeypatch):
     from ser_core import evaluation, models
     from ser_core.corpora import load_corpus
@@ -70,6 +73,7 @@ def test_cv_adds_augmented_copies_of_training_clips_only(shared_ravdess, tmp_pat
     assert tests == [f["n_test"] for f in res.folds]  # test folds never augmented
 
 
+@pytest.mark.slow
 def test_copies_syntax_gives_several_distinct_copies(shared_ravdess, tmp_path, monkeypatch):
     from ser_core import evaluation
     from ser_core.augment import augment_copies

@@ -18,6 +18,7 @@ import soundfile as sf
 from helpers import CHROMIUM, CHROMIUM_ARGS, require_chromium, streamlit_server
 from test_app_pages import ANGRY, REPO, train_quick_models
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a Streamlit server
 SHOTS = REPO / "test-artifacts" / "screenshots"
 PAGES = {"Home": "SER Studio", "Explore": "Explore the data", "Demo": "Try the models", "Train": None,
          "Leaderboard": None}  # expected h1 (None: the page's own title, written elsewhere)

@@ -13,6 +13,7 @@ from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, require_chromium, streamlit_s
 from test_browser import settle
 from test_shared_server import EVIL_LABEL, EVIL_PATH, EVIL_SPEAKER, as_shown, markup_corpus
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a Streamlit server
 SHOTS = REPO / "test-artifacts" / "screenshots"
 INJECTED = "evil.example"
 

@@ -10,6 +10,7 @@ import pytest
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, require_chromium, streamlit_server, symlink_actors
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a Streamlit server
 SHOTS = REPO / "test-artifacts" / "screenshots"
 
 

@@ -113,6 +113,7 @@ def _fill(directory, paths, key, seed):
         c.get(p, key)
 
 
+@pytest.mark.slow
 def test_two_processes_filling_at_once(tmp_path):
     paths = []
     for i in range(40):

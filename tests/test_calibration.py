@@ -152,6 +152,7 @@ def run(shared_ravdess, tmp_path_factory):
     return res, again, corpus, store, base
 
 
+@pytest.mark.slow
 def test_cross_validate_returns_out_of_fold_predictions_and_calibration(run):
     res, _, corpus, _, _ = run
     manifest = corpus.manifest
@@ -184,6 +185,7 @@ def test_cross_validate_returns_out_of_fold_predictions_and_calibration(run):
         np.clip(np.ceil(cal.max(1) * 15).astype(int) - 1, 0, 14), minlength=15).tolist()
 
 
+@pytest.mark.slow
 def test_store_card_and_oof_file_carry_the_calibration(run):
     from ser_core.saved import load_oof, load_trained
 
@@ -203,6 +205,7 @@ def test_store_card_and_oof_file_carry_the_calibration(run):
     assert np.array_equal(again.oof["proba"], res.oof["proba"])
 
 
+@pytest.mark.slow
 def test_prediction_applies_the_cards_temperature_and_threshold(run, tmp_path, capsys):
     from ser_core.cli import main
     from ser_core.inference import Predictor, evaluate_model
@@ -243,6 +246,7 @@ def test_prediction_applies_the_cards_temperature_and_threshold(run, tmp_path, c
     assert m["accuracy"] == pytest.approx(np.mean(model.predict(X) == y)) and m["unknown_labels"] == []
 
 
+@pytest.mark.slow
 def test_leaderboard_shows_ece_and_a_reliability_diagram(run, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

@@ -198,6 +198,7 @@ def test_channel_augmentation_with_babble_uses_other_speakers_clips(shared_ravde
     assert X.shape == (12, *fs.shape) and np.isfinite(X).all()
 
 
+@pytest.mark.slow
 def test_evaluate_perturb_through_the_cli(shared_ravdess, tmp_path):
     from test_cli import run_cli
 
@@ -239,6 +240,7 @@ def test_robustness_cards_and_table(tmp_path):
     assert robustness_table([{"name": "x"}]).empty
 
 
+@pytest.mark.slow
 def test_cross_validate_perturbed_tests_unseen_speakers(shared_ravdess, tmp_path):
     from ser_core.corpora import load_corpus
     from ser_core.robustness import cross_validate_perturbed
@@ -291,6 +293,7 @@ def test_gain_never_turns_a_quiet_recording_into_silence():
         prepare(out, 16000, trim=True, normalize="peak")  # no SilentAudioError
 
 
+@pytest.mark.slow
 def test_cross_validated_robustness_calibrates_on_clean_other_folds(shared_ravdess, tmp_path):
     from helpers import symlink_actors
     from ser_core.corpora import load_corpus

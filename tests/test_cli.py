@@ -20,6 +20,7 @@ def run_cli(*args, env=None, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_data_info_on_shared_ravdess(shared_ravdess):
     info = json.loads(run_cli("data", "info", shared_ravdess, "--json").stdout)
     assert info["corpus"] == "ravdess"
@@ -45,6 +46,7 @@ def test_user_mistakes_are_one_line(args, needle):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_help_everywhere():
     for cmd in ([], ["data", "info"], ["data", "download"], ["features"], ["train"], ["evaluate"], ["predict"],
                 ["models"], ["leaderboard"]):
@@ -64,6 +66,7 @@ def original_layout(shared_ravdess, tmp_path_factory):
     return ravdess_48k(shared_ravdess, tmp_path_factory.mktemp("ravdess48k"), ("05", "06"), step=3)
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict_leaderboard(small_ravdess, original_layout, tmp_path):
     env = {"SER_RESULTS_DB": str(tmp_path / "r.sqlite"), "SER_MODELS_DIR": str(tmp_path / "models")}
     out = json.loads(run_cli("train", "--data", small_ravdess, "--models", "svm,majority", "--folds", "2",
@@ -100,6 +103,7 @@ def test_train_evaluate_predict_leaderboard(small_ravdess, original_layout, tmp_
     assert "svm" in board and "majority" in board
 
 
+@pytest.mark.slow
 def test_predict_rejects_non_audio(tmp_path):
     bad = tmp_path / "fake.wav"
     bad.write_text("this is not audio")

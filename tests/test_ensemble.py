@@ -53,6 +53,7 @@ def members(shared_ravdess, tmp_path_factory):
     return base, corpus, store
 
 
+@pytest.mark.slow
 def test_fit_ensemble_cross_validates_saves_and_records_a_run(members):
     base, corpus, store = members
     card = fit_ensemble(["lda", "svm"], root=base / "models", store=store)
@@ -80,6 +81,7 @@ def test_fit_ensemble_cross_validates_saves_and_records_a_run(members):
     assert np.allclose(oof["proba"][test], pool([p[test] for p in probas], w), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_saved_ensemble_loads_and_predicts_through_its_members(members):
     from ser_core.inference import Predictor
     from ser_core.saved import load_trained
@@ -108,6 +110,7 @@ def test_saved_ensemble_loads_and_predicts_through_its_members(members):
     assert [only["ensemble"][c] for c in classes] == pytest.approx(expected.tolist())
 
 
+@pytest.mark.slow
 def test_ensemble_refuses_members_from_other_folds_or_without_oof(members, tmp_path):
     base, _, _ = members
     with pytest.raises(ConfigError, match="other clips, folds or labels"):
@@ -125,6 +128,7 @@ def test_ensemble_refuses_members_from_other_folds_or_without_oof(members, tmp_p
         EnsembleModel(["lda", "svm"], [1, 1]).fit(np.zeros((2, 2)), ["a", "b"])
 
 
+@pytest.mark.slow
 def test_cli_ensemble_models_and_evaluate(members, tmp_path):
     import subprocess
     import sys
@@ -198,6 +202,7 @@ def test_ensemble_under_perturbations_pools_with_clean_weights_from_other_folds(
         ensemble_perturbed([member(1.0, 1.0), other])
 
 
+@pytest.mark.slow
 def test_channel_out_of_fold_predictions_give_robustness_and_robust_weights(shared_ravdess, tmp_path, monkeypatch):
     """Members cross-validated with channels=("phone",) keep their test folds' phone predictions (oof.npz
     "proba@phone"), their cards get a robustness block from them, and the ensemble fits its weights on clean

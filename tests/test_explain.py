@@ -106,6 +106,7 @@ def _attenuate(y, t0, t1, low, high, gain=0.1):
     return istft(Z, SR, nperseg=1024, noverlap=768)[1][:len(y)].astype(np.float32)
 
 
+@pytest.mark.slow
 def test_attenuating_the_most_salient_region_moves_a_spectrogram_model_more_than_a_random_one(data, models):
     _, test = data
     predictor, rng = _predictor(models), np.random.default_rng(0)
@@ -130,6 +131,7 @@ def test_attenuating_the_most_salient_region_moves_a_spectrogram_model_more_than
     assert np.mean(top_drops) > np.mean(random_drops) + 0.01, (top_drops, random_drops)
 
 
+@pytest.mark.slow
 def test_occluding_the_top_features_moves_an_utterance_model_more_than_random_ones(data, models):
     _, test = data
     _, lda, ref = models
@@ -155,6 +157,7 @@ def test_occluding_the_top_features_moves_an_utterance_model_more_than_random_on
     assert np.mean(top_drops) > np.mean(random_drops) + 0.01, (top_drops, random_drops)
 
 
+@pytest.mark.slow
 def test_words_compare_with_the_training_clips(data, models):
     _, test = data
     y = load_audio(test["path"].iloc[0], trim=False, normalize=None)
@@ -167,6 +170,7 @@ def test_words_compare_with_the_training_clips(data, models):
             assert r["text"].startswith(f"{r['words']} ({r['name']}) {r['value']:.3g}")
 
 
+@pytest.mark.slow
 def test_ensemble_is_explained_through_its_highest_weight_member(data, models):
     _, test = data
     y = load_audio(test["path"].iloc[1], trim=False, normalize=None)
@@ -177,6 +181,7 @@ def test_ensemble_is_explained_through_its_highest_weight_member(data, models):
         explain(y, SR, _predictor(models), "lda", label="boredom", reference=models[2])
 
 
+@pytest.mark.slow
 def test_cli_explain_json(data, models, tmp_path, capsys):
     train, test = data
     seq, lda, ref = models

@@ -117,6 +117,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_each_hostile_file_gets_a_verdict_or_one_sentence(hostile, name):
     error, phrase, is_speech = EXPECTED[name]
@@ -132,6 +133,7 @@ def test_each_hostile_file_gets_a_verdict_or_one_sentence(hostile, name):
             one_sentence(reason)
 
 
+@pytest.mark.slow
 def test_limits_are_checked_from_the_header_before_decoding(hostile, monkeypatch):
     def no_decoding(*a, **k):
         raise AssertionError("decoded a file its header already refuses")
@@ -144,6 +146,7 @@ def test_limits_are_checked_from_the_header_before_decoding(hostile, monkeypatch
         decode(hostile["1 Hz rate"])
 
 
+@pytest.mark.slow
 def test_a_header_without_length_is_bounded_while_decoding(hostile):
     path = hostile["the same of unknown length"]
     assert sf.info(path).frames >= 2 ** 63 - 1  # libsndfile does not know its length: FFmpeg decodes it
@@ -188,6 +191,7 @@ print(json.dumps({"baseline_mb": round(base), "peak_above_baseline_mb": out}))
 """
 
 
+@pytest.mark.slow
 def test_peak_memory_stays_bounded(hostile, tmp_path):
     """In one fresh process, the speech check of every hostile file and the decoding of the largest file within
     the limits (8 channels, 48 kHz, 140 s: 53.8 million samples, 215 MB as float32) raise its peak RSS by less
@@ -218,6 +222,7 @@ def run_predict(*files, extra=()):
     return proc
 
 
+@pytest.mark.slow
 def test_cli_batch_reports_bad_files_and_returns_the_good_ones(hostile):
     bad = [hostile["655 kHz, 8 channels, 119 s FLAC"], hostile["text named .m4a"], hostile["zero-length file"]]
     no_speech = [hostile["1 Hz rate"], hostile["0.05 s clip"], hostile["DC offset"], hostile["full-scale square wave"]]
@@ -242,6 +247,7 @@ def test_cli_batch_reports_bad_files_and_returns_the_good_ones(hostile):
     assert lines[0].startswith(f"{ANGRY}\tsvm") and lines[1].startswith(f"{hostile['text named .m4a']}\terror: ")
 
 
+@pytest.mark.slow
 def test_cli_exit_status_0_when_every_file_was_analysed_and_2_for_usage_errors(hostile):
     assert run_predict(ANGRY, hostile["DC offset"], extra=["--json"]).returncode == 0  # "no speech" is an answer
     usage = subprocess.run([sys.executable, "-m", "ser_core", "predict", "--model", "no_such_model", str(ANGRY)],
@@ -257,6 +263,7 @@ print(status, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
+@pytest.mark.slow
 def test_cli_peak_memory_on_the_issues_flac(hostile):
     """The CLI on the issue's FLAC (3.25 GB before) peaks within 100 MB of the same CLI on a real clip."""
     def peak(path) -> float:

@@ -57,6 +57,7 @@ def test_submit_rejects_bad_jobs(tmp_path, space):
     assert ex.list() == []
 
 
+@pytest.mark.slow
 def test_job_runs_in_a_worker_then_is_served_from_the_cache(tmp_path, space):
     from app_shared import models_dir_version
 
@@ -96,6 +97,7 @@ def test_job_runs_in_a_worker_then_is_served_from_the_cache(tmp_path, space):
     assert [j["id"] for j in ex.list()] == [forced, again, first]  # newest first
 
 
+@pytest.mark.slow
 def test_jobs_queue_and_cancel(tmp_path, space):
     ex = LocalProcessExecutor(tmp_path / "jobs")
     slow = ex.submit(_job(space, SLOW_RF, folds=4))
@@ -120,6 +122,7 @@ def test_jobs_queue_and_cancel(tmp_path, space):
     assert st_q["started_at"] >= st["finished_at"]
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_leaves_a_failed_job_and_an_intact_store(tmp_path, space):
     ex = LocalProcessExecutor(tmp_path / "jobs")
     job_id = ex.submit(_job(space, SLOW_RF, folds=4))
@@ -136,6 +139,7 @@ def test_sigkilled_worker_leaves_a_failed_job_and_an_intact_store(tmp_path, spac
     assert ex.status(job_id)["state"] == "failed"  # stable on later reads
 
 
+@pytest.mark.slow
 def test_cancel_escalates_to_sigterm_when_a_fold_runs_long(tmp_path, space):
     ex = LocalProcessExecutor(tmp_path / "jobs", cancel_grace_s=0.5)
     job_id = ex.submit(_job(space, {"random_forest": {"n_estimators": 20000, "n_jobs": 1}}))  # ~minutes a fold
@@ -168,6 +172,7 @@ def test_alive_tells_a_worker_from_a_reused_pid_and_a_dead_one():
     assert not _alive(worker.pid, "job-123") and not _alive(None, "job-123")
 
 
+@pytest.mark.slow
 def test_a_cached_job_comes_with_its_own_model(tmp_path, space):
     """The Train page's path: every job saves a model of its own (never over another); a job is served from the
     store with that run's model while it exists, and trains again once the user deleted it."""

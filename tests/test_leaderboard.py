@@ -19,6 +19,7 @@ from ser_core.saved import load_oof, read_card
 SHIPPED = sorted(d.name for d in SHIPPED_DIR.iterdir() if (d / "card.json").is_file() and (d / "oof.npz").is_file())
 
 
+@pytest.mark.slow
 def test_fresh_install_lists_the_shipped_runs(tmp_path, monkeypatch, capsys):
     """An empty home folder: `leaderboard --json` lists every shipped model's run with intervals and breakdowns."""
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -60,6 +61,7 @@ def test_a_shipped_run_is_its_card_fold_by_fold(name, tmp_path):
     assert set(folds[0]["metrics"]["per_class_recall"]) == set(card["labels"])
 
 
+@pytest.mark.slow
 def test_your_runs_join_the_shipped_ones_and_compare_on_the_same_folds(tmp_path, capsys):
     store = ResultsStore(tmp_path / "r.sqlite")
     oof = load_oof(SHIPPED_DIR / "lda")
@@ -101,6 +103,7 @@ def test_a_shipped_model_trained_into_this_store_is_listed_once(tmp_path):
     assert runs.loc[rid, "source"] == "shipped"
 
 
+@pytest.mark.slow
 def test_cross_validate_keeps_its_out_of_fold_predictions_with_the_speakers(shared_ravdess, tmp_path):
     from ser_core.corpora import Corpus, load_corpus
     from ser_core.evaluation import RunConfig, cross_validate

@@ -58,6 +58,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_trains_predicts_and_round_trips(name, tmp_path):
     make, params = CASES[name]
@@ -77,6 +78,7 @@ def test_trains_predicts_and_round_trips(name, tmp_path):
     assert loaded.history_["loss"] == model.history_["loss"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_model():
     X, y = utterances(60)
     a = create_model("mlp_tf", hidden=(8,), epochs=5, seed=3).fit(X, y).predict_proba(X)
@@ -84,6 +86,7 @@ def test_same_seed_same_model():
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_focal_loss_and_oversampling_train():
     X, y = utterances(90)
     keep = (y != "sad") | (np.arange(90) < 30)  # imbalanced: 30 angry, 30 happy, 10 sad
@@ -104,6 +107,7 @@ def test_focal_loss_down_weights_easy_examples():
                                rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sequence_padding_is_ignored():
     """A clip padded with extra zero frames gets the same prediction as the unpadded one."""
     X, y = sequences(60)
@@ -122,6 +126,7 @@ def test_wrong_input_shape_is_a_model_error():
         create_model("mlp_tf").predict_proba(X)
 
 
+@pytest.mark.slow
 def test_vgg16_imagenet_offline_falls_back_and_says_so(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # no cached weights file
     X, y = images(24)
@@ -133,6 +138,7 @@ def test_vgg16_imagenet_offline_falls_back_and_says_so(tmp_path, monkeypatch, ca
     assert load_model_dir(model.save(tmp_path / "vgg")).weights_loaded_ == "none"
 
 
+@pytest.mark.slow
 def test_vgg16_local_weights_file_freezes_early_blocks(tmp_path):
     import keras
 
@@ -154,6 +160,7 @@ def test_vgg16_local_weights_file_freezes_early_blocks(tmp_path):
         create_model("vgg16_transfer", weights=str(tmp_path / "missing.h5"), image_size=(32, 32)).fit(X, y)
 
 
+@pytest.mark.slow
 def test_tensorflow_is_imported_only_when_a_keras_model_is_created():
     code = textwrap.dedent("""
         import sys

@@ -39,6 +39,7 @@ def _finish(proc) -> tuple[list, str]:
     return json.loads(out), err
 
 
+@pytest.mark.slow
 def test_concurrent_trains_into_one_models_folder_and_store(data, tmp_path):
     runs = [("--folds", "2", "--seed", "1"), ("--folds", "3", "--seed", "2"), ("--folds", "2", "--seed", "3")]
     procs = [_train(data, tmp_path, "--models", ",".join(MODELS), *args) for args in runs]
@@ -63,6 +64,7 @@ def test_concurrent_trains_into_one_models_folder_and_store(data, tmp_path):
         assert run["finished_at"] == max(finished)  # the last to finish is the one that saved last
 
 
+@pytest.mark.slow
 def test_a_cached_run_comes_with_its_own_model_or_none(data, tmp_path, capsys):
     from ser_core.cli import main
 

@@ -105,6 +105,7 @@ def _save_many(root, label, n):
         save_trained(_fitted(label), root / "m", card={"writer": label, "i": i})
 
 
+@pytest.mark.slow
 def test_processes_saving_one_name_at_once_never_mix(tmp_path):
     root = tmp_path / "models"
     labels = ["angry", "sad", "happy", "calm"]

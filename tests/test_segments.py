@@ -66,6 +66,7 @@ def _clips(manifest, actor, n, emotions=EMOTIONS, intensity=("normal", "strong")
     return pd.DataFrame(clear)
 
 
+@pytest.mark.slow
 def test_segments_find_each_clip_within_tolerance(manifest):
     rng = np.random.default_rng(0)
     clips = _clips(manifest, "09", 5, ("angry", "happy", "fearful", "surprised"), ("strong",))
@@ -107,6 +108,7 @@ def tiny(manifest):
     return model
 
 
+@pytest.mark.slow
 def test_predict_segments_judges_speech_and_skips_pauses_and_a_tone(manifest, tiny):
     rng = np.random.default_rng(2)
     clips = _clips(manifest, "12", 3)

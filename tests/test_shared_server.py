@@ -53,6 +53,7 @@ def explore(**query) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_url_paths_outside_the_roots_get_one_sentence_whether_or_not_they_exist(tmp_path):
     roots = configured_roots()
     escape = str(tmp_path / "/".join([".."] * 12) / "etc")  # starts inside a root, '..' climbs out
@@ -68,6 +69,7 @@ def test_url_paths_outside_the_roots_get_one_sentence_whether_or_not_they_exist(
     assert "](" not in evil and "![" not in evil and "https:" not in evil
 
 
+@pytest.mark.slow
 def test_a_corpus_inside_the_roots_shows_its_markup_as_text(tmp_path):
     at = explore(data="folder", path=str(markup_corpus(tmp_path / "markup")))
     assert {m.label: m.value for m in at.metric}["Clips"] == "7"
@@ -83,6 +85,7 @@ def test_a_corpus_inside_the_roots_shows_its_markup_as_text(tmp_path):
                    for c in charts.values() for t in c["data"])  # px writes group values into its tooltips
 
 
+@pytest.mark.slow
 def test_public_mode_offers_only_demo_and_leaderboard(monkeypatch, tmp_path):
     monkeypatch.setenv("SER_PUBLIC", "1")
     at = AppTest.from_file(APP, default_timeout=60)
@@ -103,6 +106,7 @@ def test_public_mode_offers_only_demo_and_leaderboard(monkeypatch, tmp_path):
     at.switch_page("app_pages/train.py")  # registered again: no ValueError
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["explore.py", "train.py"])
 def test_public_mode_stops_a_deep_linked_page(monkeypatch, script):
     """The page script run by itself (without the entry script, which answers a deep link with the same sentence:
@@ -113,6 +117,7 @@ def test_public_mode_stops_a_deep_linked_page(monkeypatch, script):
     assert at.error[0].value == "This page is not available on this public demo; use the Demo and Leaderboard pages."
 
 
+@pytest.mark.slow
 def test_train_refuses_a_weights_path_outside_the_roots(tmp_path, monkeypatch):
     for k in ("JOBS", "MODELS"):
         monkeypatch.setenv(f"SER_{k}_DIR", str(tmp_path / k.lower()))

@@ -43,6 +43,7 @@ def ravdess_48k_folder(shared_ravdess, tmp_path_factory):
     return ravdess_48k(shared_ravdess, tmp_path_factory.mktemp("dl"), ("15", "16"), step=4)
 
 
+@pytest.mark.slow
 def test_evaluate_every_shipped_model_on_original_layout(ravdess_48k_folder):
     for m in cli("models", "--json"):
         ev = cli("evaluate", "--model", m["name"], "--data", ravdess_48k_folder, "--json")
@@ -50,6 +51,7 @@ def test_evaluate_every_shipped_model_on_original_layout(ravdess_48k_folder):
         assert ev["uar"] > 0.125, (m["name"], ev["uar"])  # seen speakers: far above chance
 
 
+@pytest.mark.slow
 def test_predict_all_on_a_clip(ravdess_48k_folder):
     clip = next(ravdess_48k_folder.glob("Actor_15/*.wav"))
     preds = cli("predict", "--model", "all", clip, "--ensemble", "--json")

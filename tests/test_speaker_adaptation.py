@@ -76,6 +76,7 @@ def trained(shared_ravdess, tmp_path_factory):
     return models, paths, held_out
 
 
+@pytest.mark.slow
 def test_saved_speaker_norm_model_has_card_and_training_statistics(trained):
     from ser_core.saved import list_trained, load_trained
 
@@ -98,6 +99,7 @@ def test_saved_speaker_norm_model_has_card_and_training_statistics(trained):
     assert fits_z > 0.8 and fits_z > fits_raw + 0.2
 
 
+@pytest.mark.slow
 def test_uncalibrated_uses_training_statistics_and_calibrated_uses_the_users(trained):
     from ser_core.calibration import apply_temperature
     from ser_core.errors import ConfigError
@@ -133,6 +135,7 @@ def test_uncalibrated_uses_training_statistics_and_calibrated_uses_the_users(tra
     assert q.calibration_status() == {NAME: False}
 
 
+@pytest.mark.slow
 def test_calibration_leaves_plain_models_and_the_shared_predictor_alone(trained):
     import copy
 
@@ -149,6 +152,7 @@ def test_calibration_leaves_plain_models_and_the_shared_predictor_alone(trained)
     assert p.predict_file(user[-1]) == before  # the shared predictor is untouched
 
 
+@pytest.mark.slow
 def test_evaluate_normalises_each_speaker_with_its_own_clips(trained, shared_ravdess, tmp_path, capsys):
     from ser_core.cli import main
     from ser_core.evaluation import compute_metrics
@@ -178,6 +182,7 @@ def test_evaluate_normalises_each_speaker_with_its_own_clips(trained, shared_rav
     assert got["n"] == 43 and got["confusion"] == m["confusion"] and got["uar"] == pytest.approx(m["uar"])
 
 
+@pytest.mark.slow
 def test_cli_predict_with_and_without_calibration(trained, capsys):
     from ser_core.cli import main
     from ser_core.inference import Predictor
@@ -204,6 +209,7 @@ def test_cli_predict_with_and_without_calibration(trained, capsys):
     assert "at least 5 clips" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_calibration_expander(trained, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -241,6 +247,7 @@ def test_demo_calibration_expander(trained, monkeypatch):
     assert "0 of 5 clips in" in at.info[0].value and at.file_uploader(key="calib_upload_1").value in (None, [])
 
 
+@pytest.mark.slow
 def test_augmented_copies_are_normalised_like_their_speaker(shared_ravdess, tmp_path, monkeypatch):
     """With augmentation, the final model's extra rows are the augmented clips z-scored with the statistics of
     their speaker's clean clips (not raw features beside normalised ones)."""
@@ -277,6 +284,7 @@ def test_augmented_copies_are_normalised_like_their_speaker(shared_ravdess, tmp_
     assert np.allclose(final[len(paths):], expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_missing_training_statistics_is_a_plain_error(trained, tmp_path):
     import shutil
 

@@ -99,6 +99,7 @@ def test_speech_check_file_decodes_then_checks(shared_ravdess):
     assert y is None and not is_speech and "silent" in reason
 
 
+@pytest.mark.slow
 def test_cli_predict_answers_no_speech_per_file_and_goes_on(shared_ravdess, tmp_path, capsys):
     clip = next(shared_ravdess.glob("Actor_01/*.flac"))
     tone = tmp_path / "tone.wav"

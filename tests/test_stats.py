@@ -87,6 +87,7 @@ def test_interval_covers_the_true_score_about_95_percent_of_the_time():
     assert 0.85 <= np.mean([ci["low"] <= 0.6 <= ci["high"] for ci in hits]) <= 0.99
 
 
+@pytest.mark.slow
 def test_equal_runs_are_rarely_called_different():
     """Two runs of the same skill on the same clips: p < ALPHA in about ALPHA of the draws, not more."""
     p = [paired_difference(y, a, answers(rng, y, skill), spk, fold, LABELS, n_boot=50, n_perm=400)["uar"]["p"]

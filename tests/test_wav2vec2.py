@@ -30,6 +30,7 @@ def tones(n=24, seed=0):
     return X, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling,classifier", [("mean", "random_forest"), ("mean_std", "logreg"),
                                                 ("max", "random_forest")])
 def test_fit_predict_save_load(tiny, tmp_path, pooling, classifier):
