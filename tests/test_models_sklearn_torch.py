@@ -112,6 +112,21 @@ def test_save_load_round_trip(fitted, utt, tmp_path, name):
     np.testing.assert_array_equal(again.predict_proba(Xte), model.predict_proba(Xte))
 
 
+def test_svm_support_vectors_are_stored_as_float32_and_predict_the_same(fitted, utt, tmp_path):
+    import joblib
+
+    from ser_core.models.sklearn_models import PIPELINE_FILE, _support_vector_holders
+
+    model = fitted["svm"]
+    model.save(tmp_path / "svm")
+    stored = _support_vector_holders(joblib.load(tmp_path / "svm" / PIPELINE_FILE))
+    assert stored and all(s.support_vectors_.dtype == np.float32 for s in stored)
+    assert all(s.support_vectors_.dtype == np.float64 for s in _support_vector_holders(model.pipeline_))
+    again = load_model_dir(tmp_path / "svm")
+    assert all(s.support_vectors_.dtype == np.float64 for s in _support_vector_holders(again.pipeline_))
+    np.testing.assert_array_equal(again.predict_proba(utt[2]), model.predict_proba(utt[2]))
+
+
 def test_transformer_save_load_round_trip(transformer, seq, tmp_path):
     _, _, Xte, _ = seq
     transformer.save(tmp_path / "tr")

@@ -75,14 +75,33 @@ class SklearnModel(SERModel):
         return self.pipeline_.predict_proba(X)
 
     def _save_state(self, directory: Path):
-        joblib.dump(self.pipeline_, directory / PIPELINE_FILE, compress=3)  # forests shrink ~4x
+        # an SVM's support vectors are stored as float32: they are float32 features (scaled in float32), which
+        # libsvm holds as float64, so nothing is lost and the shipped svm's file shrinks from 39 to 32 MB
+        svms = _support_vector_holders(self.pipeline_)
+        vectors = [svm.support_vectors_ for svm in svms]
+        for svm in svms:
+            svm.support_vectors_ = svm.support_vectors_.astype(np.float32)
+        try:
+            joblib.dump(self.pipeline_, directory / PIPELINE_FILE, compress=3)  # forests shrink ~4x
+        finally:
+            for svm, v in zip(svms, vectors):
+                svm.support_vectors_ = v
 
     def _load_state(self, directory: Path):
         path = directory / PIPELINE_FILE
         if not path.is_file():
             raise ModelError(f"Saved model in '{directory}' lacks {PIPELINE_FILE}; save it again.")
         self.pipeline_ = joblib.load(path)
+        for svm in _support_vector_holders(self.pipeline_):  # libsvm predicts from float64 vectors only
+            svm.support_vectors_ = np.ascontiguousarray(svm.support_vectors_, dtype=np.float64)
         self.n_features_ = int(self.pipeline_.named_steps["scale"].n_features_in_)
+
+
+def _support_vector_holders(pipeline) -> list:
+    """The fitted SVCs inside ``pipeline``'s classifier: itself, or those a ``CalibratedClassifierCV`` wraps."""
+    clf = pipeline.named_steps["clf"]
+    inner = [c.estimator for c in getattr(clf, "calibrated_classifiers_", [])] or [clf]
+    return [c for c in inner if getattr(c, "support_vectors_", None) is not None]
 
 
 class MajorityBaseline(SklearnModel):
