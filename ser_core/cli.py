@@ -94,6 +94,7 @@ def _parse_params(items):
 def cmd_train(a):
     from pathlib import Path
 
+    from .channels import parse_channels
     from .corpora import load_corpus
     from .evaluation import DEFAULT_FOLDS, RunConfig, check_run, cross_validate, default_folds
     from .models import get_spec
@@ -108,8 +109,8 @@ def cmd_train(a):
     corpus = load_corpus(a.data, corpus=a.corpus)
     folds = a.folds if a.folds is not None else default_folds(corpus, a.split)
     configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
-                         folds=folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm)
-               for name in models]
+                         folds=folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm,
+                         channels=parse_channels(a.channels)) for name in models]
     for cfg in configs:  # every impossible choice is refused before anything trains
         check_run(cfg, corpus)
     if folds < DEFAULT_FOLDS and a.folds is None and SPLITS[a.split].uses_k:
@@ -532,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", default="",
                    help="training-fold augmentation, comma-separated: " + ", ".join(AUGMENTATIONS))
     t.add_argument("--speaker-norm", action="store_true", help="per-speaker z-scoring (utterance features)")
+    t.add_argument("--channels", default="", metavar="LIST",
+                   help="also score every test fold through these channels (e.g. phone,noise10): the model card "
+                        "gets a robustness block, and an ensemble of such models fits its weights on them too")
     t.add_argument("--param", action="append", help="MODEL.NAME=VALUE hyperparameter override (repeatable)")
     t.add_argument("--corpus", default="auto")
     t.add_argument("--jobs", type=int, default=None)
