@@ -206,7 +206,8 @@ def test_demo_upload_predicts_with_every_model_and_ensemble(demo):
     assert sorted(tops[1:]) == sorted(expected)  # each a label, or "not sure" below the model's threshold
     markdown = html.unescape(" ".join(m.value for m in demo.markdown))  # user text arrives escaped (plain())
     assert "random_forest (CV UAR" in markdown and "svm (CV UAR" in markdown
-    assert [s.value for s in demo.main.subheader] == ["Ensemble (weighted by CV UAR)", "Each model"]
+    assert [s.value for s in demo.main.subheader] == ["Ensemble (weighted by CV UAR)", "Each model",
+                                                       "Why this emotion?"]
     bars = figure(demo.get("plotly_chart")[0])  # the answer leads, then the waveform
     probs = _decode(bars["data"][0]["x"])
     assert np.isclose(probs.sum(), 1.0, atol=1e-3) and len(probs) == 8
@@ -338,7 +339,8 @@ def test_demo_leads_with_a_saved_ensemble(models_dir, tmp_path, monkeypatch):
     assert at.multiselect[0].value == ["ensemble", "random_forest", "svm"]
     at.file_uploader[0].set_value((ANGRY.name, ANGRY.read_bytes(), "audio/flac")).run()
     no_exception(at)
-    assert [s.value for s in at.main.subheader] == ["Best estimate (ensemble of 2 models)", "Each model"]
+    assert [s.value for s in at.main.subheader] == ["Best estimate (ensemble of 2 models)", "Each model",
+                                                    "Why this emotion?"]
     p = Predictor.from_dir(None, tmp_path)
     direct, thresholds = p.predict_file(ANGRY), p.thresholds()
     shown = [m.value for m in at.metric if m.label == "top emotion"]
