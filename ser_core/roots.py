@@ -51,9 +51,10 @@ def _resolve(path: str | Path) -> Path | None:
 
 
 def is_inside(path: str | Path, roots: Iterable[Path]) -> bool:
-    """Whether ``path``, resolved, lies in (or is) one of ``roots`` (resolved folders, see configured_roots)."""
+    """Whether ``path``, resolved, lies in (or is) one of ``roots`` (folders; resolved here too, so that a root
+    named through a symbolic link, e.g. ``../shared`` linked elsewhere, holds what lies under its target)."""
     p = _resolve(path)
-    return p is not None and any(p.is_relative_to(r) for r in roots)
+    return p is not None and any(p.is_relative_to(_resolve(r) or Path(r)) for r in roots)
 
 
 def outside_message(path: str | Path, roots: Iterable[Path]) -> str:
