@@ -25,8 +25,8 @@ import numpy as np
 from . import events
 from .errors import ConfigError
 from .evaluation import (CLIP_GROUPS, MIN_TRAIN_CLIPS, RunConfig, RunResult, augmented_copies, check_run,
-                         compute_metrics, data_fingerprint, features_of, in_label_order, package_versions,
-                         speaker_normalise, summarize, with_augmented)
+                         compute_metrics, data_fingerprint, features_of, fit_fold, in_label_order,
+                         package_versions, summarize)
 from .splits import CROSS_CORPUS, get_split
 
 ARROW = " → "  # between the two corpora's names in a run's dataset
@@ -163,17 +163,7 @@ def _features(config, fs, tr, te, emit, n_jobs):
 def _fit_and_score(config, fs, labels, X_tr, y_tr, spk_tr, X_aug, X_te, y_te, spk_te):
     """Fit on the training corpus, score the test corpus: ``(fold entry, (n_test, k) probabilities in ``labels``
     order, saved size in bytes)``."""
-    from .models import create_model
-
-    norm = None
-    if config.speaker_norm:
-        X_tr, X_te, norm = speaker_normalise(X_tr, spk_tr, X_te, spk_te)
-    X_fit, y_fit = with_augmented(X_tr, y_tr, X_aug, spk_tr, norm)
-    model = create_model(config.model, **{**config.params, "feature_set": fs.name,
-                                          "seed": config.params.get("seed", config.seed)})
-    t0 = time.perf_counter()
-    model.fit(X_fit, y_fit)
-    train_time = time.perf_counter() - t0
+    model, X_te, train_time = fit_fold(config, fs, X_tr, y_tr, spk_tr, X_aug, X_te, spk_te)
     t0 = time.perf_counter()
     raw = model.predict_proba(X_te)
     latency = 1000 * (time.perf_counter() - t0) / max(1, len(X_te))

@@ -289,8 +289,6 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     between folds (cancellation). The result carries the out-of-fold predictions (``oof``) and their
     cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
     """
-    from .models import create_model
-
     emit = progress or (lambda e: None)
     spec, fs = config.resolved()
     check_run(config, corpus)
@@ -342,15 +340,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             if should_stop and should_stop():
                 raise KeyboardInterrupt("cancelled")
             emit({"event": events.FOLD_START, "fold": i, "folds": len(splits), "run_id": run_id})
-            Xtr, Xte, norm = X[tr], X[te], None
-            if config.speaker_norm:
-                Xtr, Xte, norm = speaker_normalise(Xtr, speakers[tr], Xte, speakers[te])
-            Xtr, ytr = with_augmented(Xtr, y[tr], {k: a[tr] for k, a in X_aug.items()}, speakers[tr], norm)
-            model = create_model(config.model, **{**config.params, "feature_set": fs.name,
-                                                  "seed": config.params.get("seed", config.seed)})
-            t0 = time.perf_counter()
-            model.fit(Xtr, ytr)
-            t_train = time.perf_counter() - t0
+            model, Xte, t_train = fit_fold(config, fs, X[tr], y[tr], speakers[tr],
+                                           {k: a[tr] for k, a in X_aug.items()}, X[te], speakers[te])
             t0 = time.perf_counter()
             proba = model.predict_proba(Xte)
             latency = 1000 * (time.perf_counter() - t0) / max(1, len(te))
@@ -408,6 +399,24 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     return RunResult(run_id, config, summary, folds, labels, confusion.tolist(), float(np.mean(train_times)),
                      float(np.mean(latencies)), size, saved_model=str(saved) if saved else None,
                      calibration=summary["calibration"], oof=oof)
+
+
+def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_test, spk_test):
+    """One training step of a run (a CV fold, or a cross-corpus train/test pair): per-speaker normalisation when
+    the config asks for it, the training clips' augmented copies (``X_aug``: kind -> rows aligned with
+    ``X_train``), then a fresh model of the config fitted on them. Returns ``(model, X_test as the model
+    expects it, training seconds)``."""
+    from .models import create_model
+
+    norm = None
+    if config.speaker_norm:
+        X_train, X_test, norm = speaker_normalise(X_train, spk_train, X_test, spk_test)
+    X_fit, y_fit = with_augmented(X_train, y_train, X_aug, spk_train, norm)
+    model = create_model(config.model, **{**config.params, "feature_set": fs.name,
+                                          "seed": config.params.get("seed", config.seed)})
+    t0 = time.perf_counter()
+    model.fit(X_fit, y_fit)
+    return model, X_test, time.perf_counter() - t0
 
 
 def _run_stamp(store, run_id, config_hash) -> dict:
