@@ -26,7 +26,7 @@ from . import events
 from .errors import ConfigError
 from .evaluation import (CLIP_GROUPS, MIN_TRAIN_CLIPS, RunConfig, RunResult, augmented_copies, check_run,
                          compute_metrics, data_fingerprint, features_of, fit_fold, in_label_order,
-                         package_versions, summarize)
+                         package_versions, record_failure, summarize)
 from .splits import CROSS_CORPUS, get_split
 
 ARROW = " → "  # between the two corpora's names in a run's dataset
@@ -140,10 +140,7 @@ def cross_corpus(config: RunConfig, train, test, *, store=None, use_cache: bool 
                              latency_ms=fold["latency_ms"], model_size_bytes=size)
         emit({"event": events.FOLD_DONE, **fold, "folds": 1, "run_id": run_id})
     except BaseException as exc:
-        if store is not None and run_id is not None:
-            cancelled = isinstance(exc, KeyboardInterrupt)
-            store.fail_run(run_id, "cancelled by the user" if cancelled else f"{type(exc).__name__}: {exc}",
-                           status="cancelled" if cancelled else "failed")
+        record_failure(store, run_id, exc)
         raise
     emit({"event": events.DONE, "run_id": run_id, "summary": summary})
     return RunResult(run_id, config, summary, [fold], list(labels.shared), fold["metrics"]["confusion"],

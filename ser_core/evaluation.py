@@ -390,10 +390,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         elif store is not None:
             store.finish_run(run_id, **record)
     except BaseException as exc:
-        if store is not None and run_id is not None:
-            cancelled = isinstance(exc, KeyboardInterrupt)
-            store.fail_run(run_id, "cancelled by the user" if cancelled else f"{type(exc).__name__}: {exc}",
-                           status="cancelled" if cancelled else "failed")
+        record_failure(store, run_id, exc)
         raise
     emit({"event": events.DONE, "run_id": run_id, "summary": summary})
     return RunResult(run_id, config, summary, folds, labels, confusion.tolist(), float(np.mean(train_times)),
@@ -417,6 +414,15 @@ def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_
     t0 = time.perf_counter()
     model.fit(X_fit, y_fit)
     return model, X_test, time.perf_counter() - t0
+
+
+def record_failure(store, run_id, exc: BaseException) -> None:
+    """Mark a started run in ``store`` (if any) as cancelled (``KeyboardInterrupt``: the user's cancel) or as
+    failed with the error, so that it never stays "running"."""
+    if store is not None and run_id is not None:
+        cancelled = isinstance(exc, KeyboardInterrupt)
+        store.fail_run(run_id, "cancelled by the user" if cancelled else f"{type(exc).__name__}: {exc}",
+                       status="cancelled" if cancelled else "failed")
 
 
 def _run_stamp(store, run_id, config_hash) -> dict:
