@@ -487,28 +487,21 @@ _SETS = [
                "flux, alpha ratio, Hammarberg index) and energy dynamics, each with 8 functionals; pitch range and "
                "movement, shimmer, voicing and pause timing; the voiced spectrum.", n_mfcc=20,
                summaries=("voice", "voiced_spectrum")),
-    FeatureSet("expressive_denoised", "utterance",
-               ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "contrast", "tonnetz", "zcr", "centroid", "rms",
-                "f0", "voicing", "mel40", "spectral_shape", "energy"), _FULL,
-               "The expressive set computed after spectral subtraction of the recording's stationary noise floor "
-               "(estimated in its pauses): less affected by fans, hiss and street noise.", n_mfcc=20,
-               summaries=("voice", "voiced_spectrum"), denoise=2.0),
     FeatureSet("prosody", "utterance", ("f0", "voicing", "rms", "centroid"), _FULL,
                "Pitch, voicing, energy and spectral centroid functionals (32 values)."),
     FeatureSet("mfcc_seq", "sequence", ("mfcc", "mfcc_delta", "mfcc_delta2"),
                description="Per-frame 40 MFCCs with deltas and delta-deltas, 20 ms hop, 3.5 s (175 frames).",
                n_fft=640, hop_length=320, max_frames=175),
-    FeatureSet("mfcc_seq_denoised", "sequence", ("mfcc", "mfcc_delta", "mfcc_delta2"),
-               description="mfcc_seq computed after the denoising front end (see expressive_denoised).",
-               n_fft=640, hop_length=320, max_frames=175, denoise=2.0),
     FeatureSet("logmel_image", "image", description="64-band log-mel image in dB, 16 ms hop, 224 frames "
                "(3.6 s).", n_fft=1024, hop_length=256, n_mels=64, max_frames=224),
-    FeatureSet("logmel_image_denoised", "image", description="logmel_image computed after the denoising front "
-               "end (see expressive_denoised).", n_fft=1024, hop_length=256, n_mels=64, max_frames=224,
-               denoise=2.0),
     FeatureSet("raw_audio", "raw", description="The prepared 16 kHz waveform, 4 s (64000 samples), for "
                "wav2vec2-style models.", max_samples=64000),
 ]
+# the same sets computed after the denoising front end (reduce_noise): less affected by fans, hiss and street noise
+_SETS += [fs.replace(name=f"{fs.name}_denoised", denoise=2.0,
+                     description=f"{fs.name} computed after spectral subtraction of the recording's stationary "
+                                 "noise floor (estimated in its pauses and lead-in).")
+          for fs in _SETS if fs.name in ("expressive", "mfcc_seq", "logmel_image")]
 FEATURE_SETS: dict[str, FeatureSet] = {fs.name: fs for fs in _SETS}
 
 
@@ -713,10 +706,7 @@ def compute_file(path, fs) -> np.ndarray:
     """Load one file with ``fs``'s audio options and compute its features. Errors name the file."""
     fs = get_feature_set(fs)
     try:
-        if fs.denoise:
-            return compute(load_audio(path, sr=fs.sr, trim=False, normalize=None), fs.sr, fs)
-        y = load_audio(path, sr=fs.sr, trim=fs.trim, top_db=fs.top_db, normalize=fs.normalize)
-        return compute_prepared(y, fs)
+        return compute(load_audio(path, sr=fs.sr, trim=False, normalize=None), fs.sr, fs)
     except AudioError as exc:
         if str(path) in str(exc):
             raise
