@@ -160,7 +160,7 @@ def _features(config, fs, tr, te, emit, n_jobs):
 def _fit_and_score(config, fs, labels, X_tr, y_tr, spk_tr, X_aug, X_te, y_te, spk_te):
     """Fit on the training corpus, score the test corpus: ``(fold entry, (n_test, k) probabilities in ``labels``
     order, saved size in bytes)``."""
-    model, X_te, train_time = fit_fold(config, fs, X_tr, y_tr, spk_tr, X_aug, X_te, spk_te)
+    model, X_te, _, train_time = fit_fold(config, fs, X_tr, y_tr, spk_tr, X_aug, X_te, spk_te)
     t0 = time.perf_counter()
     raw = model.predict_proba(X_te)
     latency = 1000 * (time.perf_counter() - t0) / max(1, len(X_te))

@@ -340,8 +340,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             if should_stop and should_stop():
                 raise KeyboardInterrupt("cancelled")
             emit({"event": events.FOLD_START, "fold": i, "folds": len(splits), "run_id": run_id})
-            model, Xte, t_train = fit_fold(config, fs, X[tr], y[tr], speakers[tr],
-                                           {k: a[tr] for k, a in X_aug.items()}, X[te], speakers[te])
+            model, Xte, _, t_train = fit_fold(config, fs, X[tr], y[tr], speakers[tr],
+                                              {k: a[tr] for k, a in X_aug.items()}, X[te], speakers[te])
             t0 = time.perf_counter()
             proba = model.predict_proba(Xte)
             latency = 1000 * (time.perf_counter() - t0) / max(1, len(te))
@@ -402,7 +402,8 @@ def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_
     """One training step of a run (a CV fold, or a cross-corpus train/test pair): per-speaker normalisation when
     the config asks for it, the training clips' augmented copies (``X_aug``: kind -> rows aligned with
     ``X_train``), then a fresh model of the config fitted on them. Returns ``(model, X_test as the model
-    expects it, training seconds)``."""
+    expects it, the fitted SpeakerNormalizer or None, training seconds)``: the normaliser transforms other
+    rows of the test speakers the same way (e.g. their clips through a channel)."""
     from .models import create_model
 
     norm = None
@@ -413,7 +414,7 @@ def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_
                                           "seed": config.params.get("seed", config.seed)})
     t0 = time.perf_counter()
     model.fit(X_fit, y_fit)
-    return model, X_test, time.perf_counter() - t0
+    return model, X_test, norm, time.perf_counter() - t0
 
 
 def record_failure(store, run_id, exc: BaseException) -> None:

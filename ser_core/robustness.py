@@ -142,9 +142,7 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
     "y": (n,)}}``, ``"clean"`` first; ``oof`` holds every clip's out-of-fold probabilities (uncalibrated) under
     each condition, for pooling several families (``ensemble_perturbed``). progress: ``callable(event: str)``.
     """
-    from .evaluation import (RunConfig, in_label_order, speaker_normalise, with_augmented, augmented_copies,
-                             make_splitter)
-    from .models import create_model
+    from .evaluation import RunConfig, augmented_copies, fit_fold, in_label_order, make_splitter
 
     emit = progress or (lambda e: None)
     conditions = tuple(dict.fromkeys((CLEAN, *_parse_conditions(conditions))))
@@ -165,13 +163,8 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
            "fold": np.full(len(y), -1), "y": np.asarray(y, dtype=str)}
     for i, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, speakers)):
         emit(f"fold {i + 1}/{folds}")
-        Xtr, norm = X[CLEAN][tr], None
-        if speaker_norm:
-            Xtr, _, norm = speaker_normalise(Xtr, speakers[tr], X[CLEAN][te], speakers[te])
-        Xtr, ytr = with_augmented(Xtr, y[tr], {k: a[tr] for k, a in X_aug.items()}, speakers[tr], norm)
-        model = create_model(model_name, **{**config.params, "feature_set": fs.name,
-                                            "seed": config.params.get("seed", seed)})
-        model.fit(Xtr, ytr)
+        model, _, norm, _ = fit_fold(config, fs, X[CLEAN][tr], y[tr], speakers[tr],
+                                     {k: a[tr] for k, a in X_aug.items()}, X[CLEAN][te], speakers[te])
         for c, Xc in X.items():
             Xte = Xc[te] if norm is None else norm.transform(Xc[te], speakers[te])
             oof["proba"][c][te] = in_label_order(model.predict_proba(Xte), model.classes_, labels)
