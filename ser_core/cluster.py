@@ -1,0 +1,101 @@
+"""Where distributed work runs: the executor a job uses and the Ray cluster behind the ``ray`` one.
+
+Two environment variables choose it, for the app and the command line alike:
+
+- ``SER_EXECUTOR``: ``local`` (default: one worker process on this machine, folds one after another) or
+  ``ray`` (each (model, fold) a Ray task, on the cluster below);
+- ``SER_RAY_ADDRESS``: ``auto`` (the cluster this machine's ``ray start`` joined), ``ray://host:10001`` (Ray
+  Client), ``host:6379`` (a head's GCS address), or unset: a local Ray started on demand with this machine's
+  CPUs (``SER_RAY_CPUS`` caps them).
+
+Every node must have the same Python packages as this machine (``requirements.txt``); ``ser_core`` itself is
+shipped to the nodes with the job (Ray's ``py_modules``). The feature cache (``SER_CACHE_DIR``) should be a
+path that every node sees (a shared filesystem), so that a clip's features are computed once. Ray is imported
+only here and only when a job asks for it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+EXECUTORS = ("local", "ray")
+EXECUTOR_ENV = "SER_EXECUTOR"
+ADDRESS_ENV = "SER_RAY_ADDRESS"
+CPUS_ENV = "SER_RAY_CPUS"
+PACKAGE = Path(__file__).resolve().parent
+
+
+def executor_name(name: str | None = None) -> str:
+    """``name`` or ``$SER_EXECUTOR`` (default ``local``), checked."""
+    name = (name or os.environ.get(EXECUTOR_ENV) or "local").strip().lower()
+    if name not in EXECUTORS:
+        raise ConfigError(f"Unknown executor '{name}' ({EXECUTOR_ENV}); choose one of: {', '.join(EXECUTORS)}.")
+    return name
+
+
+def ray_address(address: str | None = None) -> str | None:
+    """``address`` or ``$SER_RAY_ADDRESS``; None: a local Ray started on demand."""
+    address = address if address is not None else os.environ.get(ADDRESS_ENV)
+    return (address or "").strip() or None
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("The Ray executor needs Ray: pip install 'ray[tune,client]' (see requirements.txt).") \
+            from None
+    return ray
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None):
+    """Connect this process to the Ray cluster at ``address`` (see :func:`ray_address`), once; returns the
+    ``ray`` module. A local Ray (no address) gets ``num_cpus`` or ``$SER_RAY_CPUS`` or every core. An
+    unreachable cluster raises a ``ConfigError`` naming the address."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    address = ray_address(address)
+    if num_cpus is None and os.environ.get(CPUS_ENV):
+        num_cpus = int(os.environ[CPUS_ENV])
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                  runtime_env={"py_modules": [str(PACKAGE)], "env_vars": _forwarded_env()})
+    if address is None:
+        kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1)
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray instance"
+        raise ConfigError(f"Could not connect to the Ray cluster at {where} ({ADDRESS_ENV}): "
+                          f"{str(exc).splitlines()[0][:200]}") from None
+    return ray
+
+
+def _forwarded_env() -> dict:
+    """The settings a task on another node needs to read and cache features as this machine does."""
+    keys = ("SER_CACHE_DIR", "SER_DATA_ROOTS")
+    return {k: os.environ[k] for k in keys if os.environ.get(k)}
+
+
+def disconnect() -> None:
+    """Leave the cluster (a local Ray started by :func:`connect` stops with it)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def cluster_info() -> dict:
+    """The connected cluster: ``{"address", "nodes": [{"id", "host", "cpus", "gpus", "alive"}], "cpus",
+    "gpus"}`` (alive nodes only in the totals)."""
+    ray = _import_ray()
+    nodes = []
+    for n in ray.nodes():
+        res = n.get("Resources", {})
+        nodes.append({"id": n["NodeID"], "host": n.get("NodeManagerAddress"), "cpus": float(res.get("CPU", 0)),
+                      "gpus": float(res.get("GPU", 0)), "alive": bool(n.get("Alive"))})
+    alive = [n for n in nodes if n["alive"]]
+    ctx = ray.get_runtime_context()
+    return {"address": getattr(ctx, "gcs_address", None), "nodes": nodes,
+            "cpus": sum(n["cpus"] for n in alive), "gpus": sum(n["gpus"] for n in alive)}
