@@ -181,6 +181,7 @@ if st.button("Run", type="primary", disabled=bool(reason or bad or refused), key
         st.error(plain(exc))
 
 # -- jobs ---------------------------------------------------------------------------------------------------------
+executor.reap()  # jobs whose worker died (killed, out of memory) are recorded as failed before they are listed
 jobs = executor.list()
 if not jobs:
     st.info("No training jobs yet: choose models and press Run.")
@@ -209,6 +210,7 @@ def _fmt_s(s):
 
 @st.fragment(run_every=2.0 if active else None)
 def job_panel(job_id: str, was_active: bool):
+    executor.reap(job_id)  # on this timer: a worker that died ends its job here
     st_ = executor.status(job_id)
     state, spec = st_.get("state"), st_.get("job", {})
     if was_active and state not in ACTIVE:

@@ -404,6 +404,16 @@ def cmd_models(a):
             print(f"{r['name']:<28} {r['framework']:<12} {score}" + "".join(f" ({n})" for n in notes))
 
 
+def cmd_models_delete(a):
+    from .saved import delete_user_model
+
+    folder = delete_user_model(a.name, root=a.models_dir, store=_store(a))
+    if a.json:
+        _print_json({"deleted": a.name, "path": str(folder)})
+    else:
+        print(f"deleted {folder}")
+
+
 def cmd_leaderboard(a):
     from .leaderboard import Leaderboard, latex_table, markdown_table
 
@@ -482,6 +492,15 @@ def _store(a):
 
 
 # -- parser --------------------------------------------------------------------------------------------------
+def _models_list_options(parser, default=None):
+    """The options of `models` and `models list` (``default`` SUPPRESS on the subcommand, so that it does not
+    overwrite an option given before it)."""
+    flag = {} if default is None else {"default": default}
+    parser.add_argument("--registry", action="store_true", help="every model family, not the saved models", **flag)
+    parser.add_argument("--models-dir", default=default, help="list only this folder")
+    parser.add_argument("--json", action="store_true", **flag)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .augment import AUGMENTATIONS
     from .channels import CHANNELS
@@ -604,11 +623,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_explain)
 
-    m = sub.add_parser("models", help="list saved models, shipped and yours (or --registry: all model families)")
-    m.add_argument("--registry", action="store_true")
-    m.add_argument("--models-dir", default=None)
-    m.add_argument("--json", action="store_true")
+    m = sub.add_parser("models", help="list saved models, shipped and yours (or --registry: all model families); "
+                       "`models delete NAME` deletes one of yours")
+    _models_list_options(m)
     m.set_defaults(func=cmd_models)
+    msub = m.add_subparsers(dest="models_cmd")  # optional: `models` alone lists
+    _models_list_options(msub.add_parser("list", help="the same as `models`"), argparse.SUPPRESS)
+    md = msub.add_parser("delete", help="delete one of your models (shipped models cannot be deleted); its run "
+                         "stays in the results store, without a saved model")
+    md.add_argument("name", help="the model's folder name, as `models` lists it")
+    md.add_argument("--models-dir", default=argparse.SUPPRESS, help="your models folder (default: "
+                    "$SER_USER_MODELS_DIR)")
+    md.add_argument("--db", default=None, help="the results store whose run names this model (default: "
+                    "$SER_RESULTS_DB)")
+    md.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    md.set_defaults(func=cmd_models_delete)
 
     lb = sub.add_parser("leaderboard", help="the stored runs and the shipped models' runs, with 95 %% confidence "
                         "intervals (bootstrap over speakers) and which runs are not significantly worse than the best")

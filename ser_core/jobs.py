@@ -14,9 +14,13 @@ app session finds them again::
 
 The worker is a separate OS process (``python -m ser_core.jobs run <job_dir>``, detached in its own session),
 never a thread or a fork of the app. Only one job runs at a time: a worker holds an exclusive ``flock`` on
-``<jobs>/runner.lock`` while it runs; later jobs wait, first submitted first served. A worker killed outright
-(SIGKILL, out of memory) is noticed by the next status read (state running, process gone): the job is marked
-failed and its unfinished runs in the results store are marked interrupted. Unix only (``fcntl``).
+``<jobs>/runner.lock`` while it runs; later jobs wait, first submitted first served.
+
+Who changes what: reading (``status``, ``list``, ``events``, ``log``) never changes a job. The worker writes its
+own job's state and enforces a cancel itself (it stops at the next fold boundary; a fold running past the grace
+period is interrupted by its watchdog thread). A worker killed outright (SIGKILL, out of memory) cannot record its
+end: :meth:`LocalProcessExecutor.reap` does (job failed, its unfinished runs in the results store interrupted),
+called by ``wait`` and ``cancel`` and by the Train page on its refresh timer. Unix only (``fcntl``).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -140,7 +145,8 @@ class Job:
 
 
 class Executor(Protocol):
-    """Where jobs run. ``status`` and ``list`` return plain dicts (the content of status.json plus ``id``)."""
+    """Where jobs run. ``status`` and ``list`` return plain dicts (the content of status.json plus ``id``) and
+    change nothing; ``reap`` records the jobs whose worker died (returns their ids)."""
 
     def submit(self, job: Job) -> str: ...
 
@@ -149,6 +155,8 @@ class Executor(Protocol):
     def cancel(self, job_id: str) -> dict: ...
 
     def list(self) -> list[dict]: ...
+
+    def reap(self, job_id: str | None = None) -> list[str]: ...
 
 
 # -- files of one job ------------------------------------------------------------------------------------------
@@ -194,10 +202,10 @@ def read_events(job_dir, since: int = 0) -> list[dict]:
     return out
 
 
-_CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started: polled so they never linger as zombies
+_CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started: collected so they never linger as zombies
 
 
-def _reap():
+def _collect_children():
     """Collect the exit status of finished workers started here, so none lingers as a zombie."""
     for pid, child in list(_CHILDREN.items()):
         if child.poll() is not None:
@@ -226,9 +234,33 @@ def _alive(pid: int | None, job_id: str) -> bool:
     return not cmdline or job_id in cmdline
 
 
+def _end_job(job_dir: Path, state: str, error: str | None) -> dict:
+    """Write a job's end: its unfinished models take ``state`` (failed | cancelled), then the job; returns the
+    status."""
+    st = _read_json(job_dir / "status.json", {})
+    unfinished = {m: {"state": state} for m, v in st.get("models", {}).items() if v.get("state") in ACTIVE}
+    return _update_status(job_dir, state=state, error=error, finished_at=_now(), models=unfinished)
+
+
+def _end_runs(results_db, run_ids, cancelled: bool, error: str):
+    """Close the job's runs still ``running`` in the results store: cancelled, or failed with ``error``."""
+    if not run_ids:
+        return
+    from .results import ResultsStore
+
+    store = ResultsStore(results_db)
+    if cancelled:
+        for rid in run_ids:
+            store.fail_run(rid, "cancelled by the user", status="cancelled")
+    else:
+        store.mark_interrupted(run_ids, error=error)
+
+
 # -- the local executor ----------------------------------------------------------------------------------------
 class LocalProcessExecutor:
-    """Runs jobs one at a time, each in a detached worker process; jobs live as folders under ``jobs_dir``."""
+    """Runs jobs one at a time, each in a detached worker process; jobs live as folders under ``jobs_dir``.
+    ``cancel_grace_s``: how long a cancelled worker may take to reach a fold boundary before it ends itself
+    (written into each job's status at submit; the worker reads it)."""
 
     def __init__(self, jobs_dir=None, cancel_grace_s: float = CANCEL_GRACE_S):
         self.jobs_dir = Path(jobs_dir) if jobs_dir else default_jobs_dir()
@@ -255,8 +287,8 @@ class LocalProcessExecutor:
         d = self.jobs_dir / job_id
         d.mkdir(parents=True)
         _write_json(d / "job.json", {**asdict(job), "augment": list(job.augment)})
-        _update_status(d, state="queued", submitted_at=_now(), pid=None, models={m: {"state": "queued"}
-                                                                                   for m in job.models})
+        _update_status(d, state="queued", submitted_at=_now(), pid=None, cancel_grace_s=self.cancel_grace_s,
+                       models={m: {"state": "queued"} for m in job.models})
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         with open(d / "log.txt", "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "ser_core.jobs", "run", str(d)], cwd=REPO, env=env,
@@ -267,67 +299,59 @@ class LocalProcessExecutor:
         return job_id
 
     def status(self, job_id: str) -> dict:
-        """status.json plus ``id`` and ``job``; a dead worker's job is marked failed here (see module doc)."""
+        """status.json plus ``id`` and ``job``. Only reads: a job whose worker died stays ``running`` here until
+        :meth:`reap` records it."""
         d = self.job_dir(job_id)
-        _reap()
+        return {"id": job_id, **_read_json(d / "status.json", {}), "job": _read_json(d / "job.json", {})}
+
+    def reap(self, job_id: str | None = None) -> list[str]:
+        """Record the jobs (``job_id``, or all) whose worker is gone while they are queued or running (killed
+        outright, out of memory, never started): the job and its unfinished models end failed, or cancelled when
+        a cancel was requested, and its unfinished runs in the results store likewise. Returns the ids it ended.
+        :meth:`wait` and :meth:`cancel` call it; the Train page calls it on its refresh timer."""
+        _collect_children()
+        ids = [job_id] if job_id else [d.name for d in sorted(self.jobs_dir.iterdir()) if (d / "job.json").is_file()]
+        gone = [i for i in ids if self._worker_gone(i)]
+        if gone:
+            time.sleep(0.5)  # declaring a job dead is final: look twice (the worker may have just finished)
+        gone = [i for i in gone if self._worker_gone(i)]
+        for i in gone:
+            self._record_dead_worker(i)
+        return gone
+
+    def _worker_gone(self, job_id: str) -> bool:
+        """True when the job is queued or running but its worker is not alive (and not just being started)."""
+        d = self.job_dir(job_id)
         st = _read_json(d / "status.json", {})
-        if st.get("state") in ACTIVE:
-            st = self._reconcile(d, job_id, st)
-        return {"id": job_id, **st, "job": _read_json(d / "job.json", {})}
+        if st.get("state") not in ACTIVE or _alive(st.get("pid"), job_id):
+            return False
+        return st.get("pid") is not None or time.time() - os.path.getmtime(d / "status.json") > 30
 
-    def _reconcile(self, d: Path, job_id: str, st: dict) -> dict:
-        pid = st.get("pid")
-        if _alive(pid, job_id):
-            req = st.get("cancel_requested_at")
-            if st["state"] == "running" and req and time.time() - req > self.cancel_grace_s:
-                sig = signal.SIGKILL if time.time() - req > 3 * self.cancel_grace_s else signal.SIGTERM
-                try:
-                    os.killpg(pid, sig)  # the worker turns SIGTERM into a clean cancellation
-                except ProcessLookupError:
-                    pass
-            return st
-        if pid is None and time.time() - os.path.getmtime(d / "status.json") < 30:
-            return st  # just submitted: the worker's pid is being written
-        time.sleep(0.5)  # declaring a job dead is final: look twice
-        if _alive(pid, job_id):
-            return st
-        st = _read_json(d / "status.json", {})  # the worker may have finished between the two reads
-        if st.get("state") not in ACTIVE:
-            return st
-        cancelled = (d / "cancel").exists()
-        run_ids = st.get("run_ids", [])
-        if run_ids:
-            from .results import ResultsStore
-
-            store = ResultsStore(_read_json(d / "job.json", {}).get("results_db"))
-            if cancelled:
-                for rid in run_ids:
-                    store.fail_run(rid, "cancelled by the user", status="cancelled")
-            else:
-                store.mark_interrupted(run_ids, error=f"the worker of job {job_id} was killed before it finished")
+    def _record_dead_worker(self, job_id: str):
+        d = self.job_dir(job_id)
+        st = _read_json(d / "status.json", {})
+        pid, cancelled = st.get("pid"), (d / "cancel").exists()
+        _end_runs(_read_json(d / "job.json", {}).get("results_db"), st.get("run_ids"), cancelled,
+                  f"the worker of job {job_id} was killed before it finished")
         error = None if cancelled else "The worker process never started; see the log." if pid is None else (
             f"The worker process (pid {pid}) stopped unexpectedly (killed or out of memory); see the log.")
-        state = "cancelled" if cancelled else "failed"
-        unfinished = {m: {"state": state} for m, v in st.get("models", {}).items() if v.get("state") in ACTIVE}
-        return _update_status(d, state=state, error=error, finished_at=_now(), models=unfinished)
+        _end_job(d, "cancelled" if cancelled else "failed", error)
 
     def cancel(self, job_id: str) -> dict:
-        """Ask the job to stop: a queued job stops at once, a running one at its next fold boundary (after
-        ``cancel_grace_s`` a status read sends SIGTERM to its process group). Returns the status."""
+        """Ask the job to stop: a queued job stops at once, a running one at its next fold boundary; a fold that
+        runs past ``cancel_grace_s`` is interrupted by the worker itself (see ``_CancelWatchdog``). Returns the
+        status."""
         d = self.job_dir(job_id)
-        st = self.status(job_id)
-        if st.get("state") in ACTIVE:
-            (d / "cancel").touch()
+        self.reap(job_id)
+        if self.status(job_id).get("state") in ACTIVE and not (d / "cancel").exists():
+            (d / "cancel").touch()  # its age is the worker's clock: a second cancel does not restart it
             _update_status(d, cancel_requested_at=time.time())
         return self.status(job_id)
 
     def list(self) -> list[dict]:
-        """Every job's status, newest first."""
-        out = []
-        for d in sorted(self.jobs_dir.iterdir(), reverse=True):
-            if (d / "job.json").is_file():
-                out.append(self.status(d.name))
-        return out
+        """Every job's status, newest first (only reads, as :meth:`status`)."""
+        return [self.status(d.name) for d in sorted(self.jobs_dir.iterdir(), reverse=True)
+                if (d / "job.json").is_file()]
 
     # -- conveniences of the local executor (the page and the tests) -------------------------------------------
     def events(self, job_id: str, since: int = 0) -> list[dict]:
@@ -338,9 +362,11 @@ class LocalProcessExecutor:
         return path.read_text(errors="replace")[-tail_chars:] if path.is_file() else ""
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.2) -> dict:
-        """Block until the job is no longer queued or running (or ``timeout`` seconds); returns the status."""
+        """Block until the job is no longer queued or running (or ``timeout`` seconds); a worker that dies
+        meanwhile is reaped. Returns the status."""
         end = None if timeout is None else time.time() + timeout
         while True:
+            self.reap(job_id)
             st = self.status(job_id)
             if st.get("state") not in ACTIVE or (end is not None and time.time() > end):
                 return st
@@ -391,11 +417,17 @@ def progress(job_events: list[dict], now: float | None = None) -> dict:
 
 # -- the worker ------------------------------------------------------------------------------------------------
 class _Worker:
+    """One job in its own process: wait for the runner lock, load the corpora, run each model, record the end.
+    The worker is the only writer of its job's state while it lives; a cancel is honoured at fold boundaries,
+    and enforced by ``_CancelWatchdog`` when a fold runs long."""
+
     def __init__(self, job_dir: Path):
         self.dir = job_dir
         self.job = Job.from_dict(_read_json(job_dir / "job.json"))
         self.t0 = time.time()
         self.run_ids: list[int] = []
+        self.ending = threading.Lock()  # held while the job's end is written (by the main thread or the watchdog)
+        self.ended = False
 
     def log(self, msg: str):
         print(f"{datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
@@ -407,6 +439,33 @@ class _Worker:
 
     def cancelled(self) -> bool:
         return (self.dir / "cancel").exists()
+
+    def cancel_age(self) -> float | None:
+        """Seconds since the cancel request, None without one."""
+        try:
+            return time.time() - os.path.getmtime(self.dir / "cancel")
+        except FileNotFoundError:
+            return None
+
+    # -- the steps of a job --------------------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM (the watchdog's, or anyone's) cancels cleanly
+        st = _update_status(self.dir, pid=os.getpid())
+        _CancelWatchdog(self, float(st.get("cancel_grace_s", CANCEL_GRACE_S))).start()
+        state, error, lock = "failed", None, None
+        try:
+            lock = self.wait_for_turn()
+            self.start()
+            errors = self.run_models()
+            state, error = ("failed", "; ".join(errors)) if errors else ("done", None)
+        except BaseException as exc:
+            state, error = self.outcome(exc)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the bookkeeping finish
+            self.end(state, error)
+            if lock is not None:
+                lock.close()  # releases the flock: the next queued job starts
+        return 0 if state == "done" else 1
 
     def _earlier_queued_alive(self) -> bool:
         for d in sorted(self.dir.parent.iterdir()):
@@ -437,47 +496,72 @@ class _Worker:
                 announced = True
             time.sleep(POLL_S)
 
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, _interrupt)
-        _update_status(self.dir, pid=os.getpid())
-        state, error, lock = "failed", None, None
-        try:
-            lock = self.wait_for_turn()
-            self.t0 = time.time()
-            _update_status(self.dir, state="running", started_at=_now())
-            self.emit({"event": events.STARTED})
-            os.nice(5)  # keep the app responsive on a small machine
-            errors = self.run_models()
-            state = "failed" if errors else "done"
-            error = "; ".join(errors) if errors else None
-        except KeyboardInterrupt:
-            state = "cancelled"
+    def start(self):
+        self.t0 = time.time()
+        _update_status(self.dir, state="running", started_at=_now())
+        self.emit({"event": events.STARTED})
+        os.nice(5)  # keep the app responsive on a small machine
+
+    def outcome(self, exc: BaseException) -> tuple[str, str | None]:
+        """(state, error) of a job that raised ``exc``: cancelled, or failed with ``describe(exc)``."""
+        if isinstance(exc, KeyboardInterrupt):
             self.log("cancelled")
-        except SERError as exc:
-            error = str(exc)
-            self.log(f"error: {exc}")
-        except BaseException as exc:  # a bug: keep the traceback in the log
-            error = crash_message(exc)
-            self.log(traceback.format_exc())
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the bookkeeping finish
-            if state != "done":  # models that never finished end with the job
-                st = _read_json(self.dir / "status.json", {})
-                _update_status(self.dir, models={m: {"state": state} for m, s in st.get("models", {}).items()
-                                                 if s.get("state") in ("queued", "running")})
-            _update_status(self.dir, state=state, error=error, finished_at=_now())
+            return "cancelled", None
+        msg = self.describe(exc)
+        self.log(f"error: {msg}")
+        return "failed", msg
+
+    def describe(self, exc: BaseException) -> str:
+        """The sentence of an error: a user's mistake (``SERError``) says what to change; a bug is one line, with
+        its traceback in the log."""
+        if isinstance(exc, SERError):
+            return str(exc)
+        self.log(traceback.format_exc())
+        return crash_message(exc)
+
+    def end(self, state: str, error: str | None, close_runs: bool = False) -> bool:
+        """Write the job's end once (unfinished models, state, last event, log line), and with ``close_runs`` its
+        runs still open in the store; False when it was written already."""
+        with self.ending:
+            if self.ended:
+                return False
+            if close_runs:
+                _end_runs(self.job.results_db, self.run_ids, state == "cancelled", f"the worker of job "
+                          f"{self.dir.name} ended before the run finished")
+            _end_job(self.dir, state, error)
             self.emit({"event": events.job_finished(state), "error": error})
             self.log(f"job {state}" + (f": {error}" if error else ""))
-            if lock is not None:
-                lock.close()  # releases the flock: the next queued job starts
-        return 0 if state == "done" else 1
+            self.ended = True
+            return True
 
+    # -- the models ----------------------------------------------------------------------------------------------
     def run_models(self) -> list[str]:
-        from .corpora import load_corpus
-        from .cross_corpus import cross_corpus
-        from .evaluation import cross_validate
+        """Train and evaluate every model of the job in turn; returns the failures (``"<model>: <sentence>"``).
+        One model's failure does not stop the others; a cancel does."""
         from .results import ResultsStore
-        from .saved import data_label, user_model_path
+
+        corpus, test = self.load_corpora()
+        store = ResultsStore(self.job.results_db)
+        errors = []
+        for name, cfg in self.job.run_configs().items():
+            if self.cancelled():
+                raise KeyboardInterrupt("cancelled")
+            self.model_started(name)
+            try:
+                res = self.evaluate(name, cfg, corpus, test, store)
+            except KeyboardInterrupt:
+                self.model_ended(name, "cancelled", "cancelled")
+                raise
+            except Exception as exc:
+                errors.append(f"{name}: {self.model_ended(name, 'failed', self.describe(exc))}")
+                continue
+            self.model_done(name, res)
+        return errors
+
+    def load_corpora(self):
+        """The corpus to train on and the one to test on (None but for a cross-corpus job), checked against every
+        run of the job: an impossible choice stops the job before any model trains."""
+        from .corpora import load_corpus
 
         job = self.job
         self.log(f"loading the corpus at {job.data_root}")
@@ -487,90 +571,146 @@ class _Worker:
         if job.test_data_root:
             self.log(f"loading the test corpus at {job.test_data_root}")
             test = load_corpus(job.test_data_root, corpus=job.test_corpus, roots=job.data_roots)
-        job.check(corpus, test)  # an impossible choice stops the job before any model trains
-        store = ResultsStore(job.results_db)
-        label = data_label(corpus.name, corpus.root)
-        errors = []
-        for name, cfg in job.run_configs().items():
-            params = job.models[name]
-            if self.cancelled():
-                raise KeyboardInterrupt("cancelled")
-            _update_status(self.dir, models={name: {"state": "running"}})
-            self.emit({"event": events.MODEL_START, "model": name, "params": params})
-            self.log(f"[{name}] start ({job.folds}-fold, split {job.split}, params {json.dumps(params)})")
-            save_to = partial(user_model_path, job.name_prefix + name, label, root=job.models_dir) if job.save \
-                else None
-            try:
-                if test is not None:
-                    res = cross_corpus(cfg, corpus, test, store=store, use_cache=not job.force,
-                                       progress=self._progress(name, job))
-                else:
-                    res = cross_validate(cfg, corpus, store=store, use_cache=not job.force,
-                                         progress=self._progress(name, job), save_to=save_to,
-                                         should_stop=self.cancelled)
-            except KeyboardInterrupt:
-                _update_status(self.dir, models={name: {"state": "cancelled"}})
-                self.emit({"event": events.MODEL_FAILED, "model": name, "state": "cancelled", "error": "cancelled"})
-                raise
-            except Exception as exc:  # one model's failure does not stop the others
-                msg = str(exc) if isinstance(exc, SERError) else crash_message(exc)
-                if not isinstance(exc, SERError):
-                    self.log(traceback.format_exc())
-                self.log(f"[{name}] failed: {msg}")
-                errors.append(f"{name}: {msg}")
-                _update_status(self.dir, models={name: {"state": "failed", "error": msg}})
-                self.emit({"event": events.MODEL_FAILED, "model": name, "error": msg})
-                continue
-            s = res.summary
-            _update_status(self.dir, models={name: {"state": "done", "run_id": res.run_id, "cached": res.cached,
-                                                    "saved_model": res.saved_model}})
-            self.emit({"event": events.MODEL_DONE, "model": name, "run_id": res.run_id, "cached": res.cached,
-                       "saved_model": res.saved_model,
-                       "summary": {k: s[k] for k in ("accuracy", "uar", "macro_f1") if k in s}})
-            self.log(f"[{name}] {'cached result of run' if res.cached else 'run'} {res.run_id}: UAR "
-                     f"{s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy {s['accuracy']['mean']:.3f}"
-                     + (f"; saved to {res.saved_model}" if res.saved_model else ""))
-        return errors
+        job.check(corpus, test)
+        return corpus, test
+
+    def save_to(self, name: str, corpus):
+        """Where the model's final fit goes: a callable that names a new folder of its own in the job's models
+        folder (``saved.user_model_path``), or None when the job saves nothing."""
+        from .saved import data_label, user_model_path
+
+        job = self.job
+        return partial(user_model_path, job.name_prefix + name, data_label(corpus.name, corpus.root),
+                       root=job.models_dir) if job.save else None
+
+    def evaluate(self, name: str, cfg, corpus, test, store):
+        """One model's run: cross-validation on ``corpus``, or trained on it and tested on ``test``."""
+        from .cross_corpus import cross_corpus
+        from .evaluation import cross_validate
+
+        use_cache, progress_cb = not self.job.force, self._progress(name, self.job)
+        if test is not None:
+            return cross_corpus(cfg, corpus, test, store=store, use_cache=use_cache, progress=progress_cb)
+        return cross_validate(cfg, corpus, store=store, use_cache=use_cache, progress=progress_cb,
+                              save_to=self.save_to(name, corpus), should_stop=self.cancelled)
+
+    def model_started(self, name: str):
+        params = self.job.models[name]
+        _update_status(self.dir, models={name: {"state": "running"}})
+        self.emit({"event": events.MODEL_START, "model": name, "params": params})
+        self.log(f"[{name}] start ({self.job.folds}-fold, split {self.job.split}, params {json.dumps(params)})")
+
+    def model_ended(self, name: str, state: str, msg: str) -> str:
+        """Record a model that ended ``state`` (failed | cancelled) with the sentence ``msg``; returns ``msg``."""
+        if state == "failed":
+            self.log(f"[{name}] failed: {msg}")
+        _update_status(self.dir, models={name: {"state": state, **({"error": msg} if state == "failed" else {})}})
+        self.emit({"event": events.MODEL_FAILED, "model": name, "state": state, "error": msg})
+        return msg
+
+    def model_done(self, name: str, res):
+        s = res.summary
+        _update_status(self.dir, models={name: {"state": "done", "run_id": res.run_id, "cached": res.cached,
+                                                "saved_model": res.saved_model}})
+        self.emit({"event": events.MODEL_DONE, "model": name, "run_id": res.run_id, "cached": res.cached,
+                   "saved_model": res.saved_model,
+                   "summary": {k: s[k] for k in ("accuracy", "uar", "macro_f1") if k in s}})
+        self.log(f"[{name}] {'cached result of run' if res.cached else 'run'} {res.run_id}: UAR "
+                 f"{s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy {s['accuracy']['mean']:.3f}"
+                 + (f"; saved to {res.saved_model}" if res.saved_model else ""))
+
+    def record_run_id(self, name: str, run_id):
+        if run_id is not None and run_id not in self.run_ids:
+            self.run_ids.append(run_id)
+            _update_status(self.dir, run_ids=self.run_ids, models={name: {"run_id": run_id}})
 
     def _progress(self, name: str, job: Job):
-        """The cross_validate callback: adds the model, elapsed time and the remaining-time estimate (mean fold
-        duration x folds left, plus one more for the final model when it is saved), logs, records run ids."""
-        t_model = time.time()
-        durations: list[float] = []
-        fold_t0 = [t_model]
+        """The run's progress callback: records run ids, adds the model and its timing (``_FoldClock``), logs a
+        line (``_LOG_LINES``) and writes the event (fold metrics without the confusion matrix, which stays in the
+        store)."""
+        clock = _FoldClock(extra_fits=1 if job.save else 0)  # the final model on all clips counts as a fold
 
         def cb(e: dict):
-            kind = e["event"]
-            rid = e.get("run_id")
-            if rid is not None and rid not in self.run_ids:
-                self.run_ids.append(rid)
-                _update_status(self.dir, run_ids=self.run_ids, models={name: {"run_id": rid}})
-            extra = {"model": name, "model_elapsed_s": round(time.time() - t_model, 2)}
-            if kind == events.FOLD_START:
-                fold_t0[0] = time.time()
-                self.log(f"[{name}] fold {e['fold'] + 1}/{e['folds']} started")
-            elif kind == events.FOLD_DONE:
-                durations.append(time.time() - fold_t0[0])
-                left = e["folds"] - len(durations) + (1 if job.save else 0)
-                extra["eta_s"] = round(sum(durations) / len(durations) * left, 1)
-                extra["fold_s"] = round(durations[-1], 2)
-                m = e["metrics"]
-                self.log(f"[{name}] fold {e['fold'] + 1}/{e['folds']}: UAR {m['uar']:.3f}, accuracy "
-                         f"{m['accuracy']:.3f} ({durations[-1]:.1f} s; about {extra['eta_s']:.0f} s left)")
-            elif kind == events.FEATURES:
-                self.log(f"[{name}] computing features '{e['feature_set']}' for {e['n']} clips")
-            elif kind == events.FINAL:
-                self.log(f"[{name}] training the final model on all clips")
-            elif kind == events.CACHED:
-                self.log(f"[{name}] identical configuration on identical data: reusing stored run {rid} "
-                         "(tick 'force' to retrain)")
-            elif kind in (events.CACHED_WITHOUT_MODEL, events.LABELS):
-                self.log(f"[{name}] {e['message']}")
-            if kind == events.FOLD_DONE:  # confusion matrices stay in the store; events carry the headline numbers
-                e = {**e, "metrics": {k: v for k, v in e["metrics"].items() if k not in ("confusion",)}}
+            self.record_run_id(name, e.get("run_id"))
+            extra = {"model": name, **clock.tick(e)}
+            line = _LOG_LINES.get(e["event"])
+            if line:
+                self.log(f"[{name}] {line(e, extra)}")
+            if e["event"] == events.FOLD_DONE:
+                e = {**e, "metrics": {k: v for k, v in e["metrics"].items() if k != "confusion"}}
             self.emit({**e, **extra})
 
         return cb
+
+
+class _FoldClock:
+    """A model's timing from its run's events: elapsed time, each fold's duration, and the remaining-time estimate
+    (mean fold duration x (folds left + ``extra_fits``))."""
+
+    def __init__(self, extra_fits: int = 0):
+        self.t0 = self.fold_t0 = time.time()
+        self.durations: list[float] = []
+        self.extra_fits = extra_fits
+
+    def tick(self, e: dict) -> dict:
+        now = time.time()
+        out = {"model_elapsed_s": round(now - self.t0, 2)}
+        if e["event"] == events.FOLD_START:
+            self.fold_t0 = now
+        elif e["event"] == events.FOLD_DONE:
+            self.durations.append(now - self.fold_t0)
+            left = e["folds"] - len(self.durations) + self.extra_fits
+            out.update(eta_s=round(sum(self.durations) / len(self.durations) * left, 1),
+                       fold_s=round(self.durations[-1], 2))
+        return out
+
+
+_LOG_LINES = {  # event -> its line in the job log, from the event and the worker's timing fields
+    events.FOLD_START: lambda e, x: f"fold {e['fold'] + 1}/{e['folds']} started",
+    events.FOLD_DONE: lambda e, x: (f"fold {e['fold'] + 1}/{e['folds']}: UAR {e['metrics']['uar']:.3f}, accuracy "
+                                    f"{e['metrics']['accuracy']:.3f} ({x['fold_s']:.1f} s; about {x['eta_s']:.0f} s "
+                                    "left)"),
+    events.FEATURES: lambda e, x: f"computing features '{e['feature_set']}' for {e['n']} clips",
+    events.FINAL: lambda e, x: "training the final model on all clips",
+    events.CACHED: lambda e, x: (f"identical configuration on identical data: reusing stored run {e['run_id']} "
+                                 "(tick 'force' to retrain)"),
+    events.CACHED_WITHOUT_MODEL: lambda e, x: e["message"],
+    events.LABELS: lambda e, x: e["message"],
+}
+
+
+class _CancelWatchdog(threading.Thread):
+    """Enforces a cancel that the worker's main thread does not reach at a fold boundary: ``grace_s`` after the
+    request it interrupts the fold (SIGTERM to the worker's process group, which the main thread turns into a clean
+    cancellation); a worker still running at 3 x ``grace_s`` has its end written here, then is killed (SIGKILL).
+    A main thread that never releases the GIL stops this thread too; such a worker, once killed by someone, is
+    recorded by ``LocalProcessExecutor.reap``."""
+
+    def __init__(self, worker: _Worker, grace_s: float):
+        super().__init__(name="cancel-watchdog", daemon=True)
+        self.worker, self.grace_s = worker, grace_s
+
+    def run(self):
+        interrupted = False
+        while not self.worker.ended:
+            age = self.worker.cancel_age()
+            if age is not None and age > 3 * self.grace_s:
+                if self.worker.end("cancelled", None, close_runs=True):
+                    _signal_own_group(signal.SIGKILL)
+                return
+            if age is not None and age > self.grace_s and not interrupted:
+                self.worker.log(f"the cancel was not reached within {self.grace_s:g} s: interrupting the fold")
+                _signal_own_group(signal.SIGTERM)
+                interrupted = True
+            time.sleep(min(POLL_S, self.grace_s / 4))
+
+
+def _signal_own_group(sig: int):
+    """Signal this worker and its children (its own process group, see ``submit``); only itself otherwise."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), sig)
+    else:
+        os.kill(os.getpid(), sig)
 
 
 def crash_message(exc: BaseException) -> str:

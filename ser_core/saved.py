@@ -151,7 +151,7 @@ def delete_user_model(name: str, *, root=None, store=None) -> Path:
     """Delete your model ``name`` (a folder of ``user_models_dir()``, or of ``root``), under the folder's lock;
     a shipped model is refused (``ConfigError``), and so is a name that is no saved model of yours. store: a
     ``ResultsStore`` whose run named this folder as its saved model forgets it. Returns the folder deleted."""
-    root, name = Path(root) if root else user_models_dir(), str(name)
+    root, name = Path(os.path.abspath(root or user_models_dir())), str(name)  # absolute, as the store names it
     plain_name = Path(name).name == name and not is_temporary(name)  # a folder name, not a path
     if plain_name and (shipped_models_dir() / name / "model.json").is_file() or _same_dir(root, shipped_models_dir()):
         raise ConfigError(f"'{name}' is a shipped model; shipped models cannot be deleted, only your own.")

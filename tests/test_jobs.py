@@ -129,14 +129,64 @@ def test_sigkilled_worker_leaves_a_failed_job_and_an_intact_store(tmp_path, spac
     _wait_event(ex, job_id, "fold_done")
     pid = ex.status(job_id)["pid"]
     os.killpg(pid, signal.SIGKILL)  # the worker is its own process group
-    st = ex.wait(job_id, timeout=10)
+    _wait_gone(pid, job_id)
+    assert ex.status(job_id)["state"] == ex.list()[0]["state"] == "running"  # reading changes nothing
+    st = ex.wait(job_id, timeout=10)  # waiting reaps the dead worker
     assert st["state"] == "failed" and "stopped unexpectedly" in st["error"]
     assert st["models"]["random_forest"]["state"] == "failed"
     run = ResultsStore(space["db"]).get_run(st["run_ids"][0])
     assert run["status"] == "failed" and "killed" in run["error"] and len(run["folds"]) >= 1
     with sqlite3.connect(space["db"]) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert ex.status(job_id)["state"] == "failed"  # stable on later reads
+    assert ex.status(job_id)["state"] == "failed" and ex.reap() == []  # stable on later reads
+
+
+def _wait_gone(pid, job_id, timeout=30):
+    """Wait for a worker to end, watching the process only (no executor call)."""
+    from ser_core.jobs import _alive
+
+    end = time.time() + timeout
+    while _alive(pid, job_id) and time.time() < end:
+        time.sleep(0.1)
+    assert not _alive(pid, job_id)
+
+
+def _dead_job(ex, job_id, store, cancel=False):
+    """A job folder left by a worker that died mid-run: status running, a pid that is gone, a run still open."""
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    rid = store.start_run(model="svm", params={}, feature_set={}, dataset="ravdess", data_root="/d",
+                          data_fingerprint="f", n_clips=6, n_speakers=2, split="speaker", splitter="s", k=2, seed=0,
+                          speaker_dependent=False, options={}, config_hash=job_id, versions={})
+    d = Path(ex.jobs_dir) / job_id
+    d.mkdir()
+    (d / "job.json").write_text(json.dumps({"data_root": "/d", "models": {"svm": {}, "knn": {}},
+                                            "results_db": str(store.path)}))
+    (d / "status.json").write_text(json.dumps({"state": "running", "pid": gone.pid, "run_ids": [rid],
+                                               "models": {"svm": {"state": "running"}, "knn": {"state": "queued"}}}))
+    if cancel:
+        (d / "cancel").touch()
+    return rid
+
+
+def test_reading_a_dead_workers_job_changes_nothing_until_it_is_reaped(tmp_path):
+    ex, store = LocalProcessExecutor(tmp_path / "jobs"), ResultsStore(tmp_path / "r.sqlite")
+    killed, cancelled = _dead_job(ex, "job-1", store), _dead_job(ex, "job-2", store, cancel=True)
+    before = {f: f.read_bytes() for f in Path(ex.jobs_dir).rglob("*.json")}
+    assert [j["state"] for j in ex.list()] == ["running", "running"] and ex.status("job-1")["state"] == "running"
+    assert {f: f.read_bytes() for f in Path(ex.jobs_dir).rglob("*.json")} == before
+    assert store.get_run(killed)["status"] == "running"
+
+    assert ex.reap() == ["job-1", "job-2"]
+    one, two = ex.status("job-1"), ex.status("job-2")
+    assert one["state"] == "failed" and "stopped unexpectedly" in one["error"]
+    assert {m: v["state"] for m, v in one["models"].items()} == {"svm": "failed", "knn": "failed"}
+    assert two["state"] == "cancelled" and two["error"] is None and two["models"]["knn"]["state"] == "cancelled"
+    assert store.get_run(killed)["status"] == "failed" and "killed" in store.get_run(killed)["error"]
+    assert store.get_run(cancelled)["status"] == "cancelled"
+    assert ex.reap() == []
 
 
 @pytest.mark.slow
@@ -144,12 +194,40 @@ def test_cancel_escalates_to_sigterm_when_a_fold_runs_long(tmp_path, space):
     ex = LocalProcessExecutor(tmp_path / "jobs", cancel_grace_s=0.5)
     job_id = ex.submit(_job(space, {"random_forest": {"n_estimators": 20000, "n_jobs": 1}}))  # ~minutes a fold
     _wait_event(ex, job_id, "fold_start")
+    pid = ex.status(job_id)["pid"]
     t0 = time.time()
     ex.cancel(job_id)
-    st = ex.wait(job_id, timeout=20)  # the status reads send SIGTERM after the grace period
-    assert st["state"] == "cancelled" and time.time() - t0 < 20, ex.log(job_id)
+    _wait_gone(pid, job_id, timeout=20)  # the worker's watchdog interrupts the fold; nobody reads the status
+    assert time.time() - t0 < 20
+    st = ex.status(job_id)
+    assert st["state"] == "cancelled" and st["models"]["random_forest"]["state"] == "cancelled", ex.log(job_id)
+    assert "interrupting the fold" in ex.log(job_id)
     assert ResultsStore(space["db"]).get_run(st["run_ids"][0])["status"] == "cancelled"
     assert not [e for e in ex.events(job_id) if e["event"] == "fold_done"]
+
+
+@pytest.mark.slow
+def test_a_worker_deaf_to_sigterm_records_its_cancel_then_kills_itself(tmp_path):
+    """The watchdog's last resort: a main thread that does not turn SIGTERM into a cancellation (here it ignores
+    it) is ended with SIGKILL at 3 x the grace period, after the job's end and its open runs are written."""
+    import subprocess
+    import sys
+
+    ex, store = LocalProcessExecutor(tmp_path / "jobs"), ResultsStore(tmp_path / "r.sqlite")
+    rid = _dead_job(ex, "job-1", store)
+    d = Path(ex.jobs_dir) / "job-1"
+    script = ("import signal, sys, time; from pathlib import Path; from ser_core.jobs import _CancelWatchdog, _Worker\n"
+              "w = _Worker(Path(sys.argv[1])); w.run_ids = [int(sys.argv[2])]\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN); _CancelWatchdog(w, 0.2).start()\n"
+              "(w.dir / 'cancel').touch(); time.sleep(30)\n")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", script, str(d), str(rid)], start_new_session=True, timeout=20,
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL and time.time() - t0 < 10, proc.stderr
+    st = ex.status("job-1")
+    assert st["state"] == "cancelled" and st["models"]["svm"]["state"] == st["models"]["knn"]["state"] == "cancelled"
+    assert [e["event"] for e in ex.events("job-1")] == ["job_cancelled"]
+    assert store.get_run(rid)["status"] == "cancelled" and ex.reap() == []
 
 
 def test_alive_tells_a_worker_from_a_reused_pid_and_a_dead_one():

@@ -176,8 +176,8 @@ def test_your_models_get_names_of_their_own_and_are_listed_after_the_shipped(shi
     assert first.parent == mine
 
 
-def test_delete_your_own_but_never_a_shipped_model(shipped, tmp_path):
-    store = ResultsStore(tmp_path / "r.sqlite")
+def _your_model_and_its_run(store) -> tuple[Path, int]:
+    """A model of yours saved by a finished run of ``store`` that names it: ``(folder, run id)``."""
     rid = store.start_run(model="majority", params={}, feature_set={}, dataset="ravdess", data_root="/d",
                           data_fingerprint="f", n_clips=6, n_speakers=2, split="speaker", splitter="s", k=2, seed=0,
                           speaker_dependent=False, options={}, config_hash="h", versions={})
@@ -185,6 +185,12 @@ def test_delete_your_own_but_never_a_shipped_model(shipped, tmp_path):
                           card={"cv": {"run_id": rid}}, replace=False)
     store.finish_run(rid, summary={}, labels=[], confusion=[], train_time_s=0, latency_ms=0, model_size_bytes=0,
                      saved_model=folder)
+    return folder, rid
+
+
+def test_delete_your_own_but_never_a_shipped_model(shipped, tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    folder, rid = _your_model_and_its_run(store)
     before = _hashes(shipped)
     with pytest.raises(ConfigError, match="'svm' is a shipped model; shipped models cannot be deleted"):
         delete_user_model("svm", store=store)
@@ -198,6 +204,30 @@ def test_delete_your_own_but_never_a_shipped_model(shipped, tmp_path):
     assert not folder.exists() and [c["name"] for c in list_trained()] == ["svm"]
     assert store.get_run(rid)["saved_model"] is None  # the run stays, and no longer names a model
     assert sorted(p.name for p in user_models_dir().iterdir() if not p.name.startswith(".ser")) == []
+
+
+def test_the_cli_lists_and_deletes_your_models_but_never_a_shipped_one(shipped, tmp_path, monkeypatch, capsys):
+    """`models delete` is the Demo's delete (``delete_user_model``): the folder goes, its run stays without it."""
+    from ser_core.cli import main
+
+    db = tmp_path / "r.sqlite"
+    folder, rid = _your_model_and_its_run(ResultsStore(db))
+    before = _hashes(shipped)
+    assert main(["models", "list", "--json"]) == 0
+    assert [(m["name"], m["source"]) for m in json.loads(capsys.readouterr().out)] == [("svm", "shipped"),
+                                                                                      (folder.name, "yours")]
+    assert main(["models", "delete", "svm", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: 'svm' is a shipped model; shipped models cannot be deleted, only your own."]
+    assert _hashes(shipped) == before
+
+    monkeypatch.chdir(folder.parent.parent)  # a relative --models-dir names the same folder the store names
+    assert main(["models", "--json", "delete", folder.name, "--models-dir", folder.parent.name, "--db", str(db)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"deleted": folder.name, "path": str(folder)}
+    assert not folder.exists() and ResultsStore(db).get_run(rid)["saved_model"] is None
+    assert main(["models"]) == 0 and capsys.readouterr().out.split()[0] == "svm"
+    assert main(["models", "delete", folder.name, "--db", str(db)]) == 2
+    assert capsys.readouterr().err.strip() == "error: You have no model 'majority-samples-run1'; yours are: none."
 
 
 @pytest.mark.slow
