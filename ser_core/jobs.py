@@ -174,7 +174,7 @@ def _write_json(path: Path, obj):
 
 
 def _update_status(job_dir: Path, **fields) -> dict:
-    """Read-modify-write status.json under a per-job lock (the worker and status readers both write it)."""
+    """Read-modify-write status.json under a per-job lock (the worker, and ``reap`` once a worker is gone, write it)."""
     with open(job_dir / ".status.lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         st = _read_json(job_dir / "status.json", {})
