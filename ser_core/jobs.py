@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import events
+from .cluster import describe, executor_name, folds_runner, ray_address, summary_line
 from .errors import ConfigError, SERError
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -81,6 +82,8 @@ class Job:
     data_roots: list | None = None  # folders the corpus may read (ser_core.roots); None: any (the command line)
     test_data_root: str | None = None  # another corpus: train on data_root, test on this (split cross-corpus)
     test_corpus: str = "auto"
+    executor: str = "local"  # where the folds run: local (the worker, one after another) or ray (ser_core.cluster)
+    ray_address: str | None = None  # executor ray: the cluster (ser_core.cluster.ray_address); None: a local Ray
 
     def run_configs(self) -> dict:
         """``{model: RunConfig}``: the run of every model, in training order."""
@@ -136,6 +139,7 @@ class Job:
         self.augment = parse_augment(self.augment)
         if not Path(self.data_root).expanduser().exists():
             raise ConfigError(f"'{self.data_root}' does not exist; choose a corpus folder or CSV file.")
+        executor_name(self.executor)
         return self
 
 
@@ -347,6 +351,25 @@ class LocalProcessExecutor:
             time.sleep(poll)
 
 
+class RayExecutor(LocalProcessExecutor):
+    """The local executor's jobs (files, a driver process per job, the queue, cancel), with every (model, fold)
+    a Ray task on the cluster at ``address`` (``ser_core.cluster.ray_address``: ``$SER_RAY_ADDRESS``, or a local
+    Ray started on demand). The driver alone writes the results store and the saved models."""
+
+    def __init__(self, jobs_dir=None, cancel_grace_s: float = CANCEL_GRACE_S, address: str | None = None):
+        super().__init__(jobs_dir, cancel_grace_s)
+        self.address = ray_address(address)
+
+    def submit(self, job: Job) -> str:
+        job.executor, job.ray_address = "ray", self.address
+        return super().submit(job)
+
+
+def make_executor(jobs_dir=None, name: str | None = None) -> Executor:
+    """The executor ``name`` or ``$SER_EXECUTOR`` chooses (``ser_core.cluster.executor_name``)."""
+    return RayExecutor(jobs_dir) if executor_name(name) == "ray" else LocalProcessExecutor(jobs_dir)
+
+
 def progress(job_events: list[dict], now: float | None = None) -> dict:
     """Per-model progress from a job's events: ``{model: {"state", "folds", "done": [fold metrics...],
     "current_fold", "elapsed_s", "eta_s", "cached", "run_id", "summary", "error"}}`` in training order.
@@ -372,7 +395,8 @@ def progress(job_events: list[dict], now: float | None = None) -> dict:
         elif kind == events.FOLD_DONE:
             m["done"].append({"fold": e["fold"], "test_speakers": e.get("test_speakers"),
                               **{k: e["metrics"][k] for k in ("accuracy", "uar", "macro_f1")},
-                              "train_time_s": e.get("train_time_s")})
+                              "train_time_s": e.get("train_time_s"), **({"node": e["node"][:8]} if e.get("node")
+                                                                        else {})})
             m["folds"] = e["folds"]
         elif kind == events.FINAL:
             m["state"] = events.FINAL
@@ -488,6 +512,10 @@ class _Worker:
             self.log(f"loading the test corpus at {job.test_data_root}")
             test = load_corpus(job.test_data_root, corpus=job.test_corpus, roots=job.data_roots)
         job.check(corpus, test)  # an impossible choice stops the job before any model trains
+        runner = folds_runner(job.executor, job.ray_address)
+        where = describe(job.executor, job.ray_address)
+        _update_status(self.dir, **where)
+        self.log(summary_line(where))
         store = ResultsStore(job.results_db)
         label = data_label(corpus.name, corpus.root)
         errors = []
@@ -507,7 +535,7 @@ class _Worker:
                 else:
                     res = cross_validate(cfg, corpus, store=store, use_cache=not job.force,
                                          progress=self._progress(name, job), save_to=save_to,
-                                         should_stop=self.cancelled)
+                                         should_stop=self.cancelled, folds_runner=runner)
             except KeyboardInterrupt:
                 _update_status(self.dir, models={name: {"state": "cancelled"}})
                 self.emit({"event": events.MODEL_FAILED, "model": name, "state": "cancelled", "error": "cancelled"})
