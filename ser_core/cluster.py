@@ -122,11 +122,7 @@ def ray_folds(data, splits, *, on_start=None, should_stop=None):
     ``node`` (Ray node id) and ``host`` that ran it. While waiting, ``should_stop()`` is checked every
     ``POLL_S`` seconds; a stop (or any error) cancels the folds still running and raises ``KeyboardInterrupt``."""
     ray = connect()
-    from .models import get_spec
-
-    gpus = 1 if get_spec(data.config.model).framework in GPU_FRAMEWORKS and \
-        ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = _fold_task().options(num_gpus=gpus)
+    task = _fold_task().options(num_gpus=gpus_per_fold(data.config.model, ray.cluster_resources().get("GPU", 0)))
     shared = ray.put(data)
     pending = {}
     try:
@@ -144,6 +140,14 @@ def ray_folds(data, splits, *, on_start=None, should_stop=None):
     finally:
         for ref in pending:  # cancelled, failed, or abandoned by the caller: stop the folds still running
             ray.cancel(ref, force=True)
+
+
+def gpus_per_fold(model: str, cluster_gpus: float) -> int:
+    """GPUs a fold task of ``model`` asks for: 1 for the torch and Keras families on a cluster with a GPU (the
+    model then finds it: ``torch_models.select_device``, TensorFlow's own placement), else 0 (CPU)."""
+    from .models import get_spec
+
+    return 1 if get_spec(model).framework in GPU_FRAMEWORKS and cluster_gpus >= 1 else 0
 
 
 _TASKS: dict = {}

@@ -410,7 +410,9 @@ def run_fold(data: FoldData, fold: int, train, test) -> dict:
     """One fold, with no side effect: a fresh model fitted on the ``train`` rows (``fit_fold``), then scored on
     the ``test`` rows and on their channel copies. Returns ``{"fold", "metrics", "n_train", "n_test",
     "test_speakers", "train_time_s", "latency_ms", "proba": (n_test, len(labels)) in label order, "channels":
-    {condition: (n_test, len(labels))}, "model_size_bytes"}`` (the size on disk of fold 0's model, else None)."""
+    {condition: (n_test, len(labels))}, "model_size_bytes", "fold_time_s"}`` (model size: on disk, of fold 0's
+    model, else None; fold time: this whole call, seconds)."""
+    t_fold = time.perf_counter()
     y, speakers = data.y, data.speakers
     model, X_test, _, t_train = fit_fold(data.config, data.fs, data.X[train], y[train], speakers[train],
                                          {k: a[train] for k, a in data.X_aug.items()}, data.X[test],
@@ -430,7 +432,7 @@ def run_fold(data: FoldData, fold: int, train, test) -> dict:
             "latency_ms": latency, "proba": in_label_order(proba, model.classes_, data.labels),
             "channels": {c: in_label_order(model.predict_proba(Xc[test]), model.classes_, data.labels)
                          for c, Xc in data.X_channels.items()},
-            "model_size_bytes": size}
+            "model_size_bytes": size, "fold_time_s": time.perf_counter() - t_fold}
 
 
 def local_folds(data: FoldData, splits, *, on_start=None, should_stop=None):
@@ -447,13 +449,13 @@ def local_folds(data: FoldData, splits, *, on_start=None, should_stop=None):
 
 
 FOLD_FIELDS = ("fold", "metrics", "n_train", "n_test", "test_speakers", "train_time_s", "latency_ms")
-FOLD_PLACEMENT = ("node", "host")  # where a runner other than the local one ran the fold (ser_core.cluster)
+FOLD_EXTRAS = ("fold_time_s", "node", "host")  # not stored: the fold's wall time; where a cluster ran it
 
 
 def _fold_record(result: dict) -> dict:
     """What a run keeps of a fold's result (``RunResult.folds``, the ``FOLD_DONE`` event): its numbers, and its
-    node when it ran on a cluster."""
-    return {k: result[k] for k in (*FOLD_FIELDS, *FOLD_PLACEMENT) if k in result}
+    time and node (when it ran on a cluster)."""
+    return {k: result[k] for k in (*FOLD_FIELDS, *FOLD_EXTRAS) if k in result}
 
 
 def _run_folds(data, splits, runner, store, run_id, emit, should_stop) -> list[dict]:

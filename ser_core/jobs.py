@@ -17,6 +17,9 @@ never a thread or a fork of the app. Only one job runs at a time: a worker holds
 ``<jobs>/runner.lock`` while it runs; later jobs wait, first submitted first served. A worker killed outright
 (SIGKILL, out of memory) is noticed by the next status read (state running, process gone): the job is marked
 failed and its unfinished runs in the results store are marked interrupted. Unix only (``fcntl``).
+
+:class:`RayExecutor` runs the same jobs, files and queue with each (model, fold) a Ray task
+(``ser_core.cluster``); ``make_executor`` picks one of the two by ``$SER_EXECUTOR``.
 """
 from __future__ import annotations
 
