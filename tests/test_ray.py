@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import ray_cluster, symlink_actors
+from test_jobs import _wait_event
 from ser_core import cluster
 from ser_core.errors import ConfigError
 from ser_core.evaluation import RunConfig, cross_validate
@@ -56,7 +57,7 @@ def data(shared_ravdess, tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     """A head and a second node on this machine; this process connected to it as a driver. Yields the
-    ``ray_cluster`` dict plus ``nodes`` (the two node ids)."""
+    ``ray_cluster`` dict plus ``nodes`` (the two node ids) and ``head_node`` (the head's)."""
     temp = Path(tempfile.mkdtemp(prefix="ser-ray-", dir="/tmp"))  # short: Ray's socket paths have a limit
     with pytest.MonkeyPatch.context() as mp, ray_cluster(temp) as c:
         mp.setenv("RAY_AUTH_MODE", "disabled")  # this driver and the job workers it starts
@@ -66,7 +67,9 @@ def two_nodes(tmp_path_factory):
             assert time.time() < deadline, "the second Ray node did not join"
             time.sleep(0.2)
         try:
-            yield {**c, "nodes": {n["NodeID"] for n in ray.nodes() if n["Alive"]}}
+            alive = [n for n in ray.nodes() if n["Alive"]]
+            yield {**c, "nodes": {n["NodeID"] for n in alive},
+                   "head_node": next(n["NodeID"] for n in alive if "worker_node_0" not in n["Resources"])}
         finally:
             cluster.disconnect()
     shutil.rmtree(temp, ignore_errors=True)
@@ -177,17 +180,6 @@ def test_the_command_line_obeys_ser_executor(two_nodes, data, tmp_path):
             assert on_ray[k][stat] == pytest.approx(local[k][stat], abs=1e-9)
 
 
-def _wait_event(ex, job_id, kind, timeout=90):
-    end = time.time() + timeout
-    while time.time() < end:
-        evs = [e for e in ex.events(job_id) if e["event"] == kind]
-        if evs:
-            return evs
-        assert ex.status(job_id)["state"] in ("queued", "running"), ex.log(job_id)
-        time.sleep(0.1)
-    raise AssertionError(f"no '{kind}' event within {timeout} s:\n{ex.log(job_id)}")
-
-
 def _job(data, tmp_path, **kw):
     return Job(data_root=str(data.root), models={"random_forest": SLOW_RF}, folds=2, seed=1, force=True,
                results_db=str(tmp_path / "results.sqlite"), models_dir=str(tmp_path / "models"), **kw)
@@ -228,6 +220,8 @@ def test_a_ray_job_survives_losing_a_node(two_nodes, data, rf_local, tmp_path):
     assert st["executor"] == "ray" and st["address"] == two_nodes["address"]
     assert st["cluster"]["cpus"] == 2 and len(st["cluster"]["nodes"]) == 2  # as the job found it
     assert "executor ray at" in ex.log(job_id)
+    done = [e for e in ex.events(job_id) if e["event"] == "fold_done"]
+    assert {e["node"] for e in done} == {two_nodes["head_node"]}  # the second node's fold was run again there
     m = st["models"]["random_forest"]
     _assert_same_numbers(_fold_rows(ResultsStore(tmp_path / "results.sqlite"), m["run_id"]), rf_local)
     assert os.path.isfile(os.path.join(m["saved_model"], "card.json"))  # saved by the job's driver
