@@ -21,7 +21,7 @@ from test_jobs import _wait_event
 from ser_core import cluster
 from ser_core.errors import ConfigError
 from ser_core.evaluation import RunConfig, cross_validate
-from ser_core.jobs import Job, LocalProcessExecutor, RayExecutor, make_executor
+from ser_core.jobs import Job, LocalProcessExecutor, RayExecutor, make_executor, progress
 from ser_core.results import ResultsStore
 
 SLOW_RF = {"n_estimators": 600, "n_jobs": 1}  # about a second a fold: time to kill its worker
@@ -222,6 +222,8 @@ def test_a_ray_job_survives_losing_a_node(two_nodes, data, rf_local, tmp_path):
     assert "executor ray at" in ex.log(job_id)
     done = [e for e in ex.events(job_id) if e["event"] == "fold_done"]
     assert {e["node"] for e in done} == {two_nodes["head_node"]}  # the second node's fold was run again there
+    assert {f["node"] for f in progress(ex.events(job_id))["random_forest"]["done"]} == \
+        {two_nodes["head_node"][:8]}  # the Train page's fold table names it
     m = st["models"]["random_forest"]
     _assert_same_numbers(_fold_rows(ResultsStore(tmp_path / "results.sqlite"), m["run_id"]), rf_local)
     assert os.path.isfile(os.path.join(m["saved_model"], "card.json"))  # saved by the job's driver
