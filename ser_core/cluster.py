@@ -186,5 +186,6 @@ def summary_line(info: dict) -> str:
         return "executor local (this machine, folds one after another)"
     c = info.get("cluster") or {}
     alive = [n for n in c.get("nodes", []) if n.get("alive")]
-    return (f"executor ray at {info.get('address')}: {len(alive)} node{'s' if len(alive) != 1 else ''}, "
-            f"{c.get('cpus', 0):g} CPUs, {c.get('gpus', 0):g} GPUs")
+    counts = [(len(alive), "node"), (c.get("cpus", 0), "CPU"), (c.get("gpus", 0), "GPU")]
+    return f"executor ray at {info.get('address')}: " + ", ".join(f"{n:g} {what}{'' if n == 1 else 's'}"
+                                                                   for n, what in counts)

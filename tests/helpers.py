@@ -117,7 +117,8 @@ def store_run(store, oof, model="svm", dataset="ravdess", params=None) -> int:
 def ray_cluster(temp_dir: Path, workers: int = 1):
     """A Ray cluster on this machine: a head and ``workers`` more nodes, 1 CPU each, every port its own (never
     6379 or another engineer's cluster), ``RAY_AUTH_MODE=disabled`` (token auth refused the second node here).
-    Yields ``{"address", "head", "workers": [Popen]}`` once every node has joined; stops its own nodes (their
+    Yields ``{"address", "client_address" (ray://), "head", "workers": [Popen]}`` once the head answers (the
+    other nodes join in a few seconds); stops its own nodes (their
     process groups), never with ``ray stop``, which would stop every Ray on the machine."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}
@@ -130,7 +131,7 @@ def ray_cluster(temp_dir: Path, workers: int = 1):
                 f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
                 f"--min-worker-port={low}", f"--max-worker-port={min(low + 200, 65000)}"]
 
-    port = free_port()
+    port, client_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     nodes = []
     temp_dir.mkdir(parents=True, exist_ok=True)
@@ -142,12 +143,13 @@ def ray_cluster(temp_dir: Path, workers: int = 1):
 
     try:
         head = start(["--head", f"--port={port}", f"--temp-dir={temp_dir / 'r'}", "--include-dashboard=false",
-                      f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"], "head.log")
+                      f"--dashboard-port={free_port()}", f"--ray-client-server-port={client_port}"], "head.log")
         _wait_for(lambda: subprocess.run([ray_bin, "health-check", f"--address={address}"], env=env,
                                          capture_output=True).returncode == 0, head, temp_dir / "head.log")
         extra = [start([f"--address={address}", f'--resources={{"worker_node_{i}": 1}}'], f"worker{i}.log")
                  for i in range(workers)]
-        yield {"address": address, "head": head, "workers": extra, "env": env}
+        yield {"address": address, "client_address": f"ray://127.0.0.1:{client_port}", "head": head,
+               "workers": extra}
     finally:
         for proc in reversed(nodes):
             stop_process_group(proc)

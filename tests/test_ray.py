@@ -166,12 +166,12 @@ def test_a_killed_worker_process_is_retried_and_the_run_keeps_its_numbers(two_no
 
 
 @pytest.mark.slow
-def test_the_command_line_obeys_ser_executor(two_nodes, data, tmp_path):
+def test_the_command_line_obeys_ser_executor_through_ray_client(two_nodes, data, tmp_path):
     from test_cli import run_cli
 
     proc = run_cli("train", "--data", data.root, "--models", "svm", "--folds", 4, "--seed", 2, "--json",
                    "--no-save", "--db", tmp_path / "results.sqlite",
-                   env={"SER_EXECUTOR": "ray", "SER_RAY_ADDRESS": two_nodes["address"]})
+                   env={"SER_EXECUTOR": "ray", "SER_RAY_ADDRESS": two_nodes["client_address"]})  # Ray Client
     assert "executor ray at" in proc.stderr and "2 nodes, 2 CPUs" in proc.stderr
     on_ray = json.loads(proc.stdout)[0]
     local = cross_validate(RunConfig("svm", folds=4, seed=2), data).summary  # what `train` prints without it
