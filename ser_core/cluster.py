@@ -120,7 +120,8 @@ def ray_folds(data, splits, *, on_start=None, should_stop=None):
     a task (1 CPU; 1 GPU for the torch and Keras families when the cluster has GPUs; retried ``MAX_RETRIES``
     times when its worker process or node dies), and the results are yielded as they finish, each with the
     ``node`` (Ray node id) and ``host`` that ran it. While waiting, ``should_stop()`` is checked every
-    ``POLL_S`` seconds; a stop (or any error) cancels the folds still running and raises ``KeyboardInterrupt``."""
+    ``POLL_S`` seconds; a stop cancels the folds still running and raises ``KeyboardInterrupt``. A fold's own
+    error (a model's) is raised as it was raised in the task, and cancels the other folds too."""
     ray = connect()
     task = _fold_task().options(num_gpus=gpus_per_fold(data.config.model, ray.cluster_resources().get("GPU", 0)))
     shared = ray.put(data)
@@ -136,7 +137,11 @@ def ray_folds(data, splits, *, on_start=None, should_stop=None):
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for ref in ready:
                 pending.pop(ref)
-                yield ray.get(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the fold's own error, as the local runner raises it
+                    raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+                yield result
     finally:
         for ref in pending:  # cancelled, failed, or abandoned by the caller: stop the folds still running
             ray.cancel(ref, force=True)

@@ -109,6 +109,18 @@ def test_ray_stores_the_local_numbers_with_folds_on_both_nodes(two_nodes, data, 
     assert all("node" not in f for f in local.folds)
 
 
+@pytest.mark.slow
+def test_a_models_own_error_on_ray_is_the_one_it_raises_locally(two_nodes, data, tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    cfg = RunConfig("svm", params={"C": -1.0}, folds=2)
+    with pytest.raises(ValueError, match="'C' parameter") as local:
+        cross_validate(cfg, data)
+    with pytest.raises(type(local.value), match="'C' parameter"):  # not a RayTaskError with a traceback in it
+        cross_validate(cfg, data, store=store, folds_runner=cluster.ray_folds)
+    (run,) = store.runs(status="failed").to_dict("records")
+    assert "'C' parameter" in run["error"]
+
+
 def _fold_task_pids(node) -> list[int]:
     """Processes of ``node`` (a ``ray start`` Popen: its process tree) running a fold task now (Ray titles a
     worker ``ray::<function>`` while it runs one)."""
