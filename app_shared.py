@@ -337,7 +337,8 @@ def trained_model_cards(models_dir: str | None = None) -> list[dict]:
 
 # -- training jobs (Train page) ------------------------------------------------------------------------------
 def job_executor():
-    """The executor of training jobs (files under $SER_JOBS_DIR; each job runs in its own worker process)."""
-    from ser_core.jobs import LocalProcessExecutor
+    """The executor of training jobs (files under $SER_JOBS_DIR; each job runs in its own worker process, its folds
+    there or on the Ray cluster that $SER_EXECUTOR and $SER_RAY_ADDRESS choose)."""
+    from ser_core.jobs import make_executor
 
-    return LocalProcessExecutor()
+    return make_executor()

@@ -14,6 +14,7 @@ import streamlit as st
 from app_shared import corpus_at, current_corpus, data_root, job_executor, local_only, plain
 from ser_core import events
 from ser_core.augment import AUGMENTATIONS
+from ser_core.cluster import summary_line
 from ser_core.corpora import Corpus
 from ser_core.cross_corpus import align_labels
 from ser_core.errors import OutsideRootsError, SERError
@@ -226,6 +227,8 @@ def job_panel(job_id: str, was_active: bool):
         st.toast("Cancel requested: the job stops at the next fold boundary.")
     if state == "queued":
         st.info("Queued: another job is running; this one starts when it finishes.")
+    if st_.get("executor"):  # where its folds run: this worker, or a Ray cluster's nodes
+        st.caption(plain(summary_line(st_)))
     if st_.get("error"):
         st.error(plain(st_["error"]))
     prog = progress(executor.events(job_id), now=time.time())

@@ -95,6 +95,7 @@ def cmd_train(a):
     from pathlib import Path
 
     from .channels import parse_channels
+    from .cluster import describe, folds_runner, summary_line
     from .corpora import load_corpus
     from .evaluation import DEFAULT_FOLDS, RunConfig, check_run, cross_validate, default_folds
     from .models import get_spec
@@ -117,10 +118,14 @@ def cmd_train(a):
         _err(f"note: {folds}-fold, the most this data's speakers and emotions allow (--folds to choose)")
     save_to = _save_target(a, corpus)
     store = ResultsStore(a.db)
+    runner = folds_runner()  # $SER_EXECUTOR: this process, or a Ray cluster ($SER_RAY_ADDRESS)
+    if runner is not None:
+        _err(summary_line(describe()))
     results = []
     for name, cfg in zip(models, configs):
         res = cross_validate(cfg, corpus, store=store, use_cache=not a.force, n_jobs=a.jobs,
-                             progress=_train_progress(name), save_to=save_to(name), replace_shipped=a.replace_shipped)
+                             progress=_train_progress(name), save_to=save_to(name), replace_shipped=a.replace_shipped,
+                             folds_runner=runner)
         s = res.summary
         results.append({"model": name, "run_id": res.run_id, "cached": res.cached, "split": a.split,
                         "folds": folds, "uar": s["uar"], "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],

@@ -16,6 +16,7 @@ only here and only when a job asks for it.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from .errors import ConfigError
@@ -25,6 +26,9 @@ EXECUTOR_ENV = "SER_EXECUTOR"
 ADDRESS_ENV = "SER_RAY_ADDRESS"
 CPUS_ENV = "SER_RAY_CPUS"
 PACKAGE = Path(__file__).resolve().parent
+GPU_FRAMEWORKS = ("torch", "tensorflow")  # families whose fold tasks ask for a GPU where the cluster has one
+MAX_RETRIES = 3  # a fold task whose worker process or node dies is run again (elsewhere), this many times
+POLL_S = 0.5  # how often a driver waiting for its folds looks at should_stop
 
 
 def executor_name(name: str | None = None) -> str:
@@ -99,3 +103,94 @@ def cluster_info() -> dict:
     ctx = ray.get_runtime_context()
     return {"address": getattr(ctx, "gcs_address", None), "nodes": nodes,
             "cpus": sum(n["cpus"] for n in alive), "gpus": sum(n["gpus"] for n in alive)}
+
+
+def folds_runner(executor: str | None = None, address: str | None = None):
+    """The ``folds_runner`` of ``evaluation.cross_validate`` for ``executor`` (see :func:`executor_name`): None
+    (in this process) for ``local``; for ``ray``, connects to ``address`` (see :func:`ray_address`) and returns
+    :func:`ray_folds`."""
+    if executor_name(executor) == "local":
+        return None
+    connect(address)
+    return ray_folds
+
+
+def ray_folds(data, splits, *, on_start=None, should_stop=None):
+    """``evaluation.local_folds`` on Ray: the run's ``FoldData`` is put in the object store once, each fold is
+    a task (1 CPU; 1 GPU for the torch and Keras families when the cluster has GPUs; retried ``MAX_RETRIES``
+    times when its worker process or node dies), and the results are yielded as they finish, each with the
+    ``node`` (Ray node id) and ``host`` that ran it. While waiting, ``should_stop()`` is checked every
+    ``POLL_S`` seconds; a stop cancels the folds still running and raises ``KeyboardInterrupt``. A fold's own
+    error (a model's) is raised as it was raised in the task, and cancels the other folds too."""
+    ray = connect()
+    task = _fold_task().options(num_gpus=gpus_per_fold(data.config.model, ray.cluster_resources().get("GPU", 0)))
+    shared = ray.put(data)
+    pending = {}
+    try:
+        for i, (train, test) in enumerate(splits):
+            pending[task.remote(shared, i, train, test)] = i
+            if on_start:
+                on_start(i)
+        while pending:
+            if should_stop and should_stop():
+                raise KeyboardInterrupt("cancelled")
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the fold's own error, as the local runner raises it
+                    raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+                yield result
+    finally:
+        for ref in pending:  # cancelled, failed, or abandoned by the caller: stop the folds still running
+            ray.cancel(ref, force=True)
+
+
+def gpus_per_fold(model: str, cluster_gpus: float) -> int:
+    """GPUs a fold task of ``model`` asks for: 1 for the torch and Keras families on a cluster with a GPU (the
+    model then finds it: ``torch_models.select_device``, TensorFlow's own placement), else 0 (CPU)."""
+    from .models import get_spec
+
+    return 1 if get_spec(model).framework in GPU_FRAMEWORKS and cluster_gpus >= 1 else 0
+
+
+_TASKS: dict = {}
+
+
+def _fold_task():
+    """The Ray remote function of one fold (defined once, on first use, so ``import ray`` stays lazy)."""
+    if "fold" not in _TASKS:
+        ray = _import_ray()
+
+        @ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
+        def fold_task(data, fold, train, test):
+            from ser_core.evaluation import run_fold
+
+            return {**run_fold(data, fold, train, test), "node": ray.get_runtime_context().get_node_id(),
+                    "host": socket.gethostname()}
+
+        _TASKS["fold"] = fold_task
+    return _TASKS["fold"]
+
+
+def describe(executor: str | None = None, address: str | None = None) -> dict:
+    """What a job records of where it runs: ``{"executor"}``, plus for ``ray`` the ``address`` asked for and
+    :func:`cluster_info` (the process must be connected)."""
+    name = executor_name(executor)
+    if name == "local":
+        return {"executor": name}
+    return {"executor": name, "address": ray_address(address) or "local Ray (started on demand)",
+            "cluster": cluster_info()}
+
+
+def summary_line(info: dict) -> str:
+    """One line for the CLI, the job log and the Train page: ``executor ray at ADDRESS: 2 nodes, 2 CPUs, 0
+    GPUs``, or ``executor local (this machine, folds one after another)``."""
+    if info.get("executor") != "ray":
+        return "executor local (this machine, folds one after another)"
+    c = info.get("cluster") or {}
+    alive = [n for n in c.get("nodes", []) if n.get("alive")]
+    counts = [(len(alive), "node"), (c.get("cpus", 0), "CPU"), (c.get("gpus", 0), "GPU")]
+    return f"executor ray at {info.get('address')}: " + ", ".join(f"{n:g} {what}{'' if n == 1 else 's'}"
+                                                                   for n, what in counts)

@@ -277,7 +277,8 @@ def speaker_normalise(X_train, spk_train, X_test, spk_test):
 
 
 def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = True, n_jobs=None,
-                   progress=None, save_to=None, should_stop=None, replace_shipped: bool = False) -> RunResult:
+                   progress=None, save_to=None, should_stop=None, replace_shipped: bool = False,
+                   folds_runner=None) -> RunResult:
     """K-fold cross-validate ``config.model`` on ``corpus`` (a ``ser_core.corpora.Corpus``).
 
     progress: callable(event: dict) receiving ``{"event": name, ...}`` (the names of ``ser_core.events``).
@@ -286,8 +287,12 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     saved with its model card: a folder (replacing the model there), or a function of the run id that names a
     new folder (never replacing one: ``partial(saved.user_model_path, ...)``). replace_shipped: allow saving into
     the shipped models folder (``saved.check_writable``). should_stop: callable() -> bool, checked
-    between folds (cancellation). The result carries the out-of-fold predictions (``oof``) and their
-    cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
+    between folds (cancellation). folds_runner: where the folds run (see :func:`local_folds`, the default: in
+    this process, one after another; ``ser_core.cluster.ray_folds``: as Ray tasks). Whatever runs them, this
+    process alone writes the store and the saved model, and the results are aggregated in fold order, so the
+    numbers do not depend on the runner. The result carries the out-of-fold predictions (``oof``) and their
+    cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see
+    ``calibrate_out_of_fold``).
     """
     emit = progress or (lambda e: None)
     spec, fs = config.resolved()
@@ -296,79 +301,31 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     fingerprint = data_fingerprint(manifest)
     chash = config.hash(fs)
     if store is not None and use_cache:
-        hit = store.find_cached(chash, fingerprint)
-        own_model = _own_saved_model(hit, store) if hit is not None else None
-        if hit is not None and (save_to is None or own_model is not None):
-            emit({"event": events.CACHED, "run_id": hit["id"]})
-            return RunResult(hit["id"], config, hit["summary"], hit["folds"], hit["labels"], hit["confusion"],
-                             hit["train_time_s"], hit["latency_ms"], hit["model_size_bytes"], cached=True,
-                             saved_model=own_model, calibration=hit["summary"].get("calibration"),
-                             oof=load_oof(own_model) if own_model else None)
-        if hit is not None:
-            emit({"event": events.CACHED_WITHOUT_MODEL, "run_id": hit["id"], "message": (
-                f"Stored run {hit['id']} has this configuration but no saved model of its own any more (another "
-                "run may have replaced it); training again to save one.")})
+        cached = _stored_result(config, store, chash, fingerprint, save_to, emit)
+        if cached is not None:
+            return cached
 
-    paths = manifest["path"].tolist()
-    y = manifest["emotion"].to_numpy()
-    speakers = manifest["speaker"].astype(str).to_numpy()
-    labels = sorted(np.unique(y))
-    X = features_of(paths, fs, emit, n_jobs)
-    X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
-    if config.speaker_norm and config.channels:
-        raise ConfigError("Channel predictions serve ensembles of single-clip models; drop them with speaker "
-                          "normalisation.")
-    X_channels = channel_copies(paths, fs, config.channels, speakers, n_jobs)
-
+    data = fold_data(config, fs, manifest, emit, n_jobs)
     splitter = make_splitter(config.split, config.folds, config.seed)
-    splits = list(splitter.split(np.zeros(len(y)), y, speakers))
+    splits = list(splitter.split(np.zeros(len(data.y)), data.y, data.speakers))
     versions = package_versions()
     run_id = None
     if store is not None:
         run_id = store.start_run(
             model=config.model, params=config.params, feature_set=fs.params(), dataset=corpus.name,
-            data_root=corpus.root, data_fingerprint=fingerprint, n_clips=len(y),
-            n_speakers=int(len(set(speakers))), split=config.split, splitter=repr(splitter), k=len(splits),
+            data_root=corpus.root, data_fingerprint=fingerprint, n_clips=len(data.y),
+            n_speakers=int(len(set(data.speakers))), split=config.split, splitter=repr(splitter), k=len(splits),
             seed=config.seed, speaker_dependent=get_split(config.split).speaker_dependent,
             options={"augment": list(config.augment), "speaker_norm": config.speaker_norm},
             config_hash=chash, versions=versions)
-    folds, confusion, train_times, latencies, size = [], np.zeros((len(labels), len(labels)), int), [], [], None
-    oof_proba, oof_fold = np.zeros((len(y), len(labels))), np.full(len(y), -1)  # fold -1: never a test clip
-    oof_channels = {c: np.zeros_like(oof_proba) for c in X_channels}  # the test folds through each channel
     try:
-        for i, (tr, te) in enumerate(splits):
-            if should_stop and should_stop():
-                raise KeyboardInterrupt("cancelled")
-            emit({"event": events.FOLD_START, "fold": i, "folds": len(splits), "run_id": run_id})
-            model, Xte, _, t_train = fit_fold(config, fs, X[tr], y[tr], speakers[tr],
-                                              {k: a[tr] for k, a in X_aug.items()}, X[te], speakers[te])
-            t0 = time.perf_counter()
-            proba = model.predict_proba(Xte)
-            latency = 1000 * (time.perf_counter() - t0) / max(1, len(te))
-            pred = np.asarray(model.classes_)[proba.argmax(1)]
-            oof_proba[te], oof_fold[te] = in_label_order(proba, model.classes_, labels), i
-            for c, Xc in X_channels.items():
-                oof_channels[c][te] = in_label_order(model.predict_proba(Xc[te]), model.classes_, labels)
-            m = compute_metrics(y[te], pred, labels)
-            confusion += np.asarray(m["confusion"])
-            if i == 0:  # model size: what a saved fold model takes on disk
-                import tempfile
-
-                with tempfile.TemporaryDirectory() as tmp:
-                    size = _dir_size(model.save(Path(tmp) / "m"))
-            fold = {"fold": i, "metrics": m, "n_train": len(tr), "n_test": len(te),
-                    "test_speakers": sorted(set(speakers[te])), "train_time_s": t_train, "latency_ms": latency}
-            folds.append(fold)
-            train_times.append(t_train)
-            latencies.append(latency)
-            if store is not None:
-                store.add_fold(run_id, i, metrics=m, n_train=len(tr), n_test=len(te),
-                               test_speakers=fold["test_speakers"], train_time_s=t_train, latency_ms=latency)
-            emit({"event": events.FOLD_DONE, **fold, "folds": len(splits), "run_id": run_id})
-        oof = _out_of_fold(paths, y, labels, oof_proba, oof_fold, manifest, oof_channels)
+        results = _run_folds(data, splits, folds_runner or local_folds, store, run_id, emit, should_stop)
+        folds = [_fold_record(r) for r in results]
+        oof = _out_of_fold(manifest["path"].tolist(), data.y, data.labels, *_oof_arrays(data, splits, results),
+                           manifest, _oof_channels(data, splits, results))
         calibration = calibrate_out_of_fold(folds, oof)  # also adds the calibrated metrics to every fold's
         robustness = {}
-        if oof_channels:
+        if data.X_channels:
             from .robustness import channel_summary
 
             robustness = {"robustness": channel_summary(oof)}
@@ -377,14 +334,17 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                 store.update_fold_metrics(run_id, f["fold"], f["metrics"])
             store.add_oof(run_id, oof)
         summary = {**summarize([f["metrics"] for f in folds]), **calibration, **robustness}
-        record = {"summary": summary, "labels": labels, "confusion": confusion.tolist(),
-                  "train_time_s": float(np.mean(train_times)), "latency_ms": float(np.mean(latencies)),
-                  "model_size_bytes": size}
+        confusion = np.sum([f["metrics"]["confusion"] for f in folds], axis=0)
+        train_time, latency = float(np.mean([f["train_time_s"] for f in folds])), \
+            float(np.mean([f["latency_ms"] for f in folds]))
+        size = results[0]["model_size_bytes"]
+        record = {"summary": summary, "labels": data.labels, "confusion": confusion.tolist(),
+                  "train_time_s": train_time, "latency_ms": latency, "model_size_bytes": size}
         saved = None
         if save_to is not None:
             emit({"event": events.FINAL, "run_id": run_id})
-            saved = _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions,
-                                 save_to, _run_stamp(store, run_id, chash), oof,
+            saved = _train_final(config, fs, data.X, data.y, data.X_aug, data.speakers, corpus, summary,
+                                 fingerprint, versions, save_to, _run_stamp(store, run_id, chash), oof,
                                  on_saved=None if store is None else partial(_record_saved, store, run_id, record),
                                  replace_shipped=replace_shipped)
         elif store is not None:
@@ -393,9 +353,145 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         record_failure(store, run_id, exc)
         raise
     emit({"event": events.DONE, "run_id": run_id, "summary": summary})
-    return RunResult(run_id, config, summary, folds, labels, confusion.tolist(), float(np.mean(train_times)),
-                     float(np.mean(latencies)), size, saved_model=str(saved) if saved else None,
-                     calibration=summary["calibration"], oof=oof)
+    return RunResult(run_id, config, summary, folds, data.labels, confusion.tolist(), train_time, latency, size,
+                     saved_model=str(saved) if saved else None, calibration=summary["calibration"], oof=oof)
+
+
+def _stored_result(config, store, chash, fingerprint, save_to, emit) -> RunResult | None:
+    """The stored run of this configuration on this data, when it can serve the call (with a saved model of its
+    own when ``save_to`` asks for one); None: train."""
+    hit = store.find_cached(chash, fingerprint)
+    own_model = _own_saved_model(hit, store) if hit is not None else None
+    if hit is not None and (save_to is None or own_model is not None):
+        emit({"event": events.CACHED, "run_id": hit["id"]})
+        return RunResult(hit["id"], config, hit["summary"], hit["folds"], hit["labels"], hit["confusion"],
+                         hit["train_time_s"], hit["latency_ms"], hit["model_size_bytes"], cached=True,
+                         saved_model=own_model, calibration=hit["summary"].get("calibration"),
+                         oof=load_oof(own_model) if own_model else None)
+    if hit is not None:
+        emit({"event": events.CACHED_WITHOUT_MODEL, "run_id": hit["id"], "message": (
+            f"Stored run {hit['id']} has this configuration but no saved model of its own any more (another "
+            "run may have replaced it); training again to save one.")})
+    return None
+
+
+@dataclass
+class FoldData:
+    """What every fold of a run reads: the clips' features (``X``: ``(n, *fs.shape)``), labels and speakers
+    (``(n,)``), their augmented copies (``X_aug``: key -> rows aligned with ``X``) and channel copies
+    (``X_channels``: condition -> rows aligned with ``X``), and the run's sorted ``labels``. Computed once by
+    the process that runs the run; a Ray run puts it in the object store once for all its folds."""
+
+    config: RunConfig
+    fs: object  # the resolved ser_core.features.FeatureSet
+    X: np.ndarray
+    y: np.ndarray
+    speakers: np.ndarray
+    labels: list
+    X_aug: dict
+    X_channels: dict
+
+
+def fold_data(config: RunConfig, fs, manifest, emit, n_jobs=None) -> FoldData:
+    """The features a run's folds read, from the feature cache (misses computed here and cached)."""
+    paths = manifest["path"].tolist()
+    y = manifest["emotion"].to_numpy()
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    X = features_of(paths, fs, emit, n_jobs)
+    X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
+    if config.speaker_norm and config.channels:
+        raise ConfigError("Channel predictions serve ensembles of single-clip models; drop them with speaker "
+                          "normalisation.")
+    X_channels = channel_copies(paths, fs, config.channels, speakers, n_jobs)
+    return FoldData(config, fs, X, y, speakers, sorted(np.unique(y)), X_aug, X_channels)
+
+
+def run_fold(data: FoldData, fold: int, train, test) -> dict:
+    """One fold, with no side effect: a fresh model fitted on the ``train`` rows (``fit_fold``), then scored on
+    the ``test`` rows and on their channel copies. Returns ``{"fold", "metrics", "n_train", "n_test",
+    "test_speakers", "train_time_s", "latency_ms", "proba": (n_test, len(labels)) in label order, "channels":
+    {condition: (n_test, len(labels))}, "model_size_bytes", "fold_time_s"}`` (model size: on disk, of fold 0's
+    model, else None; fold time: this whole call, seconds)."""
+    t_fold = time.perf_counter()
+    y, speakers = data.y, data.speakers
+    model, X_test, _, t_train = fit_fold(data.config, data.fs, data.X[train], y[train], speakers[train],
+                                         {k: a[train] for k, a in data.X_aug.items()}, data.X[test],
+                                         speakers[test])
+    t0 = time.perf_counter()
+    proba = model.predict_proba(X_test)
+    latency = 1000 * (time.perf_counter() - t0) / max(1, len(test))
+    pred = np.asarray(model.classes_)[proba.argmax(1)]
+    size = None
+    if fold == 0:  # model size: what a saved fold model takes on disk
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            size = _dir_size(model.save(Path(tmp) / "m"))
+    return {"fold": fold, "metrics": compute_metrics(y[test], pred, data.labels), "n_train": len(train),
+            "n_test": len(test), "test_speakers": sorted(set(speakers[test])), "train_time_s": t_train,
+            "latency_ms": latency, "proba": in_label_order(proba, model.classes_, data.labels),
+            "channels": {c: in_label_order(model.predict_proba(Xc[test]), model.classes_, data.labels)
+                         for c, Xc in data.X_channels.items()},
+            "model_size_bytes": size, "fold_time_s": time.perf_counter() - t_fold}
+
+
+def local_folds(data: FoldData, splits, *, on_start=None, should_stop=None):
+    """The default folds runner of ``cross_validate``: every fold in this process, one after another. Yields
+    :func:`run_fold`'s results; calls ``on_start(fold)`` as a fold starts; raises ``KeyboardInterrupt`` when
+    ``should_stop()`` says so between folds. Another runner (``ser_core.cluster.ray_folds``) keeps this
+    signature and may yield the folds in any order."""
+    for i, (train, test) in enumerate(splits):
+        if should_stop and should_stop():
+            raise KeyboardInterrupt("cancelled")
+        if on_start:
+            on_start(i)
+        yield run_fold(data, i, train, test)
+
+
+FOLD_FIELDS = ("fold", "metrics", "n_train", "n_test", "test_speakers", "train_time_s", "latency_ms")
+FOLD_EXTRAS = ("fold_time_s", "node", "host")  # not stored: the fold's wall time; where a cluster ran it
+
+
+def _fold_record(result: dict) -> dict:
+    """What a run keeps of a fold's result (``RunResult.folds``, the ``FOLD_DONE`` event): its numbers, and its
+    time and node (when it ran on a cluster)."""
+    return {k: result[k] for k in (*FOLD_FIELDS, *FOLD_EXTRAS) if k in result}
+
+
+def _run_folds(data, splits, runner, store, run_id, emit, should_stop) -> list[dict]:
+    """Run the folds with ``runner``; store each as it finishes (this process is the store's only writer) and
+    return them in fold order."""
+    results = {}
+
+    def started(i):
+        emit({"event": events.FOLD_START, "fold": i, "folds": len(splits), "run_id": run_id})
+
+    for r in runner(data, splits, on_start=started, should_stop=should_stop):
+        results[r["fold"]] = r
+        fold = _fold_record(r)
+        if store is not None:
+            store.add_fold(run_id, r["fold"], **{k: fold[k] for k in FOLD_FIELDS if k != "fold"})
+        emit({"event": events.FOLD_DONE, **fold, "folds": len(splits), "run_id": run_id})
+    if len(results) != len(splits):
+        raise RuntimeError(f"The folds runner returned {len(results)} of {len(splits)} folds.")
+    return [results[i] for i in range(len(splits))]
+
+
+def _oof_arrays(data, splits, results):
+    """``(proba (n, len(labels)), fold (n,))`` of every clip from the folds' results; fold -1: never tested."""
+    proba, fold = np.zeros((len(data.y), len(data.labels))), np.full(len(data.y), -1)
+    for (_, test), r in zip(splits, results):
+        proba[test], fold[test] = r["proba"], r["fold"]
+    return proba, fold
+
+
+def _oof_channels(data, splits, results) -> dict:
+    """``{condition: (n, len(labels))}``: the test folds through each channel, from the folds' results."""
+    out = {c: np.zeros((len(data.y), len(data.labels))) for c in data.X_channels}
+    for (_, test), r in zip(splits, results):
+        for c, p in r["channels"].items():
+            out[c][test] = p
+    return out
 
 
 def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_test, spk_test):

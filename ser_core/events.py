@@ -11,7 +11,8 @@ CACHED_WITHOUT_MODEL = "cached_without_model"  # run_id, message: stored, but it
 FEATURES = "features"  # feature_set, n: computing the features of n clips
 FEATURES_PROGRESS = "features_progress"  # done, total: clips computed so far
 FOLD_START = "fold_start"  # fold, folds, run_id
-FOLD_DONE = "fold_done"  # fold, folds, run_id, metrics, n_train, n_test, test_speakers, train_time_s, latency_ms
+FOLD_DONE = "fold_done"  # fold, folds, run_id, metrics, n_train, n_test, test_speakers, train_time_s, latency_ms,
+#                           fold_time_s; node, host where a cluster ran it (evaluation.FOLD_EXTRAS)
 FINAL = "final"  # run_id: training the final model on every clip
 DONE = "done"  # run_id, summary
 LABELS = "labels"  # labels, dropped, message: the emotions a cross-corpus run keeps and drops (ser_core.cross_corpus)

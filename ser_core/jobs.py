@@ -21,6 +21,9 @@ own job's state and enforces a cancel itself (it stops at the next fold boundary
 period is interrupted by its watchdog thread). A worker killed outright (SIGKILL, out of memory) cannot record its
 end: :meth:`LocalProcessExecutor.reap` does (job failed, its unfinished runs in the results store interrupted),
 called by ``wait`` and ``cancel`` and by the Train page on its refresh timer. Unix only (``fcntl``).
+
+:class:`RayExecutor` runs the same jobs, files and queue with each (model, fold) a Ray task
+(``ser_core.cluster``); ``make_executor`` picks one of the two by ``$SER_EXECUTOR``.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import events
+from .cluster import executor_name, ray_address
 from .errors import ConfigError, SERError
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -86,6 +90,8 @@ class Job:
     data_roots: list | None = None  # folders the corpus may read (ser_core.roots); None: any (the command line)
     test_data_root: str | None = None  # another corpus: train on data_root, test on this (split cross-corpus)
     test_corpus: str = "auto"
+    executor: str = "local"  # where the folds run: local (the worker, one after another) or ray (ser_core.cluster)
+    ray_address: str | None = None  # executor ray: the cluster (ser_core.cluster.ray_address); None: a local Ray
 
     def run_configs(self) -> dict:
         """``{model: RunConfig}``: the run of every model, in training order."""
@@ -141,6 +147,7 @@ class Job:
         self.augment = parse_augment(self.augment)
         if not Path(self.data_root).expanduser().exists():
             raise ConfigError(f"'{self.data_root}' does not exist; choose a corpus folder or CSV file.")
+        executor_name(self.executor)
         return self
 
 
@@ -373,6 +380,25 @@ class LocalProcessExecutor:
             time.sleep(poll)
 
 
+class RayExecutor(LocalProcessExecutor):
+    """The local executor's jobs (files, a driver process per job, the queue, cancel), with every (model, fold)
+    a Ray task on the cluster at ``address`` (``ser_core.cluster.ray_address``: ``$SER_RAY_ADDRESS``, or a local
+    Ray started on demand). The driver alone writes the results store and the saved models."""
+
+    def __init__(self, jobs_dir=None, cancel_grace_s: float = CANCEL_GRACE_S, address: str | None = None):
+        super().__init__(jobs_dir, cancel_grace_s)
+        self.address = ray_address(address)
+
+    def submit(self, job: Job) -> str:
+        job.executor, job.ray_address = "ray", self.address
+        return super().submit(job)
+
+
+def make_executor(jobs_dir=None, name: str | None = None) -> Executor:
+    """The executor ``name`` or ``$SER_EXECUTOR`` chooses (``ser_core.cluster.executor_name``)."""
+    return RayExecutor(jobs_dir) if executor_name(name) == "ray" else LocalProcessExecutor(jobs_dir)
+
+
 def progress(job_events: list[dict], now: float | None = None) -> dict:
     """Per-model progress from a job's events: ``{model: {"state", "folds", "done": [fold metrics...],
     "current_fold", "elapsed_s", "eta_s", "cached", "run_id", "summary", "error"}}`` in training order.
@@ -398,7 +424,8 @@ def progress(job_events: list[dict], now: float | None = None) -> dict:
         elif kind == events.FOLD_DONE:
             m["done"].append({"fold": e["fold"], "test_speakers": e.get("test_speakers"),
                               **{k: e["metrics"][k] for k in ("accuracy", "uar", "macro_f1")},
-                              "train_time_s": e.get("train_time_s")})
+                              "train_time_s": e.get("train_time_s"), **({"node": e["node"][:8]} if e.get("node")
+                                                                        else {})})
             m["folds"] = e["folds"]
         elif kind == events.FINAL:
             m["state"] = events.FINAL
@@ -541,6 +568,7 @@ class _Worker:
         from .results import ResultsStore
 
         corpus, test = self.load_corpora()
+        self.runner = self.connect()
         store = ResultsStore(self.job.results_db)
         errors = []
         for name, cfg in self.job.run_configs().items():
@@ -574,6 +602,17 @@ class _Worker:
         job.check(corpus, test)
         return corpus, test
 
+    def connect(self):
+        """The folds runner of the job's executor (None: in this process), after recording where the folds run
+        (the executor, its address, the cluster's nodes, CPUs and GPUs) in the status and the log."""
+        from . import cluster
+
+        runner = cluster.folds_runner(self.job.executor, self.job.ray_address)
+        where = cluster.describe(self.job.executor, self.job.ray_address)
+        _update_status(self.dir, **where)
+        self.log(cluster.summary_line(where))
+        return runner
+
     def save_to(self, name: str, corpus):
         """Where the model's final fit goes: a callable that names a new folder of its own in the job's models
         folder (``saved.user_model_path``), or None when the job saves nothing."""
@@ -592,7 +631,8 @@ class _Worker:
         if test is not None:
             return cross_corpus(cfg, corpus, test, store=store, use_cache=use_cache, progress=progress_cb)
         return cross_validate(cfg, corpus, store=store, use_cache=use_cache, progress=progress_cb,
-                              save_to=self.save_to(name, corpus), should_stop=self.cancelled)
+                              save_to=self.save_to(name, corpus), should_stop=self.cancelled,
+                              folds_runner=self.runner)
 
     def model_started(self, name: str):
         params = self.job.models[name]

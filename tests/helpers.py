@@ -111,3 +111,75 @@ def store_run(store, oof, model="svm", dataset="ravdess", params=None) -> int:
                      confusion=np.sum([f["confusion"] for f in folds], axis=0).tolist(), train_time_s=1.0,
                      latency_ms=0.1, model_size_bytes=1000)
     return rid
+
+
+@contextmanager
+def ray_cluster(temp_dir: Path, workers: int = 1):
+    """A Ray cluster on this machine: a head and ``workers`` more nodes, 1 CPU each, every port its own (never
+    6379 or another engineer's cluster), ``RAY_AUTH_MODE=disabled`` (token auth refused the second node here).
+    Yields ``{"address", "client_address" (ray://), "head", "workers": [Popen]}`` once the head answers (the
+    other nodes join in a few seconds); stops its own nodes (their
+    process groups), never with ``ray stop``, which would stop every Ray on the machine."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}
+    common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats", "--block"]
+
+    def ports():
+        low = free_port()  # a free port as the base of a worker-port range (taken or not, Ray retries others)
+        return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+                f"--min-worker-port={low}", f"--max-worker-port={min(low + 200, 65000)}"]
+
+    port, client_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    nodes = []
+    temp_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(args, log):
+        nodes.append(subprocess.Popen([ray_bin, "start", *args, *ports(), *common], env=env, start_new_session=True,
+                                      stdout=open(temp_dir / log, "wb"), stderr=subprocess.STDOUT))
+        return nodes[-1]
+
+    try:
+        head = start(["--head", f"--port={port}", f"--temp-dir={temp_dir / 'r'}", "--include-dashboard=false",
+                      f"--dashboard-port={free_port()}", f"--ray-client-server-port={client_port}"], "head.log")
+        _wait_for(lambda: subprocess.run([ray_bin, "health-check", f"--address={address}"], env=env,
+                                         capture_output=True).returncode == 0, head, temp_dir / "head.log")
+        extra = [start([f"--address={address}", f'--resources={{"worker_node_{i}": 1}}'], f"worker{i}.log")
+                 for i in range(workers)]
+        yield {"address": address, "client_address": f"ray://127.0.0.1:{client_port}", "head": head,
+               "workers": extra}
+    finally:
+        for proc in reversed(nodes):
+            stop_process_group(proc)
+
+
+def _wait_for(ready, proc, log: Path, timeout: float = 60):
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None or time.time() > deadline:
+            pytest.fail(f"ray start failed: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.3)
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 2.0):
+    """SIGTERM ``proc``'s process group, SIGKILL it after ``grace`` seconds (Ray's GCS ignores SIGTERM a while)."""
+    import os
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # the group may outlive its leader (gcs_server, raylet): make sure none of it is left
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

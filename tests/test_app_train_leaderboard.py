@@ -242,4 +242,5 @@ def test_train_page_renders_widgets_and_runs_a_job(dirs, two_actors):
     assert not fresh.exception
     assert fresh.selectbox(key="job_show").value == job["id"]
     assert any("majority" in p.proto.text and "UAR" in p.proto.text for p in fresh.get("progress"))
+    assert any("executor local" in c.value for c in fresh.caption)  # where the job's folds ran
     assert ResultsStore().runs()["model"].tolist() == ["majority"]

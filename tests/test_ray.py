@@ -1,0 +1,241 @@
+"""The Ray executor on a real two-node Ray cluster started on this machine (a head and a second node, 1 CPU each):
+the same numbers as the local executor, folds on both nodes, a killed worker process or node retried, cancel,
+and the command line. The cluster is this module's own (its own ports and temp folder; never ``ray stop``, never
+``address="auto"``), stopped at the end."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import ray_cluster, symlink_actors
+from test_jobs import _wait_event
+from ser_core import cluster
+from ser_core.errors import ConfigError
+from ser_core.evaluation import RunConfig, cross_validate
+from ser_core.jobs import Job, LocalProcessExecutor, RayExecutor, make_executor, progress
+from ser_core.results import ResultsStore
+
+SLOW_RF = {"n_estimators": 600, "n_jobs": 1}  # about a second a fold: time to kill its worker
+
+
+def test_the_executor_is_chosen_by_its_name_and_checked(monkeypatch, tmp_path):
+    monkeypatch.setenv("SER_EXECUTOR", "ray")
+    assert type(make_executor(tmp_path)) is RayExecutor
+    monkeypatch.delenv("SER_EXECUTOR")
+    assert type(make_executor(tmp_path)) is LocalProcessExecutor and cluster.folds_runner() is None
+    with pytest.raises(ConfigError, match="Unknown executor 'spark'.*local, ray"):
+        Job(data_root=str(tmp_path), models={"svm": {}}, executor="spark").validate()
+    assert [cluster.gpus_per_fold(m, g) for m, g in (("cnn", 1), ("fcnn_torch", 2), ("svm", 1), ("cnn", 0))] == \
+        [1, 1, 0, 0]
+    assert cluster.summary_line({"executor": "ray", "address": "ray://h:10001", "cluster": {
+        "nodes": [{"alive": True}, {"alive": True}, {"alive": False}], "cpus": 4.0, "gpus": 0.0}}) == \
+        "executor ray at ray://h:10001: 2 nodes, 4 CPUs, 0 GPUs"
+
+
+@pytest.fixture(scope="module")
+def data(shared_ravdess, tmp_path_factory):
+    """Every other clip of four actors: 120 clips, 30 a speaker."""
+    root = tmp_path_factory.mktemp("ray-data")
+    symlink_actors(shared_ravdess, root / "full", ("01", "02", "03", "04"))
+    for d in (root / "full").iterdir():  # keep every other clip (all emotions, fewer repetitions)
+        for f in sorted(d.iterdir())[1::2]:
+            f.unlink()
+    from ser_core.corpora import load_corpus
+
+    return load_corpus(root / "full")
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """A head and a second node on this machine; this process connected to it as a driver. Yields the
+    ``ray_cluster`` dict plus ``nodes`` (the two node ids) and ``head_node`` (the head's)."""
+    temp = Path(tempfile.mkdtemp(prefix="ser-ray-", dir="/tmp"))  # short: Ray's socket paths have a limit
+    with pytest.MonkeyPatch.context() as mp, ray_cluster(temp) as c:
+        mp.setenv("RAY_AUTH_MODE", "disabled")  # this driver and the job workers it starts
+        ray = cluster.connect(c["address"])
+        deadline = time.time() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+            assert time.time() < deadline, "the second Ray node did not join"
+            time.sleep(0.2)
+        try:
+            alive = [n for n in ray.nodes() if n["Alive"]]
+            yield {**c, "nodes": {n["NodeID"] for n in alive},
+                   "head_node": next(n["NodeID"] for n in alive if "worker_node_0" not in n["Resources"])}
+        finally:
+            cluster.disconnect()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _fold_rows(store, run_id) -> list[dict]:
+    run = store.get_run(run_id)
+    assert run["status"] == "done", run.get("error")
+    return [{"fold": f["fold"], "test_speakers": f["test_speakers"], "n_test": f["n_test"], **f["metrics"]}
+            for f in run["folds"]]
+
+
+def _assert_same_numbers(a: list[dict], b: list[dict]):
+    assert [r["fold"] for r in a] == [r["fold"] for r in b] and a
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys() and ra["test_speakers"] == rb["test_speakers"]  # the same fold assignment
+        for k, v in ra.items():
+            if isinstance(v, float):
+                assert v == pytest.approx(rb[k], abs=1e-9), k
+            else:
+                assert v == rb[k], k
+
+
+@pytest.mark.slow
+def test_ray_stores_the_local_numbers_with_folds_on_both_nodes(two_nodes, data, tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    cfg = RunConfig("svm", folds=4, seed=3)
+    local = cross_validate(cfg, data, store=store, use_cache=False)
+    on_ray = cross_validate(cfg, data, store=store, use_cache=False, folds_runner=cluster.ray_folds)
+    assert on_ray.run_id != local.run_id
+    _assert_same_numbers(_fold_rows(store, local.run_id), _fold_rows(store, on_ray.run_id))
+    for k in ("accuracy", "uar", "macro_f1", "ece"):
+        assert on_ray.summary[k]["mean"] == pytest.approx(local.summary[k]["mean"], abs=1e-9)
+    np.testing.assert_array_equal(on_ray.oof["fold"], local.oof["fold"])
+    np.testing.assert_allclose(on_ray.oof["proba"], local.oof["proba"], rtol=0, atol=1e-9)
+    assert {f["node"] for f in on_ray.folds} == two_nodes["nodes"]  # both nodes ran folds
+    assert all("node" not in f for f in local.folds)
+
+
+@pytest.mark.slow
+def test_a_models_own_error_on_ray_is_the_one_it_raises_locally(two_nodes, data, tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    cfg = RunConfig("svm", params={"C": -1.0}, folds=2)
+    with pytest.raises(ValueError, match="'C' parameter") as local:
+        cross_validate(cfg, data)
+    with pytest.raises(type(local.value), match="'C' parameter"):  # not a RayTaskError with a traceback in it
+        cross_validate(cfg, data, store=store, folds_runner=cluster.ray_folds)
+    (run,) = store.runs(status="failed").to_dict("records")
+    assert "'C' parameter" in run["error"]
+
+
+def _fold_task_pids(node) -> list[int]:
+    """Processes of ``node`` (a ``ray start`` Popen: its process tree) running a fold task now (Ray titles a
+    worker ``ray::<function>`` while it runs one)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            children.setdefault(int(rest.rsplit(")", 1)[1].split()[1]), []).append(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [node.pid]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::fold_task"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def _kill_first_fold_task(nodes, killed: list, timeout: float = 60):
+    """SIGKILL the first worker process seen running a fold task on any of ``nodes``; its pid into ``killed``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not killed:
+        for node in nodes:
+            for pid in _fold_task_pids(node):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def rf_local(data, tmp_path_factory):
+    """The slow random forest's folds, run locally: what every Ray run of it must store."""
+    store = ResultsStore(tmp_path_factory.mktemp("rf") / "results.sqlite")
+    res = cross_validate(RunConfig("random_forest", params=SLOW_RF, folds=2, seed=1), data, store=store)
+    return _fold_rows(store, res.run_id)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_is_retried_and_the_run_keeps_its_numbers(two_nodes, data, rf_local, tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_first_fold_task, args=([two_nodes["head"], *two_nodes["workers"]],
+                                                                  killed))
+    killer.start()
+    res = cross_validate(RunConfig("random_forest", params=SLOW_RF, folds=2, seed=1), data, store=store,
+                         folds_runner=cluster.ray_folds)
+    killer.join()
+    assert killed, "no fold task was seen running"
+    _assert_same_numbers(_fold_rows(store, res.run_id), rf_local)
+
+
+@pytest.mark.slow
+def test_the_command_line_obeys_ser_executor_through_ray_client(two_nodes, data, tmp_path):
+    from test_cli import run_cli
+
+    proc = run_cli("train", "--data", data.root, "--models", "svm", "--folds", 4, "--seed", 2, "--json",
+                   "--no-save", "--db", tmp_path / "results.sqlite",
+                   env={"SER_EXECUTOR": "ray", "SER_RAY_ADDRESS": two_nodes["client_address"]})  # Ray Client
+    assert "executor ray at" in proc.stderr and "2 nodes, 2 CPUs" in proc.stderr
+    on_ray = json.loads(proc.stdout)[0]
+    local = cross_validate(RunConfig("svm", folds=4, seed=2), data).summary  # what `train` prints without it
+    for k in ("uar", "accuracy", "macro_f1"):
+        for stat in ("mean", "std"):
+            assert on_ray[k][stat] == pytest.approx(local[k][stat], abs=1e-9)
+
+
+def _job(data, tmp_path, **kw):
+    return Job(data_root=str(data.root), models={"random_forest": SLOW_RF}, folds=2, seed=1, force=True,
+               results_db=str(tmp_path / "results.sqlite"), models_dir=str(tmp_path / "models"), **kw)
+
+
+@pytest.mark.slow
+def test_a_ray_job_cancels_its_running_tasks(two_nodes, data, tmp_path):
+    ex = RayExecutor(tmp_path / "jobs", address=two_nodes["address"])
+    job_id = ex.submit(_job(data, tmp_path, save=False))
+    _wait_event(ex, job_id, "fold_start")
+    deadline = time.time() + 30
+    while not any(_fold_task_pids(n) for n in (two_nodes["head"], *two_nodes["workers"])):
+        assert time.time() < deadline, ex.log(job_id)
+        time.sleep(0.05)
+    ex.cancel(job_id)
+    st = ex.wait(job_id, timeout=20)
+    assert st["state"] == "cancelled", ex.log(job_id)
+    assert ResultsStore(tmp_path / "results.sqlite").get_run(st["run_ids"][0])["status"] == "cancelled"
+    deadline = time.time() + 10  # the tasks were cancelled, not left to finish
+    while any(_fold_task_pids(n) for n in (two_nodes["head"], *two_nodes["workers"])):
+        assert time.time() < deadline, "fold tasks still running after the job was cancelled"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_ray_job_survives_losing_a_node(two_nodes, data, rf_local, tmp_path):
+    """Last in this module: it stops the second node."""
+    ex = RayExecutor(tmp_path / "jobs", address=two_nodes["address"])
+    job_id = ex.submit(_job(data, tmp_path))
+    second = two_nodes["workers"][0]
+    deadline = time.time() + 90
+    while not _fold_task_pids(second):  # a fold is running on the second node: take the node away
+        assert time.time() < deadline and ex.status(job_id)["state"] in ("queued", "running"), ex.log(job_id)
+        time.sleep(0.02)
+    os.killpg(second.pid, signal.SIGKILL)  # the node's ray start, raylet and workers at once
+    st = ex.wait(job_id, timeout=120)
+    assert st["state"] == "done", ex.log(job_id)
+    assert st["executor"] == "ray" and st["address"] == two_nodes["address"]
+    assert st["cluster"]["cpus"] == 2 and len(st["cluster"]["nodes"]) == 2  # as the job found it
+    assert "executor ray at" in ex.log(job_id)
+    done = [e for e in ex.events(job_id) if e["event"] == "fold_done"]
+    assert {e["node"] for e in done} == {two_nodes["head_node"]}  # the second node's fold was run again there
+    assert {f["node"] for f in progress(ex.events(job_id))["random_forest"]["done"]} == \
+        {two_nodes["head_node"][:8]}  # the Train page's fold table names it
+    m = st["models"]["random_forest"]
+    _assert_same_numbers(_fold_rows(ResultsStore(tmp_path / "results.sqlite"), m["run_id"]), rf_local)
+    assert os.path.isfile(os.path.join(m["saved_model"], "card.json"))  # saved by the job's driver
