@@ -81,6 +81,8 @@ class Job:
     data_roots: list | None = None  # folders the corpus may read (ser_core.roots); None: any (the command line)
     test_data_root: str | None = None  # another corpus: train on data_root, test on this (split cross-corpus)
     test_corpus: str = "auto"
+    sweep: dict | None = None  # {"space", "trials", "early_stop", ...} of ser_core.sweep.SweepConfig: a sweep of
+    # the job's one model instead of a run per model; the best configuration saved as above
 
     def run_configs(self) -> dict:
         """``{model: RunConfig}``: the run of every model, in training order."""
@@ -102,7 +104,26 @@ class Job:
                 check_run(cfg, corpus) if test is None else check_cross_corpus(cfg, corpus, test)
             except ConfigError as exc:
                 raise ConfigError(f"{name}: {exc}" if len(self.models) > 1 else str(exc)) from None
+        if self.sweep is not None:
+            self.sweep_config().check(corpus)
         return self
+
+    def sweep_config(self):
+        """The ``ser_core.sweep.SweepConfig`` of a sweep job (``sweep`` set), refused when the job asks for what
+        a sweep does not do."""
+        from .sweep import SweepConfig
+
+        if len(self.models) != 1:
+            raise ConfigError("A sweep searches the parameters of one model; choose exactly one.")
+        if self.split != "speaker" or self.augment or self.speaker_norm or self.test_data_root:
+            raise ConfigError("A sweep scores its trials by speaker-grouped K-fold without augmentation or speaker "
+                              "normalisation; choose the split 'speaker' and turn those off.")
+        unknown = set(self.sweep) - {"space", "trials", "early_stop", "concurrency"}
+        if unknown:
+            raise ConfigError(f"Unknown sweep field(s) {', '.join(sorted(unknown))}.")
+        (name, params), = self.models.items()
+        return SweepConfig(name, params=dict(params), folds=int(self.folds), seed=int(self.seed),
+                           feature_set=self.feature_set, **self.sweep)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
@@ -134,6 +155,8 @@ class Job:
         if self.test_data_root and not Path(self.test_data_root).expanduser().exists():
             raise ConfigError(f"'{self.test_data_root}' does not exist; choose a test corpus folder or CSV file.")
         self.augment = parse_augment(self.augment)
+        if self.sweep is not None:
+            self.sweep_config().check()
         if not Path(self.data_root).expanduser().exists():
             raise ConfigError(f"'{self.data_root}' does not exist; choose a corpus folder or CSV file.")
         return self
@@ -490,6 +513,8 @@ class _Worker:
         job.check(corpus, test)  # an impossible choice stops the job before any model trains
         store = ResultsStore(job.results_db)
         label = data_label(corpus.name, corpus.root)
+        if job.sweep is not None:
+            return self.run_sweep(corpus, store, label)
         errors = []
         for name, cfg in job.run_configs().items():
             params = job.models[name]
@@ -531,6 +556,33 @@ class _Worker:
                      f"{s['uar']['mean']:.3f} ± {s['uar']['std']:.3f}, accuracy {s['accuracy']['mean']:.3f}"
                      + (f"; saved to {res.saved_model}" if res.saved_model else ""))
         return errors
+
+    def run_sweep(self, corpus, store, label) -> list[str]:
+        """The job's sweep (``ser_core.sweep.run_sweep``): its events into events.jsonl with the model's name, a
+        log line per trial, Ray Tune's folders inside the job's; a cancel stops every trial."""
+        from .saved import user_model_path
+        from .sweep import run_sweep
+
+        job, name = self.job, next(iter(self.job.models))
+        _update_status(self.dir, models={name: {"state": "running"}})
+        self.log(f"[{name}] sweep of {job.sweep.get('space')}: {job.sweep.get('trials')} trials, {job.folds}-fold")
+
+        def progress(e: dict):
+            if e["event"] == events.TRIAL_DONE:
+                score = f"UAR {e['uar']['mean']:.3f}" if e.get("uar") else e.get("error") or e["state"]
+                self.log(f"[{name}] trial {e['trial']} {e['state']}: {json.dumps(e['params'])}: {score}")
+            self.emit({**e, "model": name})
+
+        save_to = partial(user_model_path, job.name_prefix + name, label, root=job.models_dir) if job.save else None
+        res = run_sweep(job.sweep_config(), corpus, store=store, save_to=save_to, progress=progress,
+                        should_stop=self.cancelled, storage_path=self.dir / "tune")
+        best = res.best or {}
+        _update_status(self.dir, sweep_id=res.sweep_id, models={name: {
+            "state": "done" if best else "failed", "run_id": best.get("run_id"), "saved_model": res.saved_model}})
+        self.log(f"[{name}] sweep {res.sweep_id} done in {res.wall_s:.0f} s" + (
+            f": best UAR {best['uar']['mean']:.3f} ({json.dumps(best['params'])}), run {best['run_id']}" if best
+            else ": no trial finished"))
+        return [] if best else [f"{name}: no trial of the sweep finished; see the log"]
 
     def _progress(self, name: str, job: Job):
         """The cross_validate callback: adds the model, elapsed time and the remaining-time estimate (mean fold
