@@ -194,7 +194,8 @@ if test is not None and not reason:
     st.caption(plain(align_labels(corpus, test).message))
 if reason:
     st.error(plain(reason), icon=":material/block:")
-if st.button("Run sweep" if sweep else "Run", type="primary", disabled=bool(reason or bad or refused), key="train_run", help=reason):
+if st.button("Run sweep" if sweep else "Run", type="primary", disabled=bool(reason or bad or refused), key="train_run",
+             help=reason):
     try:
         st.session_state["job_show"] = executor.submit(job)
     except SERError as exc:

@@ -248,8 +248,8 @@ def _sweep_progress(config):
     def progress(e):
         if e["event"] == events.TRIAL_DONE:
             score = {"done": lambda: f"UAR {e['uar']['mean']:.3f} ± {e['uar']['std']:.3f} (run {e['run_id']})",
-                     "stopped": lambda: f"stopped early after {e['folds_done']} folds (UAR so far "
-                                        f"{e['uar']['mean']:.3f})",
+                     "stopped": lambda: f"stopped early after {e['folds_done']} of {config.folds} folds (UAR so "
+                                        f"far {e['uar']['mean']:.3f}; not stored)",
                      "failed": lambda: f"failed: {e['error']}"}[e["state"]]()
             _err(f"[trial {e['trial']}/{config.trials}] {_params_text(e['params'])}: {score} "
                  f"({time.perf_counter() - t0:.0f} s elapsed)")

@@ -383,5 +383,5 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
 
 
-__all__ = ["Leaderboard", "SHIPPED", "SHIPPED_DIR", "YOURS", "best_of_sweeps", "folds_key", "sweep_trials", "latex_table", "markdown_table",
-           "predictions", "shipped_run", "with_clip_groups"]
+__all__ = ["Leaderboard", "SHIPPED", "SHIPPED_DIR", "YOURS", "best_of_sweeps", "folds_key", "latex_table", "markdown_table",
+           "predictions", "shipped_run", "sweep_trials", "with_clip_groups"]

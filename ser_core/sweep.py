@@ -336,6 +336,7 @@ def _tune(config: SweepConfig, space: dict, corpus, storage: Path, name: str, *,
     from . import cluster
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard copies
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C cancels the sweep, as it stops `train`
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     cluster.connect()
     from ray import tune
@@ -350,11 +351,13 @@ def _tune(config: SweepConfig, space: dict, corpus, storage: Path, name: str, *,
     concurrency = int(config.concurrency or max(1, int(cluster.cluster_info()["cpus"])))
     scheduler = ASHAScheduler(time_attr="folds_done", max_t=int(config.folds), grace_period=1,
                               reduction_factor=2) if config.early_stop else None
+    # reuse_actors: a trial runs in the worker of a finished one instead of a fresh process that imports ser_core
+    # and scikit-learn again (on 2 busy cores a 6-trial LDA sweep took 17 s instead of 94 s)
     trainable = tune.with_resources(tune.with_parameters(_trial, config=config, corpus=corpus), {"cpu": 1})
     tuner = tune.Tuner(
         trainable, param_space={n: d.domain() for n, d in space.items()},
         tune_config=tune.TuneConfig(metric="uar", mode="max", num_samples=int(config.trials),
-                                    max_concurrent_trials=concurrency, scheduler=scheduler,
+                                    max_concurrent_trials=concurrency, scheduler=scheduler, reuse_actors=True,
                                     search_alg=OptunaSearch(seed=int(config.seed))),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                   callbacks=[_Ended(on_trial)], stop=_Cancel(should_stop),
@@ -384,12 +387,12 @@ def _Ended(on_trial):
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
             on_trial({"params": _plain(trial.config), "state": "done" if RESULT in last else "stopped",
-                      "result": last.get(RESULT), "uar": {"mean": last.get("uar"), "std": None},
-                      "folds_done": last.get("folds_done", 0), "run_id": None, "error": None})
+                      "result": last.get(RESULT), "uar": {"mean": last.get("uar"), "std": None}, "accuracy": None,
+                      "run_id": None, "folds_done": last.get("folds_done", 0), "error": None})
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            on_trial({"params": _plain(trial.config), "state": "failed", "uar": None, "folds_done": 0,
-                      "run_id": None, "error": _error_line(trial)})
+            on_trial({"params": _plain(trial.config), "state": "failed", "uar": None, "accuracy": None,
+                      "run_id": None, "folds_done": 0, "error": _error_line(trial)})
 
     return Ended()
 
@@ -415,11 +418,11 @@ def trials_table(job_events: list[dict]) -> list[dict]:
     for e in job_events:
         if e.get("event") == events.TRIAL_DONE:
             uar = e.get("uar") or {}
-            rows.append({"trial": e["trial"], "state": e["state"], "uar_mean": uar.get("mean"), "uar_std": uar.get("std"),
-                         "run_id": e.get("run_id"), **(e.get("params") or {}),
+            rows.append({"trial": e["trial"], "state": e["state"], "uar_mean": uar.get("mean"),
+                         "uar_std": uar.get("std"), "run_id": e.get("run_id"), **(e.get("params") or {}),
                          **({"error": e["error"]} if e.get("error") else {})})
     return rows
 
 
-__all__ = ["DISTRIBUTIONS", "SUGGESTED_SPACES", "Dimension", "SweepConfig", "SweepResult", "format_space", "parse_space", "run_sweep",
-           "trials_table"]
+__all__ = ["DISTRIBUTIONS", "SUGGESTED_SPACES", "Dimension", "SweepConfig", "SweepResult", "format_space",
+           "parse_space", "run_sweep", "trials_table"]
