@@ -148,7 +148,7 @@ if not sweeps.empty:
                            "best_run": st.column_config.NumberColumn("best run", format="%d"),
                            "saved_model": "saved as"})
         shown = st.selectbox("Sweep", sweeps["id"], key="lb_sweep",
-                             format_func=lambda i: plain(f"{i}: {sweeps.set_index('id').loc[i, 'space']}"))
+                             format_func=lambda i: f"{i}: {sweeps.set_index('id').loc[i, 'space']}")
         trials = sweep_trials(runs, shown)
         st.plotly_chart(sweep_figure(trials), key="lb_sweep_plot")
         searched = [c for c in trials if c not in runs and c != "trial"]  # the parameters searched
