@@ -223,7 +223,8 @@ class SweepConfig:
 @dataclass
 class SweepResult:
     """A finished sweep: every trial (``{"trial", "params", "state", "uar": {"mean", "std"}, "accuracy",
-    "run_id", "folds_done", "error"}`` in the order they ended) and the best one with its saved model."""
+    "run_id", "folds_done", "error"}``; ``trial`` numbers them in the order the search suggested them) and the
+    best one with its saved model."""
 
     sweep_id: str
     model: str
@@ -273,8 +274,9 @@ def run_sweep(config: SweepConfig, corpus, *, store=None, save_to=None, progress
               on_trial=lambda t: _record_trial(t, store, corpus, sweep_id, trials, emit), should_stop=should_stop)
     if should_stop and should_stop():
         raise KeyboardInterrupt("cancelled")
+    trials.sort(key=lambda t: t["trial"])  # they ended in any order
     done = [t for t in trials if t["state"] == "done"]
-    best = max(done, key=lambda t: t["uar"]["mean"], default=None)
+    best = max(done, key=lambda t: t["uar"]["mean"], default=None)  # the first suggested on a tie
     saved = None
     if best is not None and save_to is not None:
         from .evaluation import save_final_model
@@ -295,7 +297,6 @@ def _record_trial(trial: dict, store, corpus, sweep_id: str, trials: list, emit)
     from .evaluation import record_run
 
     result = trial.pop("result", None)
-    trial = {"trial": len(trials) + 1, **trial}
     if result is not None:
         result = record_run(store, result, corpus, sweep=sweep_id)
         s = result.summary
@@ -328,8 +329,8 @@ def _trial(params: dict, *, config: SweepConfig, corpus) -> None:
 
 def _tune(config: SweepConfig, space: dict, corpus, storage: Path, name: str, *, on_trial, should_stop) -> None:
     """Ray Tune with an Optuna (TPE) search seeded by ``config.seed``: ``on_trial(trial dict)`` is called in this
-    process as each trial ends (``{"params", "state": done | stopped | failed, "result": RunResult or absent,
-    "uar": running mean, "folds_done", "error"}``)."""
+    process as each trial ends (``{"trial": its number in the order the search suggested it, "params", "state":
+    done | stopped | failed, "result": RunResult or absent, "uar": running mean, "folds_done", "error"}``)."""
     import logging
     import os
 
@@ -346,8 +347,8 @@ def _tune(config: SweepConfig, space: dict, corpus, storage: Path, name: str, *,
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for logger in ("ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
+    for logger in ("ray.tune", "ray.train", "ray.air"):  # a failed trial's traceback: one line per trial instead
+        logging.getLogger(logger).setLevel(logging.CRITICAL)
     concurrency = int(config.concurrency or max(1, int(cluster.cluster_info()["cpus"])))
     scheduler = ASHAScheduler(time_attr="folds_done", max_t=int(config.folds), grace_period=1,
                               reduction_factor=2) if config.early_stop else None
@@ -371,12 +372,14 @@ def _plain(params: dict) -> dict:
 
 
 def _error_line(trial) -> str:
-    """The last line of a failed trial's error (a ConfigError's sentence; a bug's exception)."""
+    """The last line of a failed trial's error (a ConfigError's sentence; a bug's exception), read from the error
+    file Tune has just written in the driver's copy of the trial folder (its storage copy comes later)."""
     try:
-        lines = [line for line in str(trial.get_error()).splitlines() if line.strip()]
-    except Exception:  # noqa: BLE001 - whatever Tune kept, a failed trial still gets a line
-        lines = []
-    return lines[-1].strip()[:300] if lines else "the trial failed"
+        text = Path(trial.error_file).read_text(errors="replace") if trial.error_file else ""
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "the trial failed (Ray Tune kept no error)"
 
 
 def _Ended(on_trial):
@@ -386,12 +389,14 @@ def _Ended(on_trial):
     class Ended(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
-            on_trial({"params": _plain(trial.config), "state": "done" if RESULT in last else "stopped",
+            on_trial({"trial": trials.index(trial) + 1, "params": _plain(trial.config),
+                      "state": "done" if RESULT in last else "stopped",
                       "result": last.get(RESULT), "uar": {"mean": last.get("uar"), "std": None}, "accuracy": None,
                       "run_id": None, "folds_done": last.get("folds_done", 0), "error": None})
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            on_trial({"params": _plain(trial.config), "state": "failed", "uar": None, "accuracy": None,
+            on_trial({"trial": trials.index(trial) + 1, "params": _plain(trial.config), "state": "failed",
+                      "uar": None, "accuracy": None,
                       "run_id": None, "folds_done": 0, "error": _error_line(trial)})
 
     return Ended()

@@ -3,6 +3,7 @@ grouping, and real sweeps (Ray Tune on a local Ray, Optuna) from the command lin
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 
@@ -216,6 +217,12 @@ def test_cli_sweep_stores_every_trial_and_saves_the_best(four_actors, tmp_path):
     assert [r["id"] for r in board] == [best["run_id"]] and board[0]["sweep"] == out["sweep_id"]
     board = json.loads(run_cli("leaderboard", "--sweep", out["sweep_id"], "--json", env=env).stdout)
     assert sorted(r["id"] for r in board) == sorted(runs.index)
+    failing = run_cli("sweep", "--data", four_actors, "--model", "svm", "--space", "kernel=choice(nope,nada)",
+                      "--trials", "2", "--folds", "2", "--json", env=env, check=False)
+    assert failing.returncode == 1 and "Traceback" not in failing.stderr  # a failed trial is one line
+    assert [t["state"] for t in json.loads(failing.stdout)["trials"]] == ["failed", "failed"]
+    assert len(re.findall(r"\[trial \d/2\] kernel=\w+: failed: .*'kernel' parameter", failing.stderr)) == 2
+    assert "none finished" in failing.stderr and len(ResultsStore(tmp_path / "r.sqlite").runs()) == 3
     bad = run_cli("sweep", "--data", four_actors, "--model", "lda", "--space", "shrink=uniform(0,1)", env=env,
                   check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
