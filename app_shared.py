@@ -342,3 +342,20 @@ def job_executor():
     from ser_core.jobs import make_executor
 
     return make_executor()
+
+
+def sweep_figure(trials, height: int = 320):
+    """UAR per trial of a sweep (``trials``: rows with ``trial``, ``uar_mean``, ``uar_std``; the Train page's
+    live table or the Leaderboard's stored trials): each trial's mean ± std over the folds, and the best so far."""
+    import plotly.graph_objects as go
+
+    done = trials.dropna(subset=["uar_mean"]).sort_values("trial")
+    fig = go.Figure()
+    fig.add_scatter(x=done["trial"], y=done["uar_mean"] * 100, mode="markers", name="trial",
+                    error_y=dict(type="data", array=done["uar_std"].fillna(0) * 100, thickness=1),
+                    hovertemplate="trial %{x}<br>UAR %{y:.1f} %<extra></extra>")
+    fig.add_scatter(x=done["trial"], y=done["uar_mean"].cummax() * 100, mode="lines", name="best so far",
+                    line=dict(shape="hv", dash="dot"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title="UAR per trial (%)",
+                      xaxis_title="trial", yaxis_title="UAR (%, mean ± std over folds)", xaxis_dtick=1)
+    return fig

@@ -1,5 +1,6 @@
 """Leaderboard: the shipped models' runs and every stored cross-validation run with confidence intervals, tables
-for papers; one run's confusion matrix, reliability diagram, folds and breakdown by voice; two runs compared."""
+for papers (a hyperparameter sweep as its best trial, its trials apart); one run's confusion matrix, reliability
+diagram, folds and breakdown by voice; two runs compared."""
 import os
 import re
 
@@ -7,11 +8,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import plain, public_mode, trained_model_cards
+from app_shared import plain, public_mode, sweep_figure, trained_model_cards
 from ser_core.channels import CHANNELS
 from ser_core.cross_corpus import LabelAlignment
 from ser_core.errors import SERError
-from ser_core.leaderboard import METRIC_NAMES, SHIPPED, Leaderboard, latex_table, markdown_table
+from ser_core.leaderboard import (METRIC_NAMES, SHIPPED, Leaderboard, best_of_sweeps, latex_table, markdown_table,
+                                  sweep_trials)
 from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
 from ser_core.robustness import robustness_table
 from ser_core.splits import CROSS_CORPUS
@@ -49,6 +51,8 @@ def _key(df: pd.DataFrame) -> tuple:
 
 
 # -- the table ----------------------------------------------------------------------------------------------------
+every_trial = st.session_state.get("lb_every_trial", False)
+listed = runs if every_trial else best_of_sweeps(runs)  # a sweep: its best trial (the others under Sweeps)
 c1, c2, c3, c4 = st.columns([4, 4, 4, 3], vertical_alignment="bottom")
 datasets = c1.multiselect("Dataset", sorted(runs["dataset"].unique()), key="lb_datasets",
                           placeholder="all datasets")
@@ -57,8 +61,8 @@ sources = c3.multiselect("Source", sorted(runs["source"].unique()), key="lb_sour
 every_column = c4.toggle("All columns", key="lb_every_column",
                          help="Also each metric's ±, weighted precision and recall, Brier, training time, latency, "
                               "size, clips and date (the CSV download has them all).")
-view = runs[runs["dataset"].isin(datasets or runs["dataset"]) & runs["split"].isin(splits or runs["split"])
-            & runs["source"].isin(sources or runs["source"])]
+view = listed[listed["dataset"].isin(datasets or runs["dataset"]) & listed["split"].isin(splits or runs["split"])
+              & listed["source"].isin(sources or runs["source"])]
 view = view.merge(_statistics(str(board.store.path), _key(view)), left_on="id", right_index=True, how="left")
 
 
@@ -73,7 +77,9 @@ def _versus_best(r) -> str:
 
 def _table(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"run": df["id"].astype(str),  # numbers and shipped:NAME: one type for the table
-                        "source": df["source"], "model": df["model"], "dataset": df["dataset"],
+                        "source": df["source"],
+                        "model": [m if pd.isna(w) else f"{m} (sweep)" for m, w in zip(df["model"], df["sweep"])],
+                        "dataset": df["dataset"],
                         "split": [OPTIMISTIC if d else s for s, d in zip(df["split"], df["speaker_dependent"])],
                         "K": df["k"]})
     for m in sorted(METRICS, key=lambda m: m != "uar"):  # UAR first; mean and std apart: the table sorts by mean
@@ -129,6 +135,27 @@ with st.expander("Copy the table for a paper (Markdown, LaTeX: mean ± std [95 %
         tab.code(render(paper) if not paper.empty else "", language=language)
     if public_mode():
         tabs[-1].code(table.to_csv(index=False), language="text")
+
+sweeps = board.sweeps()
+if not sweeps.empty:
+    with st.expander(f"Sweeps ({len(sweeps)}): each in the table above as its best trial, marked (sweep)"):
+        st.toggle("Every sweep trial in the table above", key="lb_every_trial")
+        st.dataframe(sweeps.assign(uar_mean=sweeps["uar_mean"] * 100, saved_model=sweeps["saved_model"].map(
+            lambda p: os.path.basename(p) if isinstance(p, str) else None)), hide_index=True,
+            column_order=["id", "model", "dataset", "space", "trials", "uar_mean", "best_run", "saved_model",
+                          "created_at"],
+            column_config={"id": "sweep", "uar_mean": st.column_config.NumberColumn("best UAR", format="%.1f"),
+                           "best_run": st.column_config.NumberColumn("best run", format="%d"),
+                           "saved_model": "saved as"})
+        shown = st.selectbox("Sweep", sweeps["id"], key="lb_sweep",
+                             format_func=lambda i: f"{i}: {sweeps.set_index('id').loc[i, 'space']}")
+        trials = sweep_trials(runs, shown)
+        st.plotly_chart(sweep_figure(trials), key="lb_sweep_plot")
+        searched = [c for c in trials if c not in runs and c != "trial"]  # the parameters searched
+        st.dataframe(trials, hide_index=True, column_order=["trial", "id", *searched, "uar_mean", "uar_std"],
+                     column_config={"id": st.column_config.NumberColumn("run", format="%d"),
+                                    "uar_mean": st.column_config.NumberColumn("UAR", format="%.3f"),
+                                    "uar_std": st.column_config.NumberColumn("±", format="%.3f")})
 
 st.markdown("##### Reference figures: reported elsewhere, not measured here")
 st.dataframe(pd.DataFrame([{"model": r["model"], "dataset": r["dataset"],

@@ -1,4 +1,5 @@
-"""Train: K-fold cross-validation of the chosen models in a background worker process, with live progress.
+"""Train: K-fold cross-validation of the chosen models in a background worker process, with live progress; or a
+hyperparameter sweep of one model (Ray Tune trials, streamed to a table and a plot of UAR per trial).
 
 The job runs outside the app (``ser_core.jobs``): leaving the page, reloading the browser or opening a new
 session does not stop it, and the page finds it again in the jobs folder.
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_shared import corpus_at, current_corpus, data_root, job_executor, local_only, plain
+from app_shared import corpus_at, current_corpus, data_root, job_executor, local_only, plain, sweep_figure
 from ser_core import events
 from ser_core.augment import AUGMENTATIONS
 from ser_core.cluster import summary_line
@@ -24,6 +25,7 @@ from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
 from ser_core.roots import configured_roots, weights_source
 from ser_core.splits import CROSS_CORPUS, SPLIT_CHOICES, SPLITS
+from ser_core.sweep import DISTRIBUTIONS, SUGGESTED_SPACES, trials_table
 
 OWN_FEATURES = "(each model's own)"
 GLOBAL_PARAMS = {"feature_set", "seed", "oversample", "focal_gamma", "device", "n_jobs"}  # set elsewhere
@@ -79,6 +81,24 @@ models = st.multiselect("Models", list_models(), key=_keep("train_models", ["svm
 cross = st.toggle("Test on another corpus", key=_keep("train_cross", False),
                   help="Train on every clip of the data chosen in the sidebar and test on every clip of another "
                        "corpus, on the emotions both have (split cross-corpus). No model is saved.")
+sweep = st.toggle("Sweep hyperparameters", key=_keep("train_sweep", False), disabled=cross,
+                  help="Search one model's hyperparameters: Ray Tune runs the trials (one CPU each), Optuna chooses "
+                       "them, each is scored by the mean UAR of speaker-grouped K-fold CV on the same folds. Every "
+                       "trial is stored as a run (the Leaderboard groups them by sweep); the best configuration is "
+                       "trained on all clips and saved as your model.") and not cross
+sweep_spec = None
+if sweep:
+    c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+    first = models[0] if models else ""
+    space = c1.text_input("Search space", key=_keep(f"train_space_{first}", SUGGESTED_SPACES.get(first, "")),
+                          placeholder="NAME=loguniform(low,high);NAME=choice(a,b)",
+                          help="NAME=DISTRIBUTION(ARGS) items separated by ';', NAME a hyperparameter of the model; "
+                               "distributions: " + ", ".join(d.signature for d in DISTRIBUTIONS.values()) + ".")
+    trials = c2.number_input("Trials", min_value=1, max_value=500, step=1, key=_keep("train_trials", 20))
+    early_stop = c3.checkbox("Early stopping", key=_keep("train_early_stop", False),
+                             help="ASHA: stop a trial whose running UAR over its first folds trails the others' "
+                                  "(stopped trials are not stored).")
+    sweep_spec = {"space": space, "trials": int(trials), "early_stop": early_stop}
 test, test_problem = None, None
 if cross:
     test_path = st.text_input("Test corpus (folder or CSV)", key=_keep("train_test_path", ""),
@@ -160,7 +180,7 @@ for k in [k for k in st.session_state if k.startswith(("train_", "hp_"))]:
 job = Job(data_root=str(root), models=params, feature_set=None if feature_set == OWN_FEATURES else feature_set,
           folds=1 if cross else int(folds), split=CROSS_CORPUS if cross else split, augment=tuple(augment),
           speaker_norm=speaker_norm, seed=int(seed), force=force, save=not cross, data_roots=[str(r) for r in roots],
-          test_data_root=str(test.root) if test is not None else None)
+          test_data_root=str(test.root) if test is not None else None, sweep=sweep_spec)
 reason = None  # why Run is refused: one sentence, before any job starts
 if not models:
     reason = "Choose at least one model to train."
@@ -175,7 +195,8 @@ if test is not None and not reason:
     st.caption(plain(align_labels(corpus, test).message))
 if reason:
     st.error(plain(reason), icon=":material/block:")
-if st.button("Run", type="primary", disabled=bool(reason or bad or refused), key="train_run", help=reason):
+if st.button("Run sweep" if sweep else "Run", type="primary", disabled=bool(reason or bad or refused), key="train_run",
+             help=reason):
     try:
         st.session_state["job_show"] = executor.submit(job)
     except SERError as exc:
@@ -195,7 +216,8 @@ if st.session_state.get("job_show") not in ids:  # a reload or a new session: th
 def _job_label(j):
     spec = j.get("job", {})
     return (f"{j['id']} · {', '.join(spec.get('models', {}))} · "
-            f"{spec.get('split')} K={spec.get('folds')}")
+            + (f"sweep of {spec['sweep'].get('trials')} trials, " if spec.get("sweep") else "")
+            + f"{spec.get('split')} K={spec.get('folds')}")
 
 
 st.divider()
@@ -231,8 +253,11 @@ def job_panel(job_id: str, was_active: bool):
         st.caption(plain(summary_line(st_)))
     if st_.get("error"):
         st.error(plain(st_["error"]))
-    prog = progress(executor.events(job_id), now=time.time())
-    for name in spec.get("models", {}):
+    job_events = executor.events(job_id)
+    prog = progress(job_events, now=time.time())
+    if spec.get("sweep"):
+        sweep_panel(spec, job_events, prog)
+    for name in () if spec.get("sweep") else spec.get("models", {}):
         p = prog.get(name)
         if p is None:
             st.markdown(f"**{plain(name)}**: waiting")
@@ -273,6 +298,34 @@ def job_panel(job_id: str, was_active: bool):
         st.page_link("app_pages/leaderboard.py", label="See the runs on the Leaderboard", icon="🏆")
     with st.expander("Log"):  # a crash's traceback stays in here; the page shows its one-line message
         st.code(executor.log(job_id, tail_chars=6000) or "(empty)", language=None)
+
+
+def sweep_panel(spec: dict, job_events: list, prog: dict):
+    """A sweep job: trials done of those asked for, their table and the plot of UAR per trial, the best at the end."""
+    name, total = next(iter(spec["models"])), int(spec["sweep"].get("trials", 0))
+    rows = pd.DataFrame(trials_table(job_events))
+    features = prog.get(name, {}).get("features_done")
+    text = f"**{plain(name)}**: {len(rows)}/{total} trials"
+    if features and features[0] < features[1]:
+        text = f"**{plain(name)}**: computing features {features[0]}/{features[1]} clips"
+    st.progress(min(1.0, len(rows) / max(1, total)), text=text)
+    st.caption(plain(f"Search space: {spec['sweep'].get('space')} · speaker-grouped {spec.get('folds')}-fold CV, "
+                     f"the same folds for every trial"))
+    if rows.empty:
+        return
+    st.plotly_chart(sweep_figure(rows), key=f"sweep_plot_{len(rows)}")
+    st.dataframe(rows.sort_values("trial", ascending=False), hide_index=True, column_config={
+        "uar_mean": st.column_config.NumberColumn("UAR", format="%.3f"),
+        "uar_std": st.column_config.NumberColumn("±", format="%.3f"),
+        "run_id": st.column_config.NumberColumn("run", format="%d")})
+    done = next((e for e in job_events if e["event"] == events.SWEEP_DONE), None)
+    best = done and done.get("best")
+    if best:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        st.success(plain(f"Best: trial {best['trial']} ({params}), UAR {best['uar']['mean']:.3f} ± "
+                         f"{best['uar']['std']:.3f}, run #{best['run_id']}")
+                   + (f"; saved as your model {plain(os.path.basename(done['saved_model']))}."
+                      if done.get("saved_model") else "."))
 
 
 job_panel(job_id, active)

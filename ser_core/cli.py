@@ -215,6 +215,58 @@ def _save_target(a, corpus):
     return lambda name: partial(user_model_path, a.name_prefix + name, label, root=root)
 
 
+def cmd_sweep(a):
+    from .corpora import load_corpus
+    from .evaluation import default_folds
+    from .results import ResultsStore
+    from .sweep import SweepConfig, run_sweep
+
+    params = _parse_params(a.param)
+    if set(params) - {a.model}:
+        raise ConfigError(f"--param names model(s) {', '.join(sorted(set(params) - {a.model}))} and this sweep is of "
+                          f"'{a.model}'; write --param {a.model}.NAME=VALUE.")
+    corpus = load_corpus(a.data, corpus=a.corpus)
+    config = SweepConfig(a.model, a.space, trials=a.trials, seed=a.seed, params=params.get(a.model, {}),
+                         folds=a.folds if a.folds is not None else default_folds(corpus),
+                         feature_set=a.feature_set, early_stop=a.early_stop, concurrency=a.concurrency).check(corpus)
+    save_to = _save_target(a, corpus)(a.model)
+    res = run_sweep(config, corpus, store=ResultsStore(a.db), save_to=save_to, progress=_sweep_progress(config))
+    best = res.best
+    _err(f"best of {len(res.trials)} trials in {res.wall_s:.0f} s: " + (
+        f"trial {best['trial']} ({_params_text(best['params'])}) UAR {best['uar']['mean']:.3f} ± "
+        f"{best['uar']['std']:.3f}, run {best['run_id']}" if best else "none finished")
+        + (f"; saved to {res.saved_model}" if res.saved_model else ""))
+    if a.json:
+        _print_json(res.to_dict())
+    return 0 if best else 1
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _sweep_progress(config):
+    """The ``progress`` callback of `sweep`: the features, then a line per ended trial, on stderr."""
+    t0 = time.perf_counter()
+    features = _train_progress(config.model)
+
+    def progress(e):
+        if e["event"] == events.TRIAL_DONE:
+            score = {"done": lambda: f"UAR {e['uar']['mean']:.3f} ± {e['uar']['std']:.3f} (run {e['run_id']})",
+                     "stopped": lambda: f"stopped early after {e['folds_done']} of {config.folds} folds (UAR so "
+                                        f"far {e['uar']['mean']:.3f}; not stored)",
+                     "failed": lambda: f"failed: {e['error']}"}[e["state"]]()
+            _err(f"[trial {e['trial']}/{config.trials}] {_params_text(e['params'])}: {score} "
+                 f"({time.perf_counter() - t0:.0f} s elapsed)")
+        elif e["event"] == events.SWEEP_START:
+            _err(f"[{config.model}] sweep {e['sweep_id']}: {e['trials']} trials of {e['space']}, {e['folds']}-fold "
+                 "speaker-grouped CV each")
+        else:
+            features(e)
+
+    return progress
+
+
 def cmd_evaluate(a):
     from .channels import parse_channels
     from .corpora import load_corpus
@@ -420,10 +472,11 @@ def cmd_models_delete(a):
 
 
 def cmd_leaderboard(a):
-    from .leaderboard import Leaderboard, latex_table, markdown_table
+    from .leaderboard import Leaderboard, best_of_sweeps, latex_table, markdown_table
 
     board = Leaderboard(_store(a))
     df = board.runs()
+    df = df[df["sweep"] == a.sweep] if a.sweep else best_of_sweeps(df)
     for column in ("dataset", "split", "source"):
         if getattr(a, column):
             df = df[df[column] == getattr(a, column)]
@@ -509,6 +562,7 @@ def _models_list_options(parser, default=None):
 def build_parser() -> argparse.ArgumentParser:
     from .augment import AUGMENTATIONS
     from .channels import CHANNELS
+    from .sweep import DISTRIBUTIONS
 
     p = argparse.ArgumentParser(prog="python -m ser_core", description="SER Studio: speech emotion recognition "
                                 "workbench (corpora, features, models, honest evaluation).")
@@ -573,6 +627,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="retrain even if an identical run is stored")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="search a model's hyperparameters (Ray Tune + Optuna), scored by "
+                        "speaker-grouped CV UAR; every trial stored as a run, the best saved as your model",
+                        description="Search a model's hyperparameters: Ray Tune runs the trials (1 CPU each, on "
+                        "the cluster of $SER_RAY_ADDRESS or a local Ray), Optuna's TPE chooses them, and each is "
+                        "scored by the mean UAR of speaker-grouped K-fold CV on the same folds. Every finished trial "
+                        "is stored as a run of the sweep (Leaderboard); the best configuration is trained on every "
+                        "clip and saved as your model. Progress on stderr; --json prints the trials and the best "
+                        "on stdout.")
+    sw.add_argument("--data", required=True, help="corpus folder or CSV")
+    sw.add_argument("--model", required=True, help="a registry name, e.g. svm (see `models --registry`)")
+    sw.add_argument("--space", required=True, metavar="SPACE",
+                    help="NAME=DISTRIBUTION(ARGS) items separated by ';', e.g. 'C=loguniform(0.1,100);"
+                         "gamma=choice(scale,auto)'; distributions: " + ", ".join(
+                             d.signature for d in DISTRIBUTIONS.values()) + " (randint includes high)")
+    sw.add_argument("--trials", type=int, default=20, help="how many configurations to try (default: 20)")
+    sw.add_argument("--folds", type=int, default=None, help="K of each trial's speaker-grouped K-fold (default: 4, "
+                    "or fewer where the data has fewer speakers or clips of an emotion)")
+    sw.add_argument("--seed", type=int, default=0, help="seeds the folds and the search (default: 0)")
+    sw.add_argument("--param", action="append", help="MODEL.NAME=VALUE: a fixed parameter of every trial")
+    sw.add_argument("--feature-set", default=None, help="override the model's default feature set")
+    sw.add_argument("--early-stop", action="store_true", help="ASHA: stop trials whose running UAR after their "
+                    "first folds trails the others' (they are not stored)")
+    sw.add_argument("--concurrency", type=int, default=None, help="trials at once (default: one per CPU of the "
+                    "Ray cluster; 1 makes the whole search reproducible from --seed)")
+    sw.add_argument("--corpus", default="auto")
+    sw.add_argument("--db", default=None, help="results database (default: $SER_RESULTS_DB or ~/.cache/ser_studio)")
+    sw.add_argument("--models-dir", default=None, help="where the best model is saved (default: your models "
+                    "folder, as MODEL-DATA-runID)")
+    sw.add_argument("--name-prefix", default="", help="prefix for the saved model's folder")
+    sw.add_argument("--no-save", action="store_true", help="do not train and save the best configuration")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=cmd_sweep, replace_shipped=False)
 
     e = sub.add_parser("evaluate", help="score a saved model on a labelled corpus")
     e.add_argument("--model", required=True)
@@ -650,6 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--dataset")
     lb.add_argument("--split")
     lb.add_argument("--source", choices=["shipped", "yours"])
+    lb.add_argument("--sweep", metavar="ID", help="every trial of this sweep (by default a sweep shows as its best "
+                    "trial)")
     out = lb.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="every run with ci, vs_best and breakdown")
     out.add_argument("--markdown", action="store_true", help="a table for papers: mean ± std [95 %% CI]")

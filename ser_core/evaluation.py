@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -311,13 +311,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     versions = package_versions()
     run_id = None
     if store is not None:
-        run_id = store.start_run(
-            model=config.model, params=config.params, feature_set=fs.params(), dataset=corpus.name,
-            data_root=corpus.root, data_fingerprint=fingerprint, n_clips=len(data.y),
-            n_speakers=int(len(set(data.speakers))), split=config.split, splitter=repr(splitter), k=len(splits),
-            seed=config.seed, speaker_dependent=get_split(config.split).speaker_dependent,
-            options={"augment": list(config.augment), "speaker_norm": config.speaker_norm},
-            config_hash=chash, versions=versions)
+        run_id = store.start_run(**_run_fields(config, fs, corpus, fingerprint, k=len(splits), versions=versions))
     try:
         results = _run_folds(data, splits, folds_runner or local_folds, store, run_id, emit, should_stop)
         folds = [_fold_record(r) for r in results]
@@ -492,6 +486,56 @@ def _oof_channels(data, splits, results) -> dict:
         for c, p in r["channels"].items():
             out[c][test] = p
     return out
+
+
+def _run_fields(config: RunConfig, fs, corpus, fingerprint: str, *, k: int, versions: dict) -> dict:
+    """What the store records of a run before its folds (``ResultsStore.start_run``'s fields): the config, the
+    data, the splitter."""
+    m = corpus.manifest
+    return dict(model=config.model, params=config.params, feature_set=fs.params(), dataset=corpus.name,
+                data_root=corpus.root, data_fingerprint=fingerprint, n_clips=len(m),
+                n_speakers=int(m["speaker"].astype(str).nunique()), split=config.split,
+                splitter=repr(make_splitter(config.split, config.folds, config.seed)), k=k, seed=config.seed,
+                speaker_dependent=get_split(config.split).speaker_dependent,
+                options={"augment": list(config.augment), "speaker_norm": config.speaker_norm},
+                config_hash=config.hash(fs), versions=versions)
+
+
+def record_run(store, result: RunResult, corpus, *, sweep: str | None = None) -> RunResult:
+    """Store a run that was cross-validated without a store (``cross_validate(store=None)``: a sweep's trial in
+    a Ray worker, which never writes the store) as ``cross_validate`` stores one: its config, folds, out-of-fold
+    predictions and summary, finished. sweep: the id of the sweep it is a trial of. Returns ``result`` with its
+    ``run_id``."""
+    config = result.config
+    _, fs = config.resolved()
+    run_id = store.start_run(**_run_fields(config, fs, corpus, data_fingerprint(corpus.manifest),
+                                           k=len(result.folds), versions=package_versions()), sweep=sweep)
+    for f in result.folds:
+        store.add_fold(run_id, f["fold"], metrics=f["metrics"], n_train=f["n_train"], n_test=f["n_test"],
+                       test_speakers=f["test_speakers"], train_time_s=f["train_time_s"], latency_ms=f["latency_ms"])
+    store.add_oof(run_id, result.oof)
+    store.finish_run(run_id, summary=result.summary, labels=result.labels, confusion=result.confusion,
+                     train_time_s=result.train_time_s, latency_ms=result.latency_ms,
+                     model_size_bytes=result.model_size_bytes)
+    return replace(result, run_id=run_id)
+
+
+def save_final_model(result: RunResult, corpus, save_to, *, store=None, n_jobs=None):
+    """Train the configuration of the finished run ``result`` on every clip of ``corpus`` and save it with its
+    model card, as ``cross_validate(..., save_to=save_to)`` does at its end; the stored run (``result.run_id``
+    in ``store``) then names the folder. For a run recorded apart from its training (``record_run``: the best
+    trial of a sweep). Returns the folder."""
+    config = result.config
+    _, fs = config.resolved()
+    manifest = corpus.manifest
+    paths, y = manifest["path"].tolist(), manifest["emotion"].to_numpy()
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    X = features_of(paths, fs, lambda e: None, n_jobs)
+    X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
+    on_saved = None if store is None else lambda folder, previous: store.set_saved_model(result.run_id, folder)
+    return _train_final(config, fs, X, y, X_aug, speakers, corpus, result.summary, data_fingerprint(manifest),
+                        package_versions(), save_to, _run_stamp(store, result.run_id, config.hash(fs)), result.oof,
+                        on_saved=on_saved)
 
 
 def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_test, spk_test):

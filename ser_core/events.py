@@ -24,6 +24,12 @@ MODEL_START = "model_start"  # model, params
 MODEL_DONE = "model_done"  # model, run_id, cached, saved_model, summary
 MODEL_FAILED = "model_failed"  # model, error, state (failed | cancelled)
 
+# -- a hyperparameter sweep (ser_core.sweep), after its FEATURES events -------------------------------------------
+SWEEP_START = "sweep_start"  # sweep_id, model, space, trials, folds
+TRIAL_DONE = "trial_done"  # trial (1, 2, ... in the order suggested; they end in any order), params, state (done | stopped | failed), uar {mean, std},
+# accuracy, run_id (done: the stored run), folds_done, error
+SWEEP_DONE = "sweep_done"  # sweep_id, best (the best trial, as TRIAL_DONE, or None), saved_model (then FINAL before)
+
 
 def job_finished(state: str) -> str:
     """The last event of a job that ended in ``state`` (done | failed | cancelled): ``job_<state>``."""

@@ -92,6 +92,8 @@ class Job:
     test_corpus: str = "auto"
     executor: str = "local"  # where the folds run: local (the worker, one after another) or ray (ser_core.cluster)
     ray_address: str | None = None  # executor ray: the cluster (ser_core.cluster.ray_address); None: a local Ray
+    sweep: dict | None = None  # {"space", "trials", "early_stop", ...} of ser_core.sweep.SweepConfig: a sweep of
+    # the job's one model instead of a run per model; the best configuration saved as above
 
     def run_configs(self) -> dict:
         """``{model: RunConfig}``: the run of every model, in training order."""
@@ -113,7 +115,26 @@ class Job:
                 check_run(cfg, corpus) if test is None else check_cross_corpus(cfg, corpus, test)
             except ConfigError as exc:
                 raise ConfigError(f"{name}: {exc}" if len(self.models) > 1 else str(exc)) from None
+        if self.sweep is not None:
+            self.sweep_config().check(corpus)
         return self
+
+    def sweep_config(self):
+        """The ``ser_core.sweep.SweepConfig`` of a sweep job (``sweep`` set), refused when the job asks for what
+        a sweep does not do."""
+        from .sweep import SweepConfig
+
+        if len(self.models) != 1:
+            raise ConfigError("A sweep searches the parameters of one model; choose exactly one.")
+        if self.split != "speaker" or self.augment or self.speaker_norm or self.test_data_root:
+            raise ConfigError("A sweep scores its trials by speaker-grouped K-fold without augmentation or speaker "
+                              "normalisation; choose the split 'speaker' and turn those off.")
+        unknown = set(self.sweep) - {"space", "trials", "early_stop", "concurrency"}
+        if unknown:
+            raise ConfigError(f"Unknown sweep field(s) {', '.join(sorted(unknown))}.")
+        (name, params), = self.models.items()
+        return SweepConfig(name, params=dict(params), folds=int(self.folds), seed=int(self.seed),
+                           feature_set=self.feature_set, **self.sweep)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
@@ -145,6 +166,8 @@ class Job:
         if self.test_data_root and not Path(self.test_data_root).expanduser().exists():
             raise ConfigError(f"'{self.test_data_root}' does not exist; choose a test corpus folder or CSV file.")
         self.augment = parse_augment(self.augment)
+        if self.sweep is not None:
+            self.sweep_config().check()
         if not Path(self.data_root).expanduser().exists():
             raise ConfigError(f"'{self.data_root}' does not exist; choose a corpus folder or CSV file.")
         executor_name(self.executor)
@@ -570,6 +593,8 @@ class _Worker:
         corpus, test = self.load_corpora()
         self.runner = self.connect()
         store = ResultsStore(self.job.results_db)
+        if self.job.sweep is not None:
+            return self.run_sweep(corpus, store)
         errors = []
         for name, cfg in self.job.run_configs().items():
             if self.cancelled():
@@ -663,6 +688,31 @@ class _Worker:
         if run_id is not None and run_id not in self.run_ids:
             self.run_ids.append(run_id)
             _update_status(self.dir, run_ids=self.run_ids, models={name: {"run_id": run_id}})
+
+    def run_sweep(self, corpus, store) -> list[str]:
+        """The job's sweep (``ser_core.sweep.run_sweep``): its events into events.jsonl with the model's name, a
+        log line per trial, Ray Tune's folders inside the job's; a cancel stops every trial."""
+        from .sweep import run_sweep
+
+        job, name = self.job, next(iter(self.job.models))
+        _update_status(self.dir, models={name: {"state": "running"}})
+        self.log(f"[{name}] sweep of {job.sweep.get('space')}: {job.sweep.get('trials')} trials, {job.folds}-fold")
+
+        def progress(e: dict):
+            if e["event"] == events.TRIAL_DONE:
+                score = f"UAR {e['uar']['mean']:.3f}" if e.get("uar") else e.get("error") or e["state"]
+                self.log(f"[{name}] trial {e['trial']} {e['state']}: {json.dumps(e['params'])}: {score}")
+            self.emit({**e, "model": name})
+
+        res = run_sweep(job.sweep_config(), corpus, store=store, save_to=self.save_to(name, corpus),
+                        progress=progress, should_stop=self.cancelled, storage_path=self.dir / "tune")
+        best = res.best or {}
+        _update_status(self.dir, sweep_id=res.sweep_id, models={name: {
+            "state": "done" if best else "failed", "run_id": best.get("run_id"), "saved_model": res.saved_model}})
+        self.log(f"[{name}] sweep {res.sweep_id} done in {res.wall_s:.0f} s" + (
+            f": best UAR {best['uar']['mean']:.3f} ({json.dumps(best['params'])}), run {best['run_id']}" if best
+            else ": no trial finished"))
+        return [] if best else [f"{name}: no trial of the sweep finished; see the log"]
 
     def _progress(self, name: str, job: Job):
         """The run's progress callback: records run ids, adds the model and its timing (``_FoldClock``), logs a

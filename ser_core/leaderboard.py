@@ -79,6 +79,12 @@ class Leaderboard:
         both[numeric] = both[numeric].apply(pd.to_numeric, errors="coerce")
         return both
 
+    def sweeps(self) -> pd.DataFrame:
+        """Every hyperparameter sweep of the store (``ResultsStore.sweeps``) with its best trial's ``uar_mean`` and
+        ``uar_std`` (NaN before a trial finished), newest first."""
+        best = best_of_sweeps(self.store.runs()).dropna(subset=["sweep"]).set_index("sweep")
+        return self.store.sweeps().join(best[["uar_mean", "uar_std"]], on="id")
+
     def get_run(self, run_id) -> dict:
         """A run with its folds (as ``ResultsStore.get_run``) and ``source``; ``run_id``: a stored run's number
         (int or digits) or ``shipped:<name>``."""
@@ -193,6 +199,23 @@ class Leaderboard:
             return None
         return breakdown(oof["y"], predictions(oof), list(oof["classes"]),
                          **{g: oof[g] for g in CLIP_GROUPS})
+
+
+def best_of_sweeps(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (rows of ``Leaderboard.runs``) with the trials of each sweep reduced to its best (highest mean UAR;
+    the earliest on a tie): one row a sweep, beside the runs of no sweep, in the order of ``runs``."""
+    trials = runs[runs["sweep"].notna()]
+    best = trials.sort_values(["uar_mean", "id"], ascending=[False, True]).drop_duplicates("sweep").index
+    return runs[runs["sweep"].isna() | runs.index.isin(best)]
+
+
+def sweep_trials(runs: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
+    """The trials of sweep ``sweep_id`` among ``runs``: ``trial`` (1, 2, ... in the order they were stored), the
+    run's columns and each searched parameter as a column of its own (the sweep's ``params`` spread out)."""
+    trials = runs[runs["sweep"] == sweep_id].sort_values("id", ignore_index=True)
+    params = pd.DataFrame(trials["params"].tolist(), index=trials.index)
+    return pd.concat([trials.assign(trial=trials.index + 1), params.drop(columns=[c for c in params
+                                                                                 if c in trials])], axis=1)
 
 
 def _store_id(run_id) -> int | None:
@@ -360,5 +383,5 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
 
 
-__all__ = ["Leaderboard", "SHIPPED", "SHIPPED_DIR", "YOURS", "folds_key", "latex_table", "markdown_table",
-           "predictions", "shipped_run", "with_clip_groups"]
+__all__ = ["Leaderboard", "SHIPPED", "SHIPPED_DIR", "YOURS", "best_of_sweeps", "folds_key", "latex_table", "markdown_table",
+           "predictions", "shipped_run", "sweep_trials", "with_clip_groups"]

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS runs (
     latency_ms REAL,
     model_size_bytes INTEGER,
     saved_model TEXT,
-    error TEXT
+    error TEXT,
+    sweep TEXT                         -- the id of the sweep whose trial it was (sweeps.id), or NULL
 );
 CREATE TABLE IF NOT EXISTS folds (
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -64,7 +65,25 @@ CREATE TABLE IF NOT EXISTS oof (
     run_id INTEGER PRIMARY KEY REFERENCES runs(id),
     arrays BLOB NOT NULL               -- the run's out-of-fold predictions, an .npz file (see add_oof)
 );
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY,               -- sweep-<date>-<time>-<hex> (ser_core.sweep)
+    created_at TEXT NOT NULL,
+    finished_at TEXT,                  -- NULL: stopped before its end (cancelled, failed, killed)
+    model TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    data_fingerprint TEXT NOT NULL,
+    space TEXT NOT NULL,               -- the search space, as ser_core.sweep.format_space writes it
+    settings TEXT NOT NULL,            -- JSON: trials, folds, seed, fixed params, early_stop ...
+    best_run INTEGER REFERENCES runs(id),
+    saved_model TEXT
+);
+"""
+MIGRATIONS = (  # (table, column, its definition) added to databases created before it existed
+    ("runs", "sweep", "TEXT"),
+)
+INDEXES = """
 CREATE INDEX IF NOT EXISTS runs_cache ON runs(config_hash, data_fingerprint, status);
+CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep);
 """
 
 METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "macro_f1")
@@ -97,6 +116,10 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.executescript(SCHEMA)
+            for table, column, definition in MIGRATIONS:
+                if column not in {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            con.executescript(INDEXES)
 
     @contextmanager
     def _connect(self):
@@ -128,18 +151,33 @@ class ResultsStore:
     # -- writing -------------------------------------------------------------------------------------------
     def start_run(self, *, model, params, feature_set, dataset, data_root, data_fingerprint, n_clips,
                   n_speakers, split, splitter, k, seed, speaker_dependent, options, config_hash,
-                  versions) -> int:
+                  versions, sweep=None) -> int:
+        """A new run, ``running``; sweep: the id of the sweep it is a trial of (``start_sweep``)."""
         with self._tx() as con:
             cur = con.execute(
                 "INSERT INTO runs (created_at, status, model, params, feature_set, dataset, data_root,"
                 " data_fingerprint, n_clips, n_speakers, split, splitter, k, seed, speaker_dependent, options,"
-                " config_hash, versions) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " config_hash, versions, sweep) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?)",
                 (_now(), model, json.dumps(params, default=str), json.dumps(feature_set, default=str), dataset,
                  str(data_root) if data_root else None, data_fingerprint, n_clips, n_speakers, split, splitter,
                  k, seed, int(bool(speaker_dependent)), json.dumps(options, default=str), config_hash,
-                 json.dumps(versions)),
+                 json.dumps(versions), sweep),
             )
             return int(cur.lastrowid)
+
+    def start_sweep(self, sweep_id: str, *, model, dataset, data_fingerprint, space, settings):
+        """Record a hyperparameter sweep (``ser_core.sweep``) before its first trial; its trials are runs whose
+        ``sweep`` is ``sweep_id``."""
+        with self._tx() as con:
+            con.execute("INSERT INTO sweeps (id, created_at, model, dataset, data_fingerprint, space, settings)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)", (sweep_id, _now(), model, dataset, data_fingerprint, space,
+                                                         json.dumps(settings, default=str)))
+
+    def finish_sweep(self, sweep_id: str, *, best_run=None, saved_model=None):
+        with self._tx() as con:
+            con.execute("UPDATE sweeps SET finished_at=?, best_run=?, saved_model=? WHERE id=?",
+                        (_now(), best_run, str(saved_model) if saved_model else None, sweep_id))
 
     def add_fold(self, run_id: int, fold: int, *, metrics, n_train, n_test, test_speakers, train_time_s,
                  latency_ms):
@@ -229,6 +267,17 @@ class ResultsStore:
                 " ORDER BY id DESC LIMIT 1", (config_hash, data_fingerprint)).fetchone()
         return self.get_run(row["id"]) if row else None
 
+    def sweeps(self) -> pd.DataFrame:
+        """One row per sweep (the ``sweeps`` table, ``settings`` decoded, newest first) with ``trials``: how many
+        of its runs finished."""
+        with self._connect() as con:
+            rows = [dict(r) for r in con.execute(
+                "SELECT s.*, (SELECT COUNT(*) FROM runs r WHERE r.sweep = s.id AND r.status = 'done') AS trials"
+                " FROM sweeps s ORDER BY s.created_at DESC, s.id DESC")]
+        for r in rows:
+            r["settings"] = json.loads(r["settings"])
+        return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
     def runs(self, status: str | None = "done") -> pd.DataFrame:
         """One row per run with the summary metrics flattened (``uar_mean``, ``uar_std``, ...)."""
         with self._connect() as con:
@@ -240,7 +289,9 @@ class ResultsStore:
 RUN_COLUMNS = ["id", "created_at", "status", "model", "dataset", "split", "k", "speaker_dependent",
                *[f"{m}_{s}" for m in (*METRICS, *CALIBRATION_METRICS) for s in ("mean", "std")],
                "train_time_s", "latency_ms", "model_size_bytes", "n_clips", "n_speakers", "seed", "params",
-               "feature_set", "options", "saved_model", "error", "config_hash", "data_fingerprint"]
+               "feature_set", "options", "saved_model", "error", "config_hash", "data_fingerprint", "sweep"]
+SWEEP_COLUMNS = ["id", "created_at", "finished_at", "model", "dataset", "data_fingerprint", "space", "settings",
+                 "best_run", "saved_model", "trials"]
 
 
 def runs_table(runs: list[dict]) -> pd.DataFrame:

@@ -49,7 +49,7 @@ def test_user_mistakes_are_one_line(args, needle):
 @pytest.mark.slow
 def test_help_everywhere():
     for cmd in ([], ["data", "info"], ["data", "download"], ["features"], ["train"], ["evaluate"], ["predict"],
-                ["models"], ["models", "delete"], ["leaderboard"]):
+                ["models"], ["models", "delete"], ["leaderboard"], ["sweep"]):
         proc = run_cli(*cmd, "--help")
         assert "usage:" in proc.stdout
 
