@@ -291,9 +291,9 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     between folds (cancellation). folds_runner: where the folds run (see :func:`local_folds`, the default: in
     this process, one after another; ``ser_core.cluster.ray_folds``: as Ray tasks, and with them the feature
     cache misses and the final model). Whatever runs them, this process alone writes the store and the saved
-    model, and the results are aggregated in fold order, so the numbers do not depend on the runner. The result carries the out-of-fold predictions (``oof``) and their
-    cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see
-    ``calibrate_out_of_fold``).
+    model, and the results are aggregated in fold order, so the numbers do not depend on the runner. The
+    result carries the out-of-fold predictions (``oof``) and their cross-fitted temperature calibration
+    (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
     """
     emit = progress or (lambda e: None)
     spec, fs = config.resolved()

@@ -22,8 +22,8 @@ period is interrupted by its watchdog thread). A worker killed outright (SIGKILL
 end: :meth:`LocalProcessExecutor.reap` does (job failed, its unfinished runs in the results store interrupted),
 called by ``wait`` and ``cancel`` and by the Train page on its refresh timer. Unix only (``fcntl``).
 
-:class:`RayExecutor` runs the same jobs, files and queue with each (model, fold) a Ray task
-(``ser_core.cluster``); ``make_executor`` picks one of the two by ``$SER_EXECUTOR``.
+:class:`RayExecutor` runs the same jobs, files and queue with each (model, fold) a Ray task and every model of a
+job at once (``ser_core.cluster``); ``make_executor`` picks one of the two by ``$SER_EXECUTOR``.
 """
 from __future__ import annotations
 
@@ -383,7 +383,8 @@ class LocalProcessExecutor:
 class RayExecutor(LocalProcessExecutor):
     """The local executor's jobs (files, a driver process per job, the queue, cancel), with every (model, fold)
     a Ray task on the cluster at ``address`` (``ser_core.cluster.ray_address``: ``$SER_RAY_ADDRESS``, or a local
-    Ray started on demand). The driver alone writes the results store and the saved models."""
+    Ray started on demand), all of a job's models in flight at once (``_Worker.run_models``), and the features
+    and final fits as Ray tasks too. The driver alone writes the results store and the saved models."""
 
     def __init__(self, jobs_dir=None, cancel_grace_s: float = CANCEL_GRACE_S, address: str | None = None):
         super().__init__(jobs_dir, cancel_grace_s)
