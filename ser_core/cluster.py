@@ -160,26 +160,21 @@ class RayRunner:
         task, cache_dir = _task("features"), _node_cache_dir(store)
         chunks = [list(range(i, min(i + FEATURE_CHUNK, len(paths)))) for i in range(0, len(paths), FEATURE_CHUNK)]
         pending = {task.remote([paths[j] for j in c], fs, cache_dir, store is None): c for c in chunks}
-        unshared = set()
+        unshared: set = set()
         for chunk, out in _finished(ray, pending, should_stop):
             chunk_paths = [paths[j] for j in chunk]
-            returned = out["arrays"]
-            arrays = [a if a is not None else b for a, b in zip(returned, store.get_many(chunk_paths, fs))] \
-                if store is not None and any(a is None for a in returned) else returned
-            if any(a is None for a in arrays):  # written where the driver does not see it: ask for the arrays
-                if out["node"] not in unshared:
-                    unshared.add(out["node"])
-                    if emit:
-                        emit({"event": events.FEATURES_NOT_SHARED, "node": out["node"], "host": out["host"],
-                              "cache": cache_dir, "message": (
-                                  f"the feature cache {cache_dir} is not shared with node {out['host']} "
-                                  f"({out['node'][:8]}): its features come back through Ray's object store; "
-                                  f"set {CACHE_ENV} to a path every node sees")})
+            returned = out["arrays"]  # None where the task cached the clip's features instead
+            cached = store.get_many(chunk_paths, fs) if store is not None else [None] * len(chunk)
+            arrays = [r if r is not None else c for r, c in zip(returned, cached)]
+            if any(a is None for a in arrays):  # cached where the driver does not see it: ask for the arrays
+                if out["node"] not in unshared and emit:
+                    emit(_not_shared(out, cache_dir))
+                unshared.add(out["node"])
                 pending[task.options(scheduling_strategy=_on_node(out["node"])).remote(
                     chunk_paths, fs, cache_dir, True)] = chunk
                 continue
-            for j, a, was_returned in zip(chunk, arrays, (r is not None for r in returned)):
-                if was_returned and store is not None:
+            for j, r, a in zip(chunk, returned, arrays):
+                if r is not None and store is not None:  # came back through the object store: cache it here
                     store.put(paths[j], fs, a)
                 yield j, a
 
@@ -218,6 +213,14 @@ def _finished(ray, pending: dict, should_stop=None):
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+
+
+def _not_shared(task_out: dict, cache_dir: str) -> dict:
+    """The ``FEATURES_NOT_SHARED`` event of the node that ran ``task_out``'s feature task."""
+    node, host = task_out["node"], task_out["host"]
+    return {"event": events.FEATURES_NOT_SHARED, "node": node, "host": host, "cache": cache_dir,
+            "message": f"the feature cache {cache_dir} is not shared with node {host} ({node[:8]}): its features "
+                       f"come back through Ray's object store; set {CACHE_ENV} to a path every node sees"}
 
 
 def _cluster_gpus(ray) -> float:
