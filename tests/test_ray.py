@@ -1,6 +1,7 @@
 """The Ray executor on a real two-node Ray cluster started on this machine (a head and a second node, 1 CPU each):
 the same numbers as the local executor, folds on both nodes, a killed worker process or node retried, cancel,
-and the command line. The cluster is this module's own (its own ports and temp folder; never ``ray stop``, never
+the command line, a job's models at once, and features computed by tasks into the cache (and what comes back
+when the nodes do not share its path). The cluster is this module's own (its own ports and temp folder; never ``ray stop``, never
 ``address="auto"``), stopped at the end."""
 from __future__ import annotations
 
@@ -225,6 +226,8 @@ def _spans(job_events, model) -> list[tuple[float, float]]:
 
 @pytest.mark.slow
 def test_a_ray_job_runs_its_models_at_once_and_stores_the_local_numbers(two_nodes, data, tmp_path):
+    """Two models' folds run at the same time; each stores the local executor's numbers; a third model's own
+    error fails that model only; the final fits, Ray tasks, are saved by the driver."""
     from ser_core.features import compute_files
     from ser_core.saved import load_trained
 
@@ -233,10 +236,12 @@ def test_a_ray_job_runs_its_models_at_once_and_stores_the_local_numbers(two_node
     local = {m: cross_validate(RunConfig(m, params=p, folds=3, seed=1), data, store=store,
                                save_to=tmp_path / "local" / m) for m, p in models.items()}
     ex = RayExecutor(tmp_path / "jobs", address=two_nodes["address"])
-    job_id = ex.submit(Job(data_root=str(data.root), models=models, folds=3, seed=1, force=True,
+    broken = {"decision_tree": {"max_depth": -1}}  # fails in its folds: the other models go on
+    job_id = ex.submit(Job(data_root=str(data.root), models={**models, **broken}, folds=3, seed=1, force=True,
                            results_db=str(store.path), models_dir=str(tmp_path / "models")))
     st = ex.wait(job_id, timeout=120)
-    assert st["state"] == "done", ex.log(job_id)
+    assert st["state"] == "failed" and st["error"].startswith("decision_tree: ") and "max_depth" in st["error"]
+    assert [st["models"][m]["state"] for m in (*models, *broken)] == ["done", "done", "failed"], ex.log(job_id)
     job_events = ex.events(job_id)
     assert any(a0 < b1 and b0 < a1 for a0, a1 in _spans(job_events, "svm")
                for b0, b1 in _spans(job_events, "random_forest")), "the two models' folds never ran at once"
