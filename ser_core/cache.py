@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 INDEX_NAME = "content-index.json"
+CACHE_ENV = "SER_CACHE_DIR"  # where the cache is; on a Ray cluster, a path every node sees (ser_core.cluster)
 
 
 def default_cache_dir() -> Path:
     """``$SER_CACHE_DIR`` or ``~/.cache/ser_studio/features``."""
-    env = os.environ.get("SER_CACHE_DIR")
+    env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "ser_studio" / "features"
 
 

@@ -148,7 +148,7 @@ def _train_progress(name: str):
         elif e["event"] == events.CACHED:
             _err(f"[{name}] identical configuration on identical data: reusing stored run {e['run_id']} "
                  "(use --force to retrain)")
-        elif e["event"] in (events.CACHED_WITHOUT_MODEL, events.LABELS):
+        elif e["event"] in (events.CACHED_WITHOUT_MODEL, events.LABELS, events.FEATURES_NOT_SHARED):
             _err(f"[{name}] {e['message']}")
         elif e["event"] in (events.FEATURES, events.FINAL):
             _err(f"[{name}] {'computing features' if e['event'] == events.FEATURES else 'training final model'}"

@@ -9,16 +9,21 @@ Two environment variables choose it, for the app and the command line alike:
   CPUs (``SER_RAY_CPUS`` caps them).
 
 Every node must have the same Python packages as this machine (``requirements.txt``); ``ser_core`` itself is
-shipped to the nodes with the job (Ray's ``py_modules``). The feature cache (``SER_CACHE_DIR``) should be a
-path that every node sees (a shared filesystem), so that a clip's features are computed once. Ray is imported
-only here and only when a job asks for it.
+shipped to the nodes with the job (Ray's ``py_modules``). The feature cache (``SER_CACHE_DIR``) must be a
+path that every node sees (a shared filesystem, mounted at the same path): the feature tasks write a run's
+cache misses there and the driver reads them back, so a clip's features are computed once, on the cluster
+(see :meth:`RayRunner.features`, and what happens where the path is not shared). Ray is imported only here and
+only when a job asks for it.
 """
 from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
+from . import events
+from .cache import CACHE_ENV
 from .errors import ConfigError
 
 EXECUTORS = ("local", "ray")
@@ -28,7 +33,8 @@ CPUS_ENV = "SER_RAY_CPUS"
 PACKAGE = Path(__file__).resolve().parent
 GPU_FRAMEWORKS = ("torch", "tensorflow")  # families whose fold tasks ask for a GPU where the cluster has one
 MAX_RETRIES = 3  # a fold task whose worker process or node dies is run again (elsewhere), this many times
-POLL_S = 0.5  # how often a driver waiting for its folds looks at should_stop
+POLL_S = 0.5  # how often a driver waiting for its tasks looks at should_stop
+FEATURE_CHUNK = 32  # clips per feature task: a few seconds of work each, next to ~1 ms of scheduling
 
 
 def executor_name(name: str | None = None) -> str:
@@ -79,7 +85,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None):
 
 def _forwarded_env() -> dict:
     """The settings a task on another node needs to read and cache features as this machine does."""
-    keys = ("SER_CACHE_DIR", "SER_DATA_ROOTS")
+    keys = (CACHE_ENV, "SER_DATA_ROOTS")
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 
@@ -108,43 +114,130 @@ def cluster_info() -> dict:
 def folds_runner(executor: str | None = None, address: str | None = None):
     """The ``folds_runner`` of ``evaluation.cross_validate`` for ``executor`` (see :func:`executor_name`): None
     (in this process) for ``local``; for ``ray``, connects to ``address`` (see :func:`ray_address`) and returns
-    :func:`ray_folds`."""
+    :data:`ray_folds` (a :class:`RayRunner`)."""
     if executor_name(executor) == "local":
         return None
     connect(address)
     return ray_folds
 
 
-def ray_folds(data, splits, *, on_start=None, should_stop=None):
-    """``evaluation.local_folds`` on Ray: the run's ``FoldData`` is put in the object store once, each fold is
-    a task (1 CPU; 1 GPU for the torch and Keras families when the cluster has GPUs; retried ``MAX_RETRIES``
-    times when its worker process or node dies), and the results are yielded as they finish, each with the
-    ``node`` (Ray node id) and ``host`` that ran it. While waiting, ``should_stop()`` is checked every
-    ``POLL_S`` seconds; a stop cancels the folds still running and raises ``KeyboardInterrupt``. A fold's own
-    error (a model's) is raised as it was raised in the task, and cancels the other folds too."""
-    ray = connect()
-    task = _fold_task().options(num_gpus=gpus_per_fold(data.config.model, ray.cluster_resources().get("GPU", 0)))
-    shared = ray.put(data)
-    pending = {}
-    try:
+class RayRunner:
+    """``evaluation.cross_validate``'s ``folds_runner`` on Ray: every step of a run that computes is a Ray task,
+    and the driver (this process) keeps what writes -- the results store and the saved model. Called as
+    ``evaluation.local_folds``, it runs the folds; :meth:`features` computes the run's feature cache misses and
+    :meth:`fit_final` its final model. A task whose worker process or node dies is run again (elsewhere),
+    ``MAX_RETRIES`` times; a task's own error is raised as it was raised in the task. While waiting,
+    ``should_stop()`` is checked every ``POLL_S`` seconds; a stop cancels the tasks still running and raises
+    ``KeyboardInterrupt``. It holds no state: threads of one driver may use it at once."""
+
+    def __call__(self, data, splits, *, on_start=None, should_stop=None):
+        """The folds: the run's ``FoldData`` is put in the object store once, each fold is a task (1 CPU; 1 GPU
+        for the torch and Keras families when the cluster has GPUs, see :func:`gpus_per_fold`), and the results
+        are yielded as they finish, each with the ``node`` (Ray node id) and ``host`` that ran it and the wall
+        clock it ``started_at`` there."""
+        ray = connect()
+        task = _task("fold").options(num_gpus=gpus_per_fold(data.config.model, _cluster_gpus(ray)))
+        shared = ray.put(data)
+        pending = {}
         for i, (train, test) in enumerate(splits):
             pending[task.remote(shared, i, train, test)] = i
             if on_start:
                 on_start(i)
+        for _, result in _finished(ray, pending, should_stop):
+            yield result
+
+    def features(self, paths, fs, store, *, emit=None, should_stop=None):
+        """``features.compute_files``'s ``compute_misses``: the features of ``paths`` as tasks of
+        ``FEATURE_CHUNK`` clips (1 CPU each), which write them into the driver's feature cache ``store`` -- its
+        path, which every node must see (a shared filesystem, the same path everywhere). Yields ``(position in
+        paths, array)`` as chunks finish, the arrays read back from ``store``.
+
+        A chunk whose entries the driver does not find there was cached where only its node sees it: that chunk
+        runs again on the same node (which reads its own copy) and returns its arrays, which the driver caches;
+        ``emit`` gets one ``FEATURES_NOT_SHARED`` event per such node, saying so. With no ``store`` (no cache)
+        every chunk returns its arrays."""
+        ray = connect()
+        task, cache_dir = _task("features"), _node_cache_dir(store)
+        chunks = [list(range(i, min(i + FEATURE_CHUNK, len(paths)))) for i in range(0, len(paths), FEATURE_CHUNK)]
+        pending = {task.remote([paths[j] for j in c], fs, cache_dir, store is None): c for c in chunks}
+        unshared: set = set()
+        for chunk, out in _finished(ray, pending, should_stop):
+            chunk_paths = [paths[j] for j in chunk]
+            returned = out["arrays"]  # None where the task cached the clip's features instead
+            cached = store.get_many(chunk_paths, fs) if store is not None else [None] * len(chunk)
+            arrays = [r if r is not None else c for r, c in zip(returned, cached)]
+            if any(a is None for a in arrays):  # cached where the driver does not see it: ask for the arrays
+                if out["node"] not in unshared and emit:
+                    emit(_not_shared(out, cache_dir))
+                unshared.add(out["node"])
+                pending[task.options(scheduling_strategy=_on_node(out["node"])).remote(
+                    chunk_paths, fs, cache_dir, True)] = chunk
+                continue
+            for j, r, a in zip(chunk, returned, arrays):
+                if r is not None and store is not None:  # came back through the object store: cache it here
+                    store.put(paths[j], fs, a)
+                yield j, a
+
+    def fit_final(self, data, *, should_stop=None):
+        """``evaluation.fit_final`` as a task (the same resources as a fold): ``(model, normaliser, seconds)``,
+        the model as a ``saved.PackedModel`` (the bytes of its saved folder: no family needs to pickle), which
+        the driver saves. Heavy framework training thus never runs in the driver, whose threads (a Ray job's
+        models) only wait and write."""
+        ray = connect()
+        task = _task("final").options(num_gpus=gpus_per_fold(data.config.model, _cluster_gpus(ray)))
+        for _, out in _finished(ray, {task.remote(data): None}, should_stop):
+            return out
+
+
+ray_folds = RayRunner()  # the one instance: what folds_runner returns and callers pass as folds_runner
+
+
+def _finished(ray, pending: dict, should_stop=None):
+    """Yield ``(pending[ref], result)`` of the task refs in ``pending`` as they finish; refs the caller adds to
+    ``pending`` meanwhile are waited for too. A task's own error is raised as the task raised it (not a
+    ``RayTaskError``); a stop (``should_stop()``, checked every ``POLL_S`` seconds) raises
+    ``KeyboardInterrupt``. On any exit -- done, failed, cancelled, or abandoned by the caller -- the tasks still
+    pending are cancelled."""
+    try:
         while pending:
             if should_stop and should_stop():
                 raise KeyboardInterrupt("cancelled")
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for ref in ready:
-                pending.pop(ref)
+                key = pending.pop(ref)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:  # the fold's own error, as the local runner raises it
+                except ray.exceptions.RayTaskError as exc:  # the task's own error, as the local runner raises it
                     raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
-                yield result
+                yield key, result
     finally:
-        for ref in pending:  # cancelled, failed, or abandoned by the caller: stop the folds still running
+        for ref in pending:
             ray.cancel(ref, force=True)
+
+
+def _not_shared(task_out: dict, cache_dir: str) -> dict:
+    """The ``FEATURES_NOT_SHARED`` event of the node that ran ``task_out``'s feature task."""
+    node, host = task_out["node"], task_out["host"]
+    return {"event": events.FEATURES_NOT_SHARED, "node": node, "host": host, "cache": cache_dir,
+            "message": f"the feature cache {cache_dir} is not shared with node {host} ({node[:8]}): its features "
+                       f"come back through Ray's object store; set {CACHE_ENV} to a path every node sees"}
+
+
+def _cluster_gpus(ray) -> float:
+    return ray.cluster_resources().get("GPU", 0)
+
+
+def _node_cache_dir(store) -> str | None:
+    """The feature cache folder the tasks write into: the driver's own, as an absolute path (the README's
+    shared path); None without a cache."""
+    return os.path.abspath(store.directory) if store is not None else None
+
+
+def _on_node(node_id: str):
+    """The scheduling strategy of a task that should run on ``node_id`` (elsewhere if that node is gone)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node_id, soft=True)
 
 
 def gpus_per_fold(model: str, cluster_gpus: float) -> int:
@@ -158,20 +251,48 @@ def gpus_per_fold(model: str, cluster_gpus: float) -> int:
 _TASKS: dict = {}
 
 
-def _fold_task():
-    """The Ray remote function of one fold (defined once, on first use, so ``import ray`` stays lazy)."""
-    if "fold" not in _TASKS:
+def _task(name: str):
+    """The Ray remote function ``name`` (``fold``, ``features``, ``final``), defined on first use so that
+    ``import ray`` stays lazy. Each takes 1 CPU and is retried ``MAX_RETRIES`` times when its worker process or
+    node dies (never for its own error), and returns what it computed with the ``node`` and ``host`` that ran
+    it."""
+    if not _TASKS:
         ray = _import_ray()
+        retried = dict(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
 
-        @ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
+        def where() -> dict:
+            return {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+
+        @ray.remote(**retried)
         def fold_task(data, fold, train, test):
             from ser_core.evaluation import run_fold
 
-            return {**run_fold(data, fold, train, test), "node": ray.get_runtime_context().get_node_id(),
-                    "host": socket.gethostname()}
+            started_at = time.time()
+            return {**run_fold(data, fold, train, test), "started_at": started_at, **where()}
 
-        _TASKS["fold"] = fold_task
-    return _TASKS["fold"]
+        @ray.remote(**retried)
+        def features_task(paths, fs, cache_dir, return_arrays):
+            """The features of ``paths``, cached in ``cache_dir`` (None: no cache); each array is returned when
+            ``return_arrays`` or when it could not be cached (``FeatureCache.put`` refuses non-finite values),
+            else None: the driver reads it from the cache."""
+            from ser_core.cache import FeatureCache
+            from ser_core.features import compute_files
+
+            cache = FeatureCache(cache_dir) if cache_dir else None
+            X = compute_files(paths, fs, cache=cache, n_jobs=1, progress=False)
+            cached = cache.get_many(paths, fs) if cache and not return_arrays else [None] * len(paths)
+            return {"arrays": [None if c is not None else x for x, c in zip(X, cached)], **where()}
+
+        @ray.remote(**retried)
+        def final_task(data):
+            from ser_core.evaluation import fit_final
+            from ser_core.saved import PackedModel
+
+            model, norm, seconds = fit_final(data)
+            return PackedModel.pack(model), norm, seconds
+
+        _TASKS.update(fold=fold_task, features=features_task, final=final_task)
+    return _TASKS[name]
 
 
 def describe(executor: str | None = None, address: str | None = None) -> dict:

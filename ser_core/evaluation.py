@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -288,11 +289,11 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     new folder (never replacing one: ``partial(saved.user_model_path, ...)``). replace_shipped: allow saving into
     the shipped models folder (``saved.check_writable``). should_stop: callable() -> bool, checked
     between folds (cancellation). folds_runner: where the folds run (see :func:`local_folds`, the default: in
-    this process, one after another; ``ser_core.cluster.ray_folds``: as Ray tasks). Whatever runs them, this
-    process alone writes the store and the saved model, and the results are aggregated in fold order, so the
-    numbers do not depend on the runner. The result carries the out-of-fold predictions (``oof``) and their
-    cross-fitted temperature calibration (``calibration``, also ``summary["calibration"]``; see
-    ``calibrate_out_of_fold``).
+    this process, one after another; ``ser_core.cluster.ray_folds``: as Ray tasks, and with them the feature
+    cache misses and the final model). Whatever runs them, this process alone writes the store and the saved
+    model, and the results are aggregated in fold order, so the numbers do not depend on the runner. The
+    result carries the out-of-fold predictions (``oof``) and their cross-fitted temperature calibration
+    (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
     """
     emit = progress or (lambda e: None)
     spec, fs = config.resolved()
@@ -305,7 +306,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         if cached is not None:
             return cached
 
-    data = fold_data(config, fs, manifest, emit, n_jobs)
+    data = fold_data(config, fs, manifest, emit, n_jobs, runner=folds_runner, should_stop=should_stop)
     splitter = make_splitter(config.split, config.folds, config.seed)
     splits = list(splitter.split(np.zeros(len(data.y)), data.y, data.speakers))
     versions = package_versions()
@@ -337,10 +338,12 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         saved = None
         if save_to is not None:
             emit({"event": events.FINAL, "run_id": run_id})
-            saved = _train_final(config, fs, data.X, data.y, data.X_aug, data.speakers, corpus, summary,
-                                 fingerprint, versions, save_to, _run_stamp(store, run_id, chash), oof,
+            fit = getattr(folds_runner, "fit_final", None)
+            saved = _train_final(data, corpus, summary, fingerprint, versions, save_to,
+                                 _run_stamp(store, run_id, chash), oof,
                                  on_saved=None if store is None else partial(_record_saved, store, run_id, record),
-                                 replace_shipped=replace_shipped)
+                                 replace_shipped=replace_shipped,
+                                 fit=partial(fit, should_stop=should_stop) if fit else fit_final)
         elif store is not None:
             store.finish_run(run_id, **record)
     except BaseException as exc:
@@ -386,17 +389,27 @@ class FoldData:
     X_channels: dict
 
 
-def fold_data(config: RunConfig, fs, manifest, emit, n_jobs=None) -> FoldData:
-    """The features a run's folds read, from the feature cache (misses computed here and cached)."""
-    paths = manifest["path"].tolist()
-    y = manifest["emotion"].to_numpy()
-    speakers = manifest["speaker"].astype(str).to_numpy()
-    X = features_of(paths, fs, emit, n_jobs)
-    X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
+_FEATURES_LOCK = threading.Lock()  # one run of this process computes features at a time (see fold_data)
+
+
+def fold_data(config: RunConfig, fs, manifest, emit, n_jobs=None, *, runner=None, should_stop=None) -> FoldData:
+    """The features a run's folds read, from the feature cache. The misses of the clips' own features are
+    computed by the folds runner's ``features`` where it has one (``ser_core.cluster.RayRunner``: as Ray
+    tasks), else here in ``n_jobs`` processes; augmented and channel copies are computed here. Runs in threads
+    of one process (a Ray job's models) take turns, so that a clip shared by two runs is computed once and the
+    second run reads it from the cache."""
     if config.speaker_norm and config.channels:
         raise ConfigError("Channel predictions serve ensembles of single-clip models; drop them with speaker "
                           "normalisation.")
-    X_channels = channel_copies(paths, fs, config.channels, speakers, n_jobs)
+    paths = manifest["path"].tolist()
+    y = manifest["emotion"].to_numpy()
+    speakers = manifest["speaker"].astype(str).to_numpy()
+    compute = getattr(runner, "features", None)
+    with _FEATURES_LOCK:
+        X = features_of(paths, fs, emit, n_jobs,
+                        compute_misses=partial(compute, emit=emit, should_stop=should_stop) if compute else None)
+        X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
+        X_channels = channel_copies(paths, fs, config.channels, speakers, n_jobs)
     return FoldData(config, fs, X, y, speakers, sorted(np.unique(y)), X_aug, X_channels)
 
 
@@ -433,7 +446,10 @@ def local_folds(data: FoldData, splits, *, on_start=None, should_stop=None):
     """The default folds runner of ``cross_validate``: every fold in this process, one after another. Yields
     :func:`run_fold`'s results; calls ``on_start(fold)`` as a fold starts; raises ``KeyboardInterrupt`` when
     ``should_stop()`` says so between folds. Another runner (``ser_core.cluster.ray_folds``) keeps this
-    signature and may yield the folds in any order."""
+    signature and may yield the folds in any order; it may also compute the run's other work where its folds
+    run: ``runner.features(paths, fs, store, *, emit, should_stop)`` the feature cache misses (see
+    ``features.compute_files``'s ``compute_misses``), ``runner.fit_final(data, *, should_stop)`` the final model
+    (as :func:`fit_final`). A runner without them leaves both to this process."""
     for i, (train, test) in enumerate(splits):
         if should_stop and should_stop():
             raise KeyboardInterrupt("cancelled")
@@ -443,7 +459,8 @@ def local_folds(data: FoldData, splits, *, on_start=None, should_stop=None):
 
 
 FOLD_FIELDS = ("fold", "metrics", "n_train", "n_test", "test_speakers", "train_time_s", "latency_ms")
-FOLD_EXTRAS = ("fold_time_s", "node", "host")  # not stored: the fold's wall time; where a cluster ran it
+FOLD_EXTRAS = ("fold_time_s", "node", "host", "started_at")  # not stored: the fold's wall time; where and when
+#                                                               (time.time() there) a cluster ran it
 
 
 def _fold_record(result: dict) -> dict:
@@ -527,16 +544,10 @@ def save_final_model(result: RunResult, corpus, save_to, *, store=None, n_jobs=N
     trial of a sweep). Returns the folder."""
     config = result.config
     _, fs = config.resolved()
-    manifest = corpus.manifest
-    paths, y = manifest["path"].tolist(), manifest["emotion"].to_numpy()
-    speakers = manifest["speaker"].astype(str).to_numpy()
-    X = features_of(paths, fs, lambda e: None, n_jobs)
-    X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
+    data = fold_data(config, fs, corpus.manifest, lambda e: None, n_jobs)
     on_saved = None if store is None else lambda folder, previous: store.set_saved_model(result.run_id, folder)
-    return _train_final(config, fs, X, y, X_aug, speakers, corpus, result.summary, data_fingerprint(manifest),
-                        package_versions(), save_to, _run_stamp(store, result.run_id, config.hash(fs)), result.oof,
-                        on_saved=on_saved)
-
+    return _train_final(data, corpus, result.summary, data_fingerprint(corpus.manifest), package_versions(),
+                        save_to, _run_stamp(store, result.run_id, config.hash(fs)), result.oof, on_saved=on_saved)
 
 def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_test, spk_test):
     """One training step of a run (a CV fold, or a cross-corpus train/test pair): per-speaker normalisation when
@@ -544,17 +555,23 @@ def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_
     ``X_train``), then a fresh model of the config fitted on them. Returns ``(model, X_test as the model
     expects it, the fitted SpeakerNormalizer or None, training seconds)``: the normaliser transforms other
     rows of the test speakers the same way (e.g. their clips through a channel)."""
-    from .models import create_model
-
     norm = None
     if config.speaker_norm:
         X_train, X_test, norm = speaker_normalise(X_train, spk_train, X_test, spk_test)
     X_fit, y_fit = with_augmented(X_train, y_train, X_aug, spk_train, norm)
-    model = create_model(config.model, **{**config.params, "feature_set": fs.name,
-                                          "seed": config.params.get("seed", config.seed)})
+    model = _new_model(config, fs)
     t0 = time.perf_counter()
     model.fit(X_fit, y_fit)
     return model, X_test, norm, time.perf_counter() - t0
+
+
+def _new_model(config: RunConfig, fs):
+    """A fresh, unfitted model of ``config`` on the feature set ``fs`` (seeded by the run unless its params
+    name a seed)."""
+    from .models import create_model
+
+    return create_model(config.model, **{**config.params, "feature_set": fs.name,
+                                         "seed": config.params.get("seed", config.seed)})
 
 
 def record_failure(store, run_id, exc: BaseException) -> None:
@@ -663,30 +680,37 @@ def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
             "reliability_uncalibrated": reliability_curve(y_idx, raw)}
 
 
-def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint, versions, save_to, stamp,
-                 oof, on_saved=None, replace_shipped=False):
-    """Train on every clip and save with a model card carrying the CV metrics it was judged by and the run that
-    produced it (``stamp``, see ``_run_stamp``), the temperature and "not sure" threshold calibrated on its
-    out-of-fold predictions (card ``calibration``), and those predictions (``oof.npz``, for stacking).
-    save_to: a folder, or a function of the run id naming a new one (see ``cross_validate``); on_saved and
-    replace_shipped: passed to ``save_trained``.
-
-    With speaker normalisation every training speaker is z-scored with its own statistics, and the global
-    statistics of the training data are saved with the model (the fallback when a user does not calibrate)."""
-    from .models import create_model
-    from .saved import save_trained
-
-    Xall, norm = X, None
-    if config.speaker_norm:
+def fit_final(data: FoldData):
+    """The final model of a run: a fresh model of ``data.config`` trained on every clip (and the augmented
+    copies). With speaker normalisation every training speaker is z-scored with its own statistics. Returns
+    ``(model, the fitted SpeakerNormalizer or None, training seconds)``; no side effect, so a Ray task can run it
+    (``ser_core.cluster.RayRunner.fit_final``, which returns the model as a ``saved.PackedModel``)."""
+    X, y, speakers, norm = data.X, data.y, data.speakers, None
+    if data.config.speaker_norm:
         from .features import SpeakerNormalizer
 
         norm = SpeakerNormalizer().fit(X, speakers)
-        Xall = norm.transform(X, speakers)
-    Xall, yall = with_augmented(Xall, y, X_aug, speakers, norm)
-    model = create_model(config.model, **{**config.params, "feature_set": fs.name,
-                                          "seed": config.params.get("seed", config.seed)})
+        X = norm.transform(X, speakers)
+    X, y = with_augmented(X, y, data.X_aug, speakers, norm)
+    model = _new_model(data.config, data.fs)
     t0 = time.perf_counter()
-    model.fit(Xall, yall)
+    model.fit(X, y)
+    return model, norm, time.perf_counter() - t0
+
+
+def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to, stamp, oof, on_saved=None,
+                 replace_shipped=False, fit=fit_final):
+    """Train on every clip (``fit(data)``: :func:`fit_final` here, or a folds runner's ``fit_final`` where the
+    folds ran) and save with a model card carrying the CV metrics it was judged by and the run that produced it
+    (``stamp``, see ``_run_stamp``), the temperature and "not sure" threshold calibrated on its out-of-fold
+    predictions (card ``calibration``), and those predictions (``oof.npz``, for stacking). save_to: a folder,
+    or a function of the run id naming a new one (see ``cross_validate``); on_saved and replace_shipped: passed
+    to ``save_trained``. With speaker normalisation the global statistics of the training data are saved with
+    the model (the fallback when a user does not calibrate)."""
+    from .saved import save_trained
+
+    config, y, speakers = data.config, data.y, data.speakers
+    model, norm, train_s = fit(data)
     card = {
         "training_data": {"corpus": corpus.name, "root": str(corpus.root), "clips": int(len(y)),
                           "speakers": int(len(set(speakers))), "fingerprint": fingerprint,
@@ -699,7 +723,7 @@ def _train_final(config, fs, X, y, X_aug, speakers, corpus, summary, fingerprint
            if "robustness" in summary else {}),
         "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm,
                     **({"channels": list(config.channels)} if config.channels else {})},
-        "final_train_time_s": time.perf_counter() - t0,
+        "final_train_time_s": train_s,
         "versions": versions,
     }
     folder = save_to(stamp["run_id"]) if callable(save_to) else save_to
@@ -731,9 +755,9 @@ def channel_copies(paths, fs, channels, speakers, n_jobs=None) -> dict:
     return {c: perturbed_features(paths, fs, c, speakers=speakers, n_jobs=n_jobs) for c in parse_channels(channels)}
 
 
-def features_of(paths, fs, emit, n_jobs=None) -> np.ndarray:
+def features_of(paths, fs, emit, n_jobs=None, compute_misses=None) -> np.ndarray:
     """``compute_files(paths, fs)`` (cached) as a run does it: ``emit`` gets the ``FEATURES`` event, then about 20
-    ``FEATURES_PROGRESS`` events (not one per clip)."""
+    ``FEATURES_PROGRESS`` events (not one per clip). compute_misses: see ``compute_files``."""
     from .features import compute_files
 
     emit({"event": events.FEATURES, "feature_set": fs.name, "n": len(paths)})
@@ -743,7 +767,7 @@ def features_of(paths, fs, emit, n_jobs=None) -> np.ndarray:
         if done == total or done % step == 0:
             emit({"event": events.FEATURES_PROGRESS, "done": done, "total": total})
 
-    return compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress)
+    return compute_files(paths, fs, n_jobs=n_jobs, progress=feature_progress, compute_misses=compute_misses)
 
 
 def augmented_copies(paths, fs, augment, seed, speakers, n_jobs=None) -> dict:

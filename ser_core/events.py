@@ -10,9 +10,11 @@ CACHED = "cached"  # run_id: an identical configuration on identical data is ser
 CACHED_WITHOUT_MODEL = "cached_without_model"  # run_id, message: stored, but its saved model is gone; training
 FEATURES = "features"  # feature_set, n: computing the features of n clips
 FEATURES_PROGRESS = "features_progress"  # done, total: clips computed so far
+FEATURES_NOT_SHARED = "features_not_shared"  # node, host, cache, message: a Ray node does not see the feature
+#                                               cache's path; its features come back through the object store
 FOLD_START = "fold_start"  # fold, folds, run_id
 FOLD_DONE = "fold_done"  # fold, folds, run_id, metrics, n_train, n_test, test_speakers, train_time_s, latency_ms,
-#                           fold_time_s; node, host where a cluster ran it (evaluation.FOLD_EXTRAS)
+#                           fold_time_s; node, host, started_at where a cluster ran it (evaluation.FOLD_EXTRAS)
 FINAL = "final"  # run_id: training the final model on every clip
 DONE = "done"  # run_id, summary
 LABELS = "labels"  # labels, dropped, message: the emotions a cross-corpus run keeps and drops (ser_core.cross_corpus)

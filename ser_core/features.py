@@ -713,13 +713,18 @@ def compute_file(path, fs) -> np.ndarray:
         raise type(exc)(f"{path}: {exc}") from None
 
 
-def compute_files(paths, fs, *, cache=True, n_jobs: int | None = None, progress=True) -> np.ndarray:
+def compute_files(paths, fs, *, cache=True, n_jobs: int | None = None, progress=True,
+                  compute_misses=None) -> np.ndarray:
     """Features of many files stacked into ``(n, *fs.shape)`` float32, in the order of ``paths``.
 
     cache : True (``FeatureCache()`` at ``$SER_CACHE_DIR`` or ``~/.cache/ser_studio/features``), False, or a
         ``FeatureCache``. Only cache misses are computed.
     n_jobs : worker processes for the misses (None: all cores; 1: in this process).
     progress : True (tqdm on stderr), False, or ``callable(done, total)``.
+    compute_misses : None (the misses are computed here, in ``n_jobs`` processes), or
+        ``callable(miss_paths, fs, store)`` yielding ``(position in miss_paths, array)`` in any order, each
+        array already in ``store`` (the cache, or None) when it returns: elsewhere, e.g. as Ray tasks
+        (``ser_core.cluster.RayRunner.features``).
     A file that cannot be read raises its ``AudioError`` with the file name in the message.
     """
     from .cache import FeatureCache
@@ -740,17 +745,20 @@ def compute_files(paths, fs, *, cache=True, n_jobs: int | None = None, progress=
         progress(done, total)
 
     n_workers = min(n_jobs or os.cpu_count() or 1, len(misses))
-    if n_workers <= 1:
-        results = _compute_serial([paths[i] for i in misses], fs)
+    if compute_misses is not None:
+        results = compute_misses([paths[i] for i in misses], fs, store) if misses else iter(())
+    elif n_workers <= 1:
+        results = enumerate(_compute_serial([paths[i] for i in misses], fs))
     else:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=n_workers, return_as="generator", batch_size=4)(
-            delayed(compute_file)(paths[i], fs) for i in misses)
+        results = enumerate(Parallel(n_jobs=n_workers, return_as="generator", batch_size=4)(
+            delayed(compute_file)(paths[i], fs) for i in misses))
     try:
-        for i, arr in zip(misses, results):
+        for j, arr in results:
+            i = misses[j]
             out[i] = arr
-            if store is not None:
+            if store is not None and compute_misses is None:
                 try:
                     store.put(paths[i], fs, arr)
                 except OSError as exc:  # a full or read-only disk must not stop the extraction

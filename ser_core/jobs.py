@@ -22,8 +22,8 @@ period is interrupted by its watchdog thread). A worker killed outright (SIGKILL
 end: :meth:`LocalProcessExecutor.reap` does (job failed, its unfinished runs in the results store interrupted),
 called by ``wait`` and ``cancel`` and by the Train page on its refresh timer. Unix only (``fcntl``).
 
-:class:`RayExecutor` runs the same jobs, files and queue with each (model, fold) a Ray task
-(``ser_core.cluster``); ``make_executor`` picks one of the two by ``$SER_EXECUTOR``.
+:class:`RayExecutor` runs the same jobs, files and queue with each (model, fold) a Ray task and every model of a
+job at once (``ser_core.cluster``); ``make_executor`` picks one of the two by ``$SER_EXECUTOR``.
 """
 from __future__ import annotations
 
@@ -406,7 +406,8 @@ class LocalProcessExecutor:
 class RayExecutor(LocalProcessExecutor):
     """The local executor's jobs (files, a driver process per job, the queue, cancel), with every (model, fold)
     a Ray task on the cluster at ``address`` (``ser_core.cluster.ray_address``: ``$SER_RAY_ADDRESS``, or a local
-    Ray started on demand). The driver alone writes the results store and the saved models."""
+    Ray started on demand), all of a job's models in flight at once (``_Worker.run_models``), and the features
+    and final fits as Ray tasks too. The driver alone writes the results store and the saved models."""
 
     def __init__(self, jobs_dir=None, cancel_grace_s: float = CANCEL_GRACE_S, address: str | None = None):
         super().__init__(jobs_dir, cancel_grace_s)
@@ -478,17 +479,25 @@ class _Worker:
         self.run_ids: list[int] = []
         self.ending = threading.Lock()  # held while the job's end is written (by the main thread or the watchdog)
         self.ended = False
+        self.writing = threading.Lock()  # one thread at a time appends to the log and the events, whole lines
+        self.stop = threading.Event()  # set by the main thread to stop the models' threads (see run_models)
 
     def log(self, msg: str):
-        print(f"{datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
+        with self.writing:
+            print(f"{datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
 
     def emit(self, event: dict):
         event = {"t": time.time(), "elapsed_s": round(time.time() - self.t0, 2), **event}
-        with open(self.dir / "events.jsonl", "a") as fh:
-            fh.write(json.dumps(event, default=str) + "\n")
+        line = json.dumps(event, default=str) + "\n"
+        with self.writing, open(self.dir / "events.jsonl", "a") as fh:
+            fh.write(line)
 
     def cancelled(self) -> bool:
         return (self.dir / "cancel").exists()
+
+    def should_stop(self) -> bool:
+        """A cancel was requested, or the main thread stops the models' threads."""
+        return self.cancelled() or self.stop.is_set()
 
     def cancel_age(self) -> float | None:
         """Seconds since the cancel request, None without one."""
@@ -586,8 +595,16 @@ class _Worker:
 
     # -- the models ----------------------------------------------------------------------------------------------
     def run_models(self) -> list[str]:
-        """Train and evaluate every model of the job in turn; returns the failures (``"<model>: <sentence>"``).
-        One model's failure does not stop the others; a cancel does."""
+        """Train and evaluate every model of the job; returns the failures (``"<model>: <sentence>"``). One
+        model's failure does not stop the others; a cancel does.
+
+        With the local executor (and for a cross-corpus job, which trains in this process) the models run one
+        after another. On Ray each model's run has a thread of its own, all started at once, so that every
+        (model, fold) of the job is in flight together rather than one model's K folds: the threads only wait
+        on Ray tasks (features, folds and the final fit all run on the cluster, ``cluster.RayRunner``) and write
+        -- the results store (a connection per call), status.json (``_update_status``: an flock per call, which
+        excludes threads too), the events and the log (whole lines under ``self.writing``). Signals reach the
+        main thread only: it sets ``self.stop``, which the threads' runs poll (``should_stop``)."""
         from .results import ResultsStore
 
         corpus, test = self.load_corpora()
@@ -595,21 +612,63 @@ class _Worker:
         store = ResultsStore(self.job.results_db)
         if self.job.sweep is not None:
             return self.run_sweep(corpus, store)
-        errors = []
-        for name, cfg in self.job.run_configs().items():
-            if self.cancelled():
-                raise KeyboardInterrupt("cancelled")
-            self.model_started(name)
+        runs = {name: partial(self.run_model, name, cfg, corpus, test, store)
+                for name, cfg in self.job.run_configs().items()}
+        if self.runner is None or test is not None:
+            errors = []
+            for name, run in runs.items():
+                if self.cancelled():
+                    raise KeyboardInterrupt("cancelled")
+                self.model_started(name)
+                errors.append(run())
+        else:
+            for name in runs:  # in the job's order: the Train page lists the models as they started
+                self.model_started(name)
+            errors = self.in_threads(list(runs.values()))
+        return [e for e in errors if e]
+
+    def run_model(self, name: str, cfg, corpus, test, store) -> str | None:
+        """One model's run, started already (``model_started``), to its end in the status and the events;
+        returns its failure (``"<model>: <sentence>"``) or None, and re-raises a cancel."""
+        try:
+            res = self.evaluate(name, cfg, corpus, test, store)
+        except KeyboardInterrupt:
+            self.model_ended(name, "cancelled", "cancelled")
+            raise
+        except Exception as exc:
+            return f"{name}: {self.model_ended(name, 'failed', self.describe(exc))}"
+        self.model_done(name, res)
+        return None
+
+    def in_threads(self, runs: list) -> list:
+        """Call every one of ``runs`` at once, each in a thread of its own; returns what each returned, in order.
+        A signal to this thread (a cancel's SIGTERM) stops the others (``self.stop``) and is re-raised once they
+        have ended, or after ``CANCEL_GRACE_S``; a thread's own cancel or crash is re-raised here."""
+        outcomes: list = [None] * len(runs)
+
+        def call(i):
             try:
-                res = self.evaluate(name, cfg, corpus, test, store)
-            except KeyboardInterrupt:
-                self.model_ended(name, "cancelled", "cancelled")
-                raise
-            except Exception as exc:
-                errors.append(f"{name}: {self.model_ended(name, 'failed', self.describe(exc))}")
-                continue
-            self.model_done(name, res)
-        return errors
+                outcomes[i] = runs[i]()
+            except BaseException as exc:
+                outcomes[i] = exc
+
+        threads = [threading.Thread(target=call, args=(i,), name=f"model-{i}", daemon=True) for i in range(len(runs))]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(POLL_S)
+        except KeyboardInterrupt:
+            self.stop.set()
+            deadline = time.time() + CANCEL_GRACE_S
+            for t in threads:
+                t.join(max(0.0, deadline - time.time()))
+            raise
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes
 
     def load_corpora(self):
         """The corpus to train on and the one to test on (None but for a cross-corpus job), checked against every
@@ -656,7 +715,7 @@ class _Worker:
         if test is not None:
             return cross_corpus(cfg, corpus, test, store=store, use_cache=use_cache, progress=progress_cb)
         return cross_validate(cfg, corpus, store=store, use_cache=use_cache, progress=progress_cb,
-                              save_to=self.save_to(name, corpus), should_stop=self.cancelled,
+                              save_to=self.save_to(name, corpus), should_stop=self.should_stop,
                               folds_runner=self.runner)
 
     def model_started(self, name: str):
@@ -685,9 +744,10 @@ class _Worker:
                  + (f"; saved to {res.saved_model}" if res.saved_model else ""))
 
     def record_run_id(self, name: str, run_id):
-        if run_id is not None and run_id not in self.run_ids:
-            self.run_ids.append(run_id)
-            _update_status(self.dir, run_ids=self.run_ids, models={name: {"run_id": run_id}})
+        with self.writing:  # models' threads: the list in status.json grows, never loses an id
+            if run_id is not None and run_id not in self.run_ids:
+                self.run_ids.append(run_id)
+                _update_status(self.dir, run_ids=self.run_ids, models={name: {"run_id": run_id}})
 
     def run_sweep(self, corpus, store) -> list[str]:
         """The job's sweep (``ser_core.sweep.run_sweep``): its events into events.jsonl with the model's name, a
@@ -765,6 +825,7 @@ _LOG_LINES = {  # event -> its line in the job log, from the event and the worke
     events.CACHED: lambda e, x: (f"identical configuration on identical data: reusing stored run {e['run_id']} "
                                  "(tick 'force' to retrain)"),
     events.CACHED_WITHOUT_MODEL: lambda e, x: e["message"],
+    events.FEATURES_NOT_SHARED: lambda e, x: e["message"],
     events.LABELS: lambda e, x: e["message"],
 }
 

@@ -129,6 +129,50 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     return directory
 
 
+class PackedModel:
+    """A fitted model as the bytes of its saved folder (an uncompressed tar of what ``model.save`` writes), with
+    what a model card reads of the model: how a Ray task hands the driver a model it trained, whatever its
+    family (a Keras or torch model need not pickle). ``save_trained`` saves it as it saves the model itself."""
+
+    def __init__(self, blob: bytes, *, name, framework, feature_set, classes_, params, notes=None):
+        self.blob, self.name, self.framework, self.feature_set = blob, name, framework, feature_set
+        self.classes_, self.params, self.notes = classes_, params, notes
+
+    @classmethod
+    def pack(cls, model) -> "PackedModel":
+        import io
+        import tarfile
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = model.save(Path(tmp) / "m")
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for f in sorted(folder.rglob("*")):
+                    tar.add(f, arcname=str(f.relative_to(folder)), recursive=False)
+        notes = getattr(model, "card_notes", None)
+        return cls(buf.getvalue(), name=model.name, framework=model.framework, feature_set=model.feature_set,
+                   classes_=list(model.classes_), params=model.get_params(),
+                   notes=notes() if callable(notes) else None)
+
+    def save(self, directory) -> Path:
+        """Unpack the saved folder into ``directory``."""
+        import io
+        import tarfile
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(self.blob)) as tar:
+            tar.extractall(directory, filter="data")
+        return directory
+
+    def get_params(self) -> dict:
+        return self.params
+
+    def card_notes(self):
+        return self.notes
+
+
 def _free_name(directory: Path) -> Path:
     """``directory``, or ``<name>-2``, ``-3``, ... where that one is taken (call under the folder's lock)."""
     candidate, n = directory, 1
@@ -196,8 +240,9 @@ def _write_model(model, folder: Path, name: str, card, speaker_norm, oof) -> Non
     if oof is not None:
         np.savez(folder / OOF, **{k: np.asarray(v) for k, v in oof.items()})
     extra = getattr(model, "card_notes", None)  # e.g. VGG16: which weights were loaded
-    if callable(extra):
-        full["notes"] = extra()
+    notes = extra() if callable(extra) else None
+    if notes is not None:
+        full["notes"] = notes
     full["size_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     (folder / CARD_JSON).write_text(json.dumps(full, indent=2, default=str))
     (folder / "README.md").write_text(render_card(full))

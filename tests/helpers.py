@@ -124,26 +124,39 @@ def ray_cluster(temp_dir: Path, workers: int = 1):
     env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats", "--block"]
 
-    def ports():
-        low = free_port()  # a free port as the base of a worker-port range (taken or not, Ray retries others)
-        return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-                f"--min-worker-port={low}", f"--max-worker-port={min(low + 200, 65000)}"]
+    taken: list[int] = []  # every port given to a component of this cluster, drawn before any node starts
 
-    port, client_port = free_port(), free_port()
+    def pick() -> int:
+        taken.append(free_port())
+        return taken[-1]
+
+    port, client_port, dashboard_port = pick(), pick(), pick()
+    named = [[f"--node-manager-port={pick()}", f"--object-manager-port={pick()}",
+              f"--dashboard-agent-listen-port={pick()}", f"--dashboard-agent-grpc-port={pick()}",
+              f"--runtime-env-agent-port={pick()}", f"--metrics-export-port={pick()}"] for _ in range(1 + workers)]
+
+    def worker_range() -> list[str]:
+        """A worker-port range holding no component port of the cluster (Ray refuses to start a node whose
+        worker range overlaps one of its components; another node's component there could collide too)."""
+        low = free_port()
+        while any(low <= p <= low + 200 for p in taken) or low + 200 > 65000:
+            low = free_port()
+        return [f"--min-worker-port={low}", f"--max-worker-port={low + 200}"]
+
+    ports = iter([[*n, *worker_range()] for n in named])
     address = f"127.0.0.1:{port}"
     nodes = []
     temp_dir.mkdir(parents=True, exist_ok=True)
 
     def start(args, log):
-        nodes.append(subprocess.Popen([ray_bin, "start", *args, *ports(), *common], env=env, start_new_session=True,
-                                      stdout=open(temp_dir / log, "wb"), stderr=subprocess.STDOUT))
+        nodes.append(subprocess.Popen([ray_bin, "start", *args, *next(ports), *common], env=env,
+                                      start_new_session=True, stdout=open(temp_dir / log, "wb"),
+                                      stderr=subprocess.STDOUT))
         return nodes[-1]
 
     try:
         head = start(["--head", f"--port={port}", f"--temp-dir={temp_dir / 'r'}", "--include-dashboard=false",
-                      f"--dashboard-port={free_port()}", f"--ray-client-server-port={client_port}"], "head.log")
+                      f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}"], "head.log")
         _wait_for(lambda: subprocess.run([ray_bin, "health-check", f"--address={address}"], env=env,
                                          capture_output=True).returncode == 0, head, temp_dir / "head.log")
         extra = [start([f"--address={address}", f'--resources={{"worker_node_{i}": 1}}'], f"worker{i}.log")

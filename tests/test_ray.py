@@ -1,6 +1,7 @@
 """The Ray executor on a real two-node Ray cluster started on this machine (a head and a second node, 1 CPU each):
 the same numbers as the local executor, folds on both nodes, a killed worker process or node retried, cancel,
-and the command line. The cluster is this module's own (its own ports and temp folder; never ``ray stop``, never
+the command line, a job's models at once, and features computed by tasks into the cache (and what comes back
+when the nodes do not share its path). The cluster is this module's own (its own ports and temp folder; never ``ray stop``, never
 ``address="auto"``), stopped at the end."""
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +218,82 @@ def test_a_ray_job_cancels_its_running_tasks(two_nodes, data, tmp_path):
         time.sleep(0.1)
 
 
+def _spans(job_events, model) -> list[tuple[float, float]]:
+    """``(start, end)`` wall clock of each fold of ``model`` as its task ran it."""
+    return [(e["started_at"], e["started_at"] + e["fold_time_s"]) for e in job_events
+            if e["event"] == "fold_done" and e["model"] == model]
+
+
+@pytest.mark.slow
+def test_a_ray_job_runs_its_models_at_once_and_stores_the_local_numbers(two_nodes, data, tmp_path):
+    """Two models' folds run at the same time; each stores the local executor's numbers; a third model's own
+    error fails that model only; the final fits, Ray tasks, are saved by the driver."""
+    from ser_core.features import compute_files
+    from ser_core.saved import load_trained
+
+    models = {"svm": {}, "random_forest": SLOW_RF}
+    store = ResultsStore(tmp_path / "results.sqlite")
+    local = {m: cross_validate(RunConfig(m, params=p, folds=3, seed=1), data, store=store,
+                               save_to=tmp_path / "local" / m) for m, p in models.items()}
+    ex = RayExecutor(tmp_path / "jobs", address=two_nodes["address"])
+    broken = {"decision_tree": {"max_depth": -1}}  # fails in its folds: the other models go on
+    job_id = ex.submit(Job(data_root=str(data.root), models={**models, **broken}, folds=3, seed=1, force=True,
+                           results_db=str(store.path), models_dir=str(tmp_path / "models")))
+    st = ex.wait(job_id, timeout=120)
+    assert st["state"] == "failed" and st["error"].startswith("decision_tree: ") and "max_depth" in st["error"]
+    assert [st["models"][m]["state"] for m in (*models, *broken)] == ["done", "done", "failed"], ex.log(job_id)
+    job_events = ex.events(job_id)
+    assert any(a0 < b1 and b0 < a1 for a0, a1 in _spans(job_events, "svm")
+               for b0, b1 in _spans(job_events, "random_forest")), "the two models' folds never ran at once"
+    for m in models:
+        _assert_same_numbers(_fold_rows(store, st["models"][m]["run_id"]), _fold_rows(store, local[m].run_id))
+    # the final svm was trained by a Ray task and saved by the driver: it answers as the one trained here
+    X = compute_files(data.manifest["path"].tolist()[:30], "rich", progress=False)
+    (on_ray, card), (here, _) = load_trained(st["models"]["svm"]["saved_model"]), load_trained(local["svm"].saved_model)
+    np.testing.assert_allclose(on_ray.predict_proba(X), here.predict_proba(X), rtol=0, atol=1e-9)
+    assert card["cv"]["run_id"] == st["models"]["svm"]["run_id"] and card["final_train_time_s"] > 0
+
+
+def _not_in_the_driver(*args, **kwargs):
+    raise AssertionError("the driver computed a clip's features")
+
+
+@pytest.mark.slow
+def test_ray_tasks_compute_the_features_into_the_cache(two_nodes, data, tmp_path, monkeypatch):
+    from ser_core import features
+
+    cfg = RunConfig("svm", folds=4, seed=3)
+    local = cross_validate(cfg, data)  # features from the session's cache
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))  # a fresh cache, which the tasks fill
+    monkeypatch.setattr(features, "compute_file", _not_in_the_driver)
+    on_ray = cross_validate(cfg, data, folds_runner=cluster.ray_folds)
+    entries = list((tmp_path / "cache" / cfg.resolved()[1].key()).rglob("*.npy"))
+    assert len(entries) == len(data.manifest)
+    for k in ("accuracy", "uar", "macro_f1", "ece"):
+        assert on_ray.summary[k]["mean"] == pytest.approx(local.summary[k]["mean"], abs=1e-9)
+    np.testing.assert_allclose(on_ray.oof["proba"], local.oof["proba"], rtol=0, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_a_cache_path_the_nodes_do_not_share_comes_back_through_the_object_store(two_nodes, data, tmp_path,
+                                                                                   monkeypatch):
+    from ser_core import features
+    from ser_core.cache import FeatureCache
+
+    paths, rich = data.manifest["path"].tolist()[:40], features.get_feature_set("rich")
+    expected = features.compute_files(paths, rich, progress=False)  # from the session's cache
+    monkeypatch.setattr(cluster, "_node_cache_dir", lambda store: str(tmp_path / "nodes-only"))
+    monkeypatch.setattr(features, "compute_file", _not_in_the_driver)
+    driver_cache, said = FeatureCache(tmp_path / "driver"), []
+    X = features.compute_files(paths, rich, cache=driver_cache, progress=False,
+                               compute_misses=partial(cluster.ray_folds.features, emit=said.append))
+    np.testing.assert_allclose(X, expected, rtol=1e-5, atol=1e-6)
+    assert said and all(e["event"] == "features_not_shared" and "not shared" in e["message"] for e in said)
+    assert len(said) == len({e["node"] for e in said})  # once per node
+    assert all(a is not None for a in driver_cache.get_many(paths, rich))  # the driver cached what came back
+    assert len(list((tmp_path / "nodes-only").rglob("*.npy"))) == len(paths)
+
+
 @pytest.mark.slow
 def test_a_ray_job_survives_losing_a_node(two_nodes, data, rf_local, tmp_path):
     """Last in this module: it stops the second node."""
@@ -239,3 +317,4 @@ def test_a_ray_job_survives_losing_a_node(two_nodes, data, rf_local, tmp_path):
     m = st["models"]["random_forest"]
     _assert_same_numbers(_fold_rows(ResultsStore(tmp_path / "results.sqlite"), m["run_id"]), rf_local)
     assert os.path.isfile(os.path.join(m["saved_model"], "card.json"))  # saved by the job's driver
+

@@ -119,3 +119,21 @@ def test_processes_saving_one_name_at_once_never_mix(tmp_path):
     model, card = load_trained("m", root)
     assert card["writer"] in labels and list(model.classes_) == [card["writer"]]  # one writer's files only
     assert card["i"] == 5 and _leftovers(root) == []
+
+
+def test_a_packed_model_saves_as_the_model_itself(tmp_path):
+    """What a Ray task returns of a model it trained (the bytes of its saved folder, picklable whatever the
+    family) is saved by the driver with the same files, card and answers as the model."""
+    import pickle
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(40, 8)).astype(np.float32), np.array(["angry", "sad"] * 20)
+    model = create_model("lda").fit(X, y)
+    packed = pickle.loads(pickle.dumps(saved.PackedModel.pack(model)))
+    direct = save_trained(model, tmp_path / "direct", card={"cv": {"run_id": 1}})
+    via_bytes = save_trained(packed, tmp_path / "packed", card={"cv": {"run_id": 1}})
+    assert sorted(p.name for p in via_bytes.iterdir()) == sorted(p.name for p in direct.iterdir())
+    a, b = read_card(direct), read_card(via_bytes)
+    assert {k: v for k, v in a.items() if k not in ("name", "created_at")} == \
+        {k: v for k, v in b.items() if k not in ("name", "created_at")}
+    np.testing.assert_array_equal(load_trained(via_bytes)[0].predict_proba(X), model.predict_proba(X))
