@@ -197,10 +197,14 @@ def _finished(ray, pending: dict, should_stop=None):
     ``pending`` meanwhile are waited for too. A task's own error is raised as the task raised it (not a
     ``RayTaskError``); a stop (``should_stop()``, checked every ``POLL_S`` seconds) raises
     ``KeyboardInterrupt``. On any exit -- done, failed, cancelled, or abandoned by the caller -- the tasks still
-    pending are cancelled."""
+    pending are cancelled: their worker processes killed on a stop (``force``), asked to stop otherwise. (Force-
+    cancelling the siblings of a failed fold, from threads of one driver, once aborted the driver inside Ray
+    2.60's task manager: "Tried to complete task that was not pending".)"""
+    stopped = False
     try:
         while pending:
             if should_stop and should_stop():
+                stopped = True
                 raise KeyboardInterrupt("cancelled")
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for ref in ready:
@@ -210,9 +214,14 @@ def _finished(ray, pending: dict, should_stop=None):
                 except ray.exceptions.RayTaskError as exc:  # the task's own error, as the local runner raises it
                     raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
                 yield key, result
+    except KeyboardInterrupt:
+        stopped = True
+        raise
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        if pending:
+            _, running = ray.wait(list(pending), num_returns=len(pending), timeout=0)  # finished ones: leave be
+            for ref in running:
+                ray.cancel(ref, force=stopped)
 
 
 def _not_shared(task_out: dict, cache_dir: str) -> dict:
