@@ -220,6 +220,19 @@ def analysis_slot():
         _return_freed_memory()
 
 
+@contextmanager
+def live_slot(wait_s: float = 0.5):
+    """An analysis slot for work that cannot queue (a live microphone's next judgement): yields True while
+    holding one, or False when none frees within ``wait_s`` (the page says the server is busy and goes on
+    listening)."""
+    got = _ANALYSIS_SLOTS.acquire(timeout=wait_s)
+    try:
+        yield got
+    finally:
+        if got:
+            _ANALYSIS_SLOTS.release()
+
+
 def _return_freed_memory():
     """Give freed memory back to the system: glibc keeps freed blocks in its per-thread arenas (a few times the
     size of an upload or of an analysis's arrays) and returns them only when asked."""
