@@ -364,14 +364,13 @@ def render(res: dict):
 
 
 LAG_WARN_S = 3.0  # the page says it is falling behind the microphone by more than this
+LIVE_WAIT_S = 1.0  # how long a live judgement waits for an analysis slot before the page says the server is busy
 live_lead = getattr(predictor.saved_ensemble(), "name", None)  # whose "not sure" threshold the live answer uses
 
 
 def live_line(r: dict) -> str:
     """One judgement of the live stream in words (``LiveStream.feed``'s dicts)."""
     span = f"{r['start_s']:.1f}-{r['end_s']:.1f} s"
-    if r.get("busy"):
-        return f"{span}: not judged, the server was busy"
     if not r["speech"]:
         return f"{span}: {NOT_SPEECH} {r['reason']}"
     return f"{span}: {describe_prediction(r['ensemble'], thresholds.get(live_lead))['text']}"
@@ -387,7 +386,14 @@ def live():
                           media_stream_constraints={"audio": True, "video": False},
                           rtc_configuration={"iceServers": []})  # local use: no STUN server needed (or reachable)
     status, now, history = st.empty(), st.empty(), st.empty()
-    stream = LiveStream(predictor, slot=live_slot)
+    shown = [None]
+
+    def say(kind: str, text: str):  # only a change goes to the browser (the loop runs 50 times a second)
+        if shown[0] != (kind, text):
+            shown[0] = (kind, text)
+            getattr(status, kind)(text)
+
+    stream = LiveStream(predictor, slot=lambda: live_slot(LIVE_WAIT_S))
     while ctx.state.playing:
         if ctx.audio_receiver is None:
             time.sleep(0.1)
@@ -395,23 +401,23 @@ def live():
         try:
             frames = ctx.audio_receiver.get_frames(timeout=1)
         except queue.Empty:
-            status.info("Waiting for audio from the microphone...")
+            say("info", "Waiting for audio from the microphone...")
             continue
         results = stream.feed(frames)
         for r in results:
-            if r.get("busy"):
-                status.warning("The server is busy with other users' analyses: this part of your speech was not "
-                               f"judged ({r['start_s']:.1f}-{r['end_s']:.1f} s). Still listening.")
+            if r["busy"]:
+                say("warning", f"The server is busy with other users' analyses: your speech at {r['start_s']:.1f}-"
+                               f"{r['end_s']:.1f} s was not judged. Still listening.")
             elif r["final"]:
-                status.info(plain(f"Listening... Last segment {live_line(r)}"))
+                say("info", plain(f"Listening... Last segment {live_line(r)}"))
             elif r["speech"]:
-                status.success(plain(f"Now: {live_line(r)} so far"))
+                say("success", plain(f"Now: {live_line(r)} so far"))
                 with now.container():
                     live_models(r)
         if stream.lag_s > LAG_WARN_S:
-            status.warning(f"The server is {stream.lag_s:.0f} s behind your microphone (busy); answers come late.")
-        elif not results and not stream.segmenter.speaking and not stream.segments:
-            status.info(f"Listening... no speech yet ({stream.received_s:.0f} s streamed).")
+            say("warning", f"The server is {stream.lag_s:.0f} s behind your microphone (busy); answers come late.")
+        elif shown[0] is None or shown[0][1].startswith("Waiting"):
+            say("info", "Listening... no speech yet.")
         if any(r["final"] for r in results):
             with history.container():
                 st.caption(f"Speech segments so far ({stream.received_s:.0f} s streamed)")

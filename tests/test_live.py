@@ -10,8 +10,8 @@ import pytest
 
 from ser_core.audio import load_audio, trim_silence
 from ser_core.inference import LoadedModel, Predictor
-from ser_core.live import DEFAULT_TIMING, FrameResampler, LiveStream, StreamSegmenter
-from ser_core.segments import speech_segments
+from ser_core.live import BUSY, DEFAULT_TIMING, FrameResampler, LiveStream, StreamSegmenter
+from ser_core.segments import DEFAULT_VAD, speech_segments
 from ser_core.speech import TRIM_DB
 from test_segments import SR, TOLERANCE_S, _clips, _recording, manifest, tiny  # noqa: F401  (fixtures)
 
@@ -65,7 +65,8 @@ def test_stream_segments_find_known_boundaries_and_update_every_second(manifest)
         assert came[0] - ts <= DEFAULT_TIMING.first_s + 0.1  # the first answer, counted from the true onset
         assert max(np.diff(came[:-1]), default=0) <= DEFAULT_TIMING.update_s + 0.06  # then every second (+ a chunk, a frame)
         assert came[-1] - e <= 0.45  # the final one once the pause is long enough (min_silence_s)
-    assert all(any(s <= span.start / SR and span.end / SR <= e for s, e in finals) for span, _ in spans)
+    pause = DEFAULT_VAD.min_silence_s  # an update in a pause that turns out to end the segment reaches into it
+    assert all(any(s <= span.start / SR and span.end / SR <= e + pause for s, e in finals) for span, _ in spans)
 
     spans = stream(StreamSegmenter(), long)  # continuous speech longer than max_segment_s: cut, updates go on
     came = [pushed / SR for _, pushed in spans]
@@ -92,7 +93,7 @@ def test_live_stream_judges_segments_and_says_when_the_server_is_busy(manifest, 
     out = [r for i in range(0, len(y), FRAME) for r in live.feed_samples(y[i:i + FRAME])]
     finals = [r for r in out if r["final"]]
     assert len(finals) == 2 and live.segments == finals
-    assert all(r["speech"] and set(r["models"]) == {"tiny"} for r in finals)
+    assert all(r["speech"] and not r["busy"] and set(r["models"]) == {"tiny"} for r in finals)
     updates = [r for r in out if not r["final"]]
     assert updates and all(r["end_s"] - r["start_s"] >= DEFAULT_TIMING.first_s - 0.04 for r in updates)
     assert all(r["speech"] for r in updates[1:])  # the first may be too short for the speech check (retried)
@@ -109,8 +110,8 @@ def test_live_stream_judges_segments_and_says_when_the_server_is_busy(manifest, 
 
     live = LiveStream(predictor, slot=busy)
     out = [r for i in range(0, len(y), FRAME) for r in live.feed_samples(y[i:i + FRAME])]
-    assert out and all(r.get("busy") for r in out) and live.segments == []
-    assert sum(r["final"] for r in out) == 2  # the segments were still found
+    assert out and all(r["busy"] and not r["speech"] and r["reason"] == BUSY for r in out)
+    assert [r["final"] for r in live.segments] == [True, True]  # the segments were still found, marked busy
 
 
 def test_live_slot_waits_briefly_then_says_no():
