@@ -20,7 +20,7 @@ from ser_core.errors import AudioTooLongError, SERError
 from ser_core.inference import MAX_RECORDING_S, TIMELINE_AFTER_S, analyse_audio, describe_prediction
 from ser_core.live import LiveStream
 from ser_core.saved import SHIPPED, YOURS, delete_user_model, shipped_models_dir, user_models_dir
-from ser_core.segments import predict_segments, segment_table
+from ser_core.segments import segment_table
 from ser_core.speech import NOT_SPEECH
 
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
@@ -169,11 +169,9 @@ cal_status, thresholds = predictor.calibration_status(), predictor.thresholds()
 def analyse(data: bytes, filename: str, models: tuple, version: float, calibration_key: tuple, _predictor) -> dict:
     buf = io.BytesIO(data)
     buf.name = filename
-    res = analyse_audio(buf, _predictor, timeline_after_s=float("inf"))  # speech segments, not fixed windows
+    res = analyse_audio(buf, _predictor, timeline_after_s=float("inf"), segments_after_s=TIMELINE_AFTER_S)
     if res["is_speech"]:
         res["digest"] = hashlib.sha1(data).hexdigest()
-        long = len(res["y"]) / res["sr"] > TIMELINE_AFTER_S
-        res["segments"] = predict_segments(res["y"], res["sr"], _predictor) if long else None
     return res
 
 
@@ -242,9 +240,6 @@ def segments_chart(res: dict):
     """The speech segments over the waveform (emotion and confidence of the best estimate), their table and,
     except on a public server, their CSV."""
     st.subheader("Emotion over time (speech segments)")
-    if not res["segments"]:
-        st.info("The voice activity detector found no speech segment in this recording.")
-        return
     rows = segment_table(res["segments"], thresholds.get(res["lead"]))
     y, sr = res["y"], res["sr"]
     t, v = envelope(y, sr)
