@@ -1,6 +1,6 @@
 """The Demo's live microphone, measured end to end: speech onset to the answer on screen, updates, server CPU.
 
-    python benchmarks/bench_live.py [--seconds 45] [--tabs 1] [--models-dir DIR] [--models a,b]
+    python benchmarks/bench_live.py [--seconds 45] [--tabs 1] [--models-dir DIR] [--models a,b] [--silent]
                                     [--json-out benchmarks/results/live.json]
 
 Starts the app (``streamlit run``), opens the Demo's "Live microphone" in headless Chromium whose fake
@@ -15,8 +15,9 @@ Times are read in the browser, on one clock (``Date.now()``):
   i.e. when the speech reaches the browser's microphone;
 - the answer on screen: a ``MutationObserver`` on the page records every new text of the "Now: ..." line (each
   update names its segment's span, so every update is a new text).
-Latency = first "Now:" of a segment minus the onset that started it; the update interval = time between
-successive "Now:" texts of one segment. CPU: user + system time of the server process and its children
+Latency = the first "Now:" naming a new segment after each of the file's two speech onsets (located lap by
+lap from the onsets heard: ``speech_onsets``) minus that onset; the update interval = time between successive
+"Now:" texts of one segment. CPU: user + system time of the server process and its children
 (``/proc``) over the streaming, per second of audio streamed (the wall time: the microphone is real time);
 the idle server's CPU over the same length before START is reported beside it. With ``--tabs 2`` two
 browser contexts stream at once (each a session with its own detector; predictions take turns in the
@@ -30,11 +31,9 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +90,9 @@ NOW_PROBE = """
 """
 
 
-def build_clip(data: Path, out: Path) -> dict:
-    """The fake microphone's WAV and where its speech starts: ``{"path", "duration_s", "onsets_s", "clips"}``."""
+def build_clip(data: Path, out: Path, silent: bool = False) -> dict:
+    """The fake microphone's WAV and where its speech starts: ``{"path", "duration_s", "onsets_s", "clips"}``
+    (``silent``: the same length of faint noise only)."""
     import soundfile as sf
     import soxr
 
@@ -106,11 +106,11 @@ def build_clip(data: Path, out: Path) -> dict:
         speech.append(0.5 * y / np.abs(y).max())
     pause = lambda s: np.zeros(int(s * 16000), np.float32)  # noqa: E731
     parts = [pause(LEAD_S), speech[0], pause(GAP_S), *speech[1:], pause(TAIL_S)]
-    y = np.concatenate(parts)
+    y = np.concatenate(parts) * (not silent)
     y = y + np.random.default_rng(0).normal(0, 10 ** (-70 / 20), len(y)).astype(np.float32)
     sf.write(out, soxr.resample(y, 16000, MIC_SR), MIC_SR, subtype="PCM_16")
     second = LEAD_S + len(speech[0]) / 16000 + GAP_S
-    return {"path": str(out), "duration_s": len(y) / 16000, "onsets_s": [LEAD_S, round(second, 3)],
+    return {"path": str(out), "duration_s": len(y) / 16000, "onsets_s": [] if silent else [LEAD_S, round(second, 3)],
             "speech_s": [round(len(speech[0]) / 16000, 2), round(sum(map(len, speech[1:])) / 16000, 2)],
             "clips": [p.name for p in paths]}
 
@@ -136,19 +136,16 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def start_server(env: dict, log: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.address", "127.0.0.1"], cwd=REPO, env=env,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:
+def server_pid(url: str) -> int:
+    """The pid of the ``streamlit run`` serving ``url`` (started by ``helpers.streamlit_server``)."""
+    port = url.rsplit(":", 1)[1]
+    for d in Path("/proc").iterdir():
         try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                return proc
+            if d.name.isdigit() and f"--server.port\0{port}\0" in (d / "cmdline").read_text():
+                return int(d.name)
         except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"streamlit did not start: {log.read_text(errors='replace')[-2000:]}")
+            continue
+    raise SystemExit(f"no streamlit process serves {url}")
 
 
 def open_live(browser, url: str, models: list[str] | None):
@@ -187,30 +184,59 @@ def mic_probe(page) -> dict | None:
 SPAN = re.compile(r"^Now: (\d+\.\d)-(\d+\.\d) s")
 
 
+def speech_onsets(heard: list, clip: dict) -> list[float]:
+    """When each of the file's speech onsets (after its silences) reached the microphone, ``Date.now()`` ms.
+
+    The level probe hears those onsets and also some inside the sentences (after a 0.5 s quiet stretch), and a
+    soft start only when it gets loud. The file loops (``clip["duration_s"]``) and may have started before this
+    tab opened the microphone (one fake device per browser), so its phase is the one that puts the most heard
+    onsets within ``MATCH_MS`` of the file's own, refined to their median offset; the onsets are then counted
+    from the file, lap by lap, from the first heard to the last."""
+    period, known = clip["duration_s"] * 1000, [k * 1000 for k in clip["onsets_s"]]
+    if not heard or not known:
+        return []
+
+    def offsets(phase):
+        out = []
+        for o in heard:
+            d = (o - phase - np.array(known) + period / 2) % period - period / 2  # to the nearest lap's onset
+            if np.abs(d).min() < MATCH_MS:
+                out.append(float(d[np.abs(d).argmin()]))
+        return out
+
+    phase = max((o - k for o in heard for k in known), key=lambda ph: len(offsets(ph)))
+    phase += float(np.median(offsets(phase)))
+    first = int(np.floor((min(heard) - phase) / period)) - 1
+    return [phase + n * period + k for n in range(first, first + int((max(heard) - min(heard)) / period) + 3)
+            for k in known if min(heard) - MATCH_MS <= phase + n * period + k <= max(heard) + MATCH_MS]
+
+
+MATCH_MS = 80.0  # a heard onset this close to the file's is that onset (the probe polls every 10 ms)
+
+
 def analyse(mic: dict, now: list, clip: dict) -> dict:
-    """Per segment (the stream's start time in the "Now:" text): its first answer's latency from the onset that
-    preceded it, and the intervals between its answers."""
-    by_start: dict[str, list[float]] = {}
-    for t, text in now:
-        m = SPAN.match(text)
-        if m:
-            by_start.setdefault(m.group(1), []).append(t)
-    onsets = sorted(mic["onsets"])
-    latencies, intervals, unmatched = [], [], 0
-    for times in by_start.values():
-        before = [o for o in onsets if o <= times[0]]
-        if not before or times[0] - before[-1] > 5000:
-            unmatched += 1
+    """The latency of the first answer after each of the file's speech onsets (the first "Now:" that names a new
+    segment), and the intervals between successive answers about one segment."""
+    answers = [(t, m.group(1)) for t, text in now if (m := SPAN.match(text))]
+    onsets = speech_onsets(sorted(mic["onsets"]), clip)
+    latencies, at_connection, missed = [], [], 0
+    for o in onsets:
+        shown_before = {start for t, start in answers if t <= o}
+        first = next(((t, start) for t, start in answers if t > o and start not in shown_before), None)
+        if first is None or first[0] - o > 5000:
+            missed += first is not None  # none at all: the streaming ended first
             continue
-        latencies.append((times[0] - before[-1]) / 1000)
-        intervals += list(np.diff(times) / 1000)
+        # A segment from the stream's very start: the speech began while WebRTC was still connecting.
+        (at_connection if float(first[1]) == 0.0 else latencies).append((first[0] - o) / 1000)
+    intervals = [(b[0] - a[0]) / 1000 for a, b in zip(answers, answers[1:]) if a[1] == b[1]]
     # An onset about one file length after another: Chromium started the file again (it loops it).
-    lap = clip["duration_s"] * 1000
-    laps = [b - a for a in onsets for b in onsets if abs(b - a - lap) < 300]
-    return {"segments": len(by_start), "updates": len(now), "onsets_heard": len(onsets), "unmatched": unmatched,
-            "first_answer_s": summary(latencies), "update_interval_s": summary(intervals),
-            "file_loops": bool(laps), "lap_s": summary(np.divide(laps, 1000)),
-            "mic_error": mic.get("error")}
+    heard, lap = sorted(mic["onsets"]), clip["duration_s"] * 1000
+    laps = [b - a for a in heard for b in heard if abs(b - a - lap) < 300]
+    return {"segments": len({start for _, start in answers}), "updates": len(now), "onsets_heard": len(heard),
+            "speech_onsets": len(onsets), "onsets_without_answer_within_5s": missed,
+            "first_answer_s": summary(latencies), "first_answer_while_connecting_s": summary(at_connection),
+            "update_interval_s": summary(intervals),
+            "file_loops": bool(laps), "lap_s": summary(np.divide(laps, 1000)), "mic_error": mic.get("error")}
 
 
 def summary(x) -> dict:
@@ -228,58 +254,59 @@ def main():
     p.add_argument("--tabs", type=int, default=1, help="browser tabs streaming at once")
     p.add_argument("--models-dir", help="SER_MODELS_DIR for the app (default: the shipped models)")
     p.add_argument("--models", help="keep only these shipped models selected (comma list; default: all)")
+    p.add_argument("--silent", action="store_true", help="a microphone of faint noise only: the CPU of streaming "
+                                                          "itself (WebRTC, resampling, the detector), no answers")
     p.add_argument("--json-out")
     a = p.parse_args()
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(REPO / "tests"))
-    from helpers import CHROMIUM_ARGS, free_port
+    from helpers import CHROMIUM_ARGS, streamlit_server
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    clip = build_clip(Path(a.data), tmp / "mic.wav")
+    clip = build_clip(Path(a.data), tmp / "mic.wav", a.silent)
     env = {**os.environ, "SER_CACHE_DIR": str(tmp / "cache")}
     if a.models_dir:
         env["SER_MODELS_DIR"] = a.models_dir
-    port = free_port()
-    server = start_server(env, tmp / "server.log", port)
     models = a.models.split(",") if a.models else None
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + [
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={clip['path']}", "--autoplay-policy=no-user-gesture-required"])
-            pages = [open_live(browser, f"http://127.0.0.1:{port}", models) for _ in range(a.tabs)]
-            time.sleep(2)
-            c0, t0 = cpu_seconds(server.pid), time.monotonic()
-            time.sleep(min(a.seconds, 15))
-            idle = (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0)
-            load_before = os.getloadavg()
-            for page in pages:
-                page.frame_locator('iframe[title*="streamlit_webrtc"]').get_by_role("button", name="START").click()
-            for page in pages:
+    with streamlit_server(env, tmp / "server.log") as url, sync_playwright() as pw:
+        server = server_pid(url)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + [
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={clip['path']}", "--autoplay-policy=no-user-gesture-required"])
+        pages = [open_live(browser, url, models) for _ in range(a.tabs)]
+        time.sleep(2)
+        c0, t0 = cpu_seconds(server), time.monotonic()
+        time.sleep(min(a.seconds, 15))
+        idle = (cpu_seconds(server) - c0) / (time.monotonic() - t0)
+        load_before = os.getloadavg()
+        for page in pages:
+            page.frame_locator('iframe[title*="streamlit_webrtc"]').get_by_role("button", name="START").click()
+        for page in pages:
+            if a.silent:
+                page.get_by_text("Listening... no speech yet").wait_for(timeout=60_000)
+            else:
                 page.wait_for_function("() => window.__now.length > 0 || null", timeout=60_000)
-            c0, t0 = cpu_seconds(server.pid), time.monotonic()  # from the first answer on: streaming
-            time.sleep(a.seconds)
-            cpu = (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0)
-            tabs = []
-            for page in pages:
-                mic, now = mic_probe(page), page.evaluate("() => window.__now")
-                tabs.append({**analyse(mic, now, clip), "last_texts": [t for _, t in now[-3:]]})
-            pages[0].screenshot(path=str(tmp / "live.png"), full_page=True)
-            for page in pages:
-                page.frame_locator('iframe[title*="streamlit_webrtc"]').get_by_role("button", name="STOP").click()
-            browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        c0, t0 = cpu_seconds(server), time.monotonic()  # from the first answer on: streaming
+        time.sleep(a.seconds)
+        cpu = (cpu_seconds(server) - c0) / (time.monotonic() - t0)
+        tabs = []
+        for page in pages:
+            mic, now = mic_probe(page), page.evaluate("() => window.__now")
+            t0_ms = min([t for t, _ in now] + mic["onsets"], default=mic["opened"])
+            raw = {"t0_ms": t0_ms, "onsets_heard_ms": [round(o - t0_ms) for o in mic["onsets"]],
+                   "answers": [[round(t - t0_ms), text] for t, text in now]}  # to analyse again
+            tabs.append({**analyse(mic, now, clip), "last_texts": [t for _, t in now[-3:]], "raw": raw})
+        pages[0].screenshot(path=str(tmp / "live.png"), full_page=True)
+        for page in pages:
+            page.frame_locator('iframe[title*="streamlit_webrtc"]').get_by_role("button", name="STOP").click()
+        browser.close()
     result = {"benchmark": "live", "command": "python " + " ".join(sys.argv), "clip": clip, "tabs": tabs,
-              "seconds_streamed": a.seconds, "models": models or "all in the models folder",
+              "seconds_streamed": a.seconds, "silent": a.silent, "models": models or "all in the models folder",
               "models_dir": a.models_dir or "shipped",
               "server_cpu_per_audio_s": round(cpu, 3), "server_cpu_idle_per_s": round(idle, 3),
-              "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+              "loadavg_before": [round(x, 2) for x in load_before],
+              "loadavg_after": [round(x, 2) for x in os.getloadavg()],
               "cpu_count": os.cpu_count(), "machine": platform.platform(), "screenshot": str(tmp / "live.png"),
               "server_log": str(tmp / "server.log")}
     text = json.dumps(result, indent=1)

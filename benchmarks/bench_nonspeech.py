@@ -2,6 +2,7 @@
 
     python benchmarks/bench_nonspeech.py [--data ../shared/data/ravdess] [--takes 5] [--seconds 20]
                                          [--json-out benchmarks/results/nonspeech.json]
+    python benchmarks/bench_nonspeech.py --speech-clips --json-out benchmarks/results/vad_ravdess.json
 
 Synthetic signals, ``--takes`` of each kind (``--seconds`` long, peak at -6 dBFS, different seeds):
 - ``melody``: notes of a harmonic tone (6 partials, 1/k amplitude, 10 ms attack, exponential decay) drawn
@@ -19,6 +20,10 @@ For each signal: the share of its time the detector (Silero, ``ser_core.segments
 whole file; ``ser_core.live.StreamSegmenter`` on it as a 20 ms stream) calls speech; its segments; and those
 segments that also pass the speech check (``ser_core.speech.speech_check``), i.e. that the Demo and the live
 mode would give an emotion; plus the speech check of the whole file (what an upload of 6 s or less gets).
+
+``--speech-clips``: the other side, every clip of ``--data`` (RAVDESS: 960 single sentences) through the
+detector on the whole file: the clips in which it finds no speech segment (and whether the speech check
+passes them).
 """
 from __future__ import annotations
 
@@ -146,14 +151,32 @@ def judge(y: np.ndarray) -> dict:
     return out
 
 
+def speech_clips(data: Path) -> dict:
+    from ser_core.audio import load_audio
+    from ser_core.segments import speech_segments
+    from ser_core.speech import speech_check
+
+    paths = sorted(data.glob("Actor_*/*.*"))
+    missed = []
+    for p in paths:
+        y = load_audio(p, trim=False, normalize=None)
+        if not speech_segments(y, SR):
+            missed.append({"clip": p.name, "passes_speech_check": bool(speech_check(y, SR)[0])})
+    return {"clips": len(paths), "no_segment": len(missed), "missed": missed}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ravdess"))
     p.add_argument("--takes", type=int, default=5)
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--speech-clips", action="store_true", help="instead: the speech clips the detector misses")
     p.add_argument("--json-out")
     a = p.parse_args()
     t0 = time.time()
+    if a.speech_clips:
+        return report({"benchmark": "vad_speech_clips", "command": "python " + " ".join(sys.argv),
+                       **speech_clips(Path(a.data)), "elapsed_s": round(time.time() - t0, 1)}, a.json_out)
     kinds, per_kind = MUSIC + NOISE + ("babble",), {}
     for kind in kinds:
         takes = [judge(make(kind, np.random.default_rng(seed), int(a.seconds * SR), Path(a.data)))
@@ -167,13 +190,16 @@ def main():
                         "emotion_share_mean": round(float(np.mean([t[way]["emotion_share"] for t in takes])), 3)}
         per_kind[kind] = row
         print(kind, json.dumps(row), flush=True)
-    result = {"benchmark": "nonspeech", "command": "python " + " ".join(sys.argv), "takes": a.takes,
-              "seconds": a.seconds, "kinds": per_kind, "elapsed_s": round(time.time() - t0, 1),
-              "loadavg": [round(x, 2) for x in os.getloadavg()], "machine": platform.platform()}
-    text = json.dumps(result, indent=1)
+    report({"benchmark": "nonspeech", "command": "python " + " ".join(sys.argv), "takes": a.takes,
+            "seconds": a.seconds, "kinds": per_kind, "elapsed_s": round(time.time() - t0, 1)}, a.json_out)
+
+
+def report(result: dict, json_out: str | None) -> None:
+    text = json.dumps({**result, "loadavg": [round(x, 2) for x in os.getloadavg()], "machine": platform.platform()},
+                      indent=1)
     print(text)
-    if a.json_out:
-        Path(a.json_out).write_text(text + "\n")
+    if json_out:
+        Path(json_out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

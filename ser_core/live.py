@@ -179,8 +179,8 @@ class LiveStream:
     judgements, each ``{"start_s", "end_s", "final", "busy": False, **predictor.judge(segment)}``, or, when
     ``slot`` (a context manager factory yielding whether the server has room; by default always) said no,
     ``"busy": True`` and ``judge``'s not-speech keys with the reason ``BUSY``. Only the last update of a batch
-    is judged (older ones are stale by then); every final segment is (or marked busy). ``segments``: the judged final ones, ``lag_s``: how far behind the microphone the stream
-    is being processed."""
+    is judged (older ones are stale by then); every final segment is (or marked busy). ``segments``: the final
+    ones so far; ``lag_s``: how far behind the microphone the stream is being processed."""
 
     def __init__(self, predictor, vad: VADConfig = DEFAULT_VAD, timing: LiveTiming = DEFAULT_TIMING, slot=None,
                  segmenter: StreamSegmenter | None = None):
