@@ -375,17 +375,18 @@ def live():
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
     st.caption("Press START and allow the microphone. A voice activity detector (Silero VAD) cuts the stream into "
-               "speech segments: each is judged when it ends, and every second while it goes on; silences are "
-               "skipped.")
+               "speech segments: each is judged when it ends, and about every second while it goes on; silences "
+               "are skipped.")
     ctx = webrtc_streamer(key="ser-live", mode=WebRtcMode.SENDONLY, audio_receiver_size=1024,
                           media_stream_constraints={"audio": True, "video": False},
                           rtc_configuration={"iceServers": []})  # local use: no STUN server needed (or reachable)
     status, now, history = st.empty(), st.empty(), st.empty()
-    shown = [None]
+    shown = None  # (kind, text) of the status line
 
     def say(kind: str, text: str):  # only a change goes to the browser (the loop runs 50 times a second)
-        if shown[0] != (kind, text):
-            shown[0] = (kind, text)
+        nonlocal shown
+        if shown != (kind, text):
+            shown = (kind, text)
             getattr(status, kind)(text)
 
     stream = LiveStream(predictor, slot=lambda: live_slot(LIVE_WAIT_S))
@@ -411,7 +412,7 @@ def live():
                     live_models(r)
         if stream.lag_s > LAG_WARN_S:
             say("warning", f"The server is {stream.lag_s:.0f} s behind your microphone (busy); answers come late.")
-        elif shown[0] is None or shown[0][1].startswith("Waiting"):
+        elif shown is None or shown[1].startswith("Waiting"):
             say("info", "Listening... no speech yet.")
         if any(r["final"] for r in results):
             with history.container():
