@@ -75,6 +75,7 @@ def test_stream_segments_find_known_boundaries_and_update_every_second(manifest)
     assert sum(s.final for s, _ in spans) >= 2 and all(s.end - s.start <= 6 * SR + 512 for s, _ in spans)
 
 
+@pytest.mark.slow  # PyTorch and Silero load, 16 s of audio through the detector
 def test_stream_finds_nothing_in_silence_noise_and_a_tone():
     rng = np.random.default_rng(1)
     t = np.arange(4 * SR) / SR
