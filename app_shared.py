@@ -166,10 +166,11 @@ def current_corpus():
 @st.cache_resource(show_spinner="Loading models...")
 def load_predictor(names: tuple[str, ...] | None = None, models_dir: str | None = None, version: float = 0):
     """Shared, read-only loaded models, keyed by the names and ``version`` (pass ``models_dir_version()``:
-    an underscore name would be left out of the cache key, and retrained models would never reload)."""
+    an underscore name would be left out of the cache key, and retrained models would never reload). Warmed up
+    here, behind the spinner, so the first answer (a live microphone's above all) comes as fast as the rest."""
     from ser_core.inference import Predictor
 
-    return Predictor.from_dir(list(names) if names else None, models_dir)
+    return Predictor.from_dir(list(names) if names else None, models_dir).warm_up()
 
 
 def models_dir_version(models_dir: str | None = None) -> float:

@@ -216,14 +216,15 @@ MATCH_MS = 80.0  # a heard onset this close to the file's is that onset (the pro
 
 def analyse(mic: dict, now: list, clip: dict) -> dict:
     """The latency of the first answer after each of the file's speech onsets (the first "Now:" that names a new
-    segment), and the intervals between successive answers about one segment."""
+    segment, before the next onset and within 5 s; an onset without one is counted: speech the server never
+    heard, before WebRTC connected), and the intervals between successive answers about one segment."""
     answers = [(t, m.group(1)) for t, text in now if (m := SPAN.match(text))]
     onsets = speech_onsets(sorted(mic["onsets"]), clip)
     latencies, at_connection, missed = [], [], 0
-    for o in onsets:
+    for o, after in zip(onsets, onsets[1:] + [float("inf")]):
         shown_before = {start for t, start in answers if t <= o}
         first = next(((t, start) for t, start in answers if t > o and start not in shown_before), None)
-        if first is None or first[0] - o > 5000:
+        if first is None or first[0] - o > 5000 or first[0] > after:  # none before the next onset's speech
             missed += first is not None  # none at all: the streaming ended first
             continue
         # A segment from the stream's very start: the speech began while WebRTC was still connecting.
@@ -233,7 +234,7 @@ def analyse(mic: dict, now: list, clip: dict) -> dict:
     heard, lap = sorted(mic["onsets"]), clip["duration_s"] * 1000
     laps = [b - a for a in heard for b in heard if abs(b - a - lap) < 300]
     return {"segments": len({start for _, start in answers}), "updates": len(now), "onsets_heard": len(heard),
-            "speech_onsets": len(onsets), "onsets_without_answer_within_5s": missed,
+            "speech_onsets": len(onsets), "onsets_without_an_answer": missed,
             "first_answer_s": summary(latencies), "first_answer_while_connecting_s": summary(at_connection),
             "update_interval_s": summary(intervals),
             "file_loops": bool(laps), "lap_s": summary(np.divide(laps, 1000)), "mic_error": mic.get("error")}

@@ -142,6 +142,15 @@ class Predictor:
         auxiliary = {m.name for m in self.models if m.auxiliary}
         return {k: v for k, v in results.items() if k not in auxiliary}
 
+    def warm_up(self) -> "Predictor":
+        """Predict once on a second of a synthetic vowel, so that the first real answer does not pay for the
+        frameworks' first call (graph tracing, lazy set-up: 0.52 s for the shipped models, against a 56 ms
+        median after it; ``benchmarks/bench_inference.py``). Returns ``self``."""
+        t = np.arange(16000) / 16000
+        vowel = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6)) * (1.2 + np.sin(2 * np.pi * 4 * t))
+        self.predict((0.1 * vowel).astype(np.float32), 16000)
+        return self
+
     def predict_file(self, path, **kw) -> dict:
         y = load_audio(path, trim=False, normalize=None)
         return self.predict(y, 16000, **kw)
