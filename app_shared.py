@@ -166,10 +166,11 @@ def current_corpus():
 @st.cache_resource(show_spinner="Loading models...")
 def load_predictor(names: tuple[str, ...] | None = None, models_dir: str | None = None, version: float = 0):
     """Shared, read-only loaded models, keyed by the names and ``version`` (pass ``models_dir_version()``:
-    an underscore name would be left out of the cache key, and retrained models would never reload)."""
+    an underscore name would be left out of the cache key, and retrained models would never reload). Warmed up
+    here, behind the spinner, so the first answer (a live microphone's above all) comes as fast as the rest."""
     from ser_core.inference import Predictor
 
-    return Predictor.from_dir(list(names) if names else None, models_dir)
+    return Predictor.from_dir(list(names) if names else None, models_dir).warm_up()
 
 
 def models_dir_version(models_dir: str | None = None) -> float:
@@ -218,6 +219,19 @@ def analysis_slot():
     finally:
         _ANALYSIS_SLOTS.release()
         _return_freed_memory()
+
+
+@contextmanager
+def live_slot(wait_s: float = 0.5):
+    """An analysis slot for work that cannot queue (a live microphone's next judgement): yields True while
+    holding one, or False when none frees within ``wait_s`` (the page says the server is busy and goes on
+    listening)."""
+    got = _ANALYSIS_SLOTS.acquire(timeout=wait_s)
+    try:
+        yield got
+    finally:
+        if got:
+            _ANALYSIS_SLOTS.release()
 
 
 def _return_freed_memory():

@@ -12,15 +12,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import (EMOTION_COLORS, analysis_slot, emotion_order, load_predictor, models_dir_version, plain,
-                        pop_refusal, public_mode, refuse_upload, trained_model_cards, upload_limit_mb)
+from app_shared import (EMOTION_COLORS, analysis_slot, emotion_order, live_slot, load_predictor, models_dir_version,
+                        plain, pop_refusal, public_mode, refuse_upload, trained_model_cards, upload_limit_mb)
 from ser_core.audio import envelope
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
 from ser_core.inference import MAX_RECORDING_S, TIMELINE_AFTER_S, analyse_audio, describe_prediction
-from ser_core.live import LiveBuffer
+from ser_core.live import LiveStream
 from ser_core.saved import SHIPPED, YOURS, delete_user_model, shipped_models_dir, user_models_dir
-from ser_core.segments import predict_segments, segment_table
+from ser_core.segments import segment_table
 from ser_core.speech import NOT_SPEECH
 
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
@@ -169,11 +169,9 @@ cal_status, thresholds = predictor.calibration_status(), predictor.thresholds()
 def analyse(data: bytes, filename: str, models: tuple, version: float, calibration_key: tuple, _predictor) -> dict:
     buf = io.BytesIO(data)
     buf.name = filename
-    res = analyse_audio(buf, _predictor, timeline_after_s=float("inf"))  # speech segments, not fixed windows
+    res = analyse_audio(buf, _predictor, timeline_after_s=float("inf"), segments_after_s=TIMELINE_AFTER_S)
     if res["is_speech"]:
         res["digest"] = hashlib.sha1(data).hexdigest()
-        long = len(res["y"]) / res["sr"] > TIMELINE_AFTER_S
-        res["segments"] = predict_segments(res["y"], res["sr"], _predictor) if long else None
     return res
 
 
@@ -242,9 +240,6 @@ def segments_chart(res: dict):
     """The speech segments over the waveform (emotion and confidence of the best estimate), their table and,
     except on a public server, their CSV."""
     st.subheader("Emotion over time (speech segments)")
-    if not res["segments"]:
-        st.info("The voice activity detector found no speech segment in this recording.")
-        return
     rows = segment_table(res["segments"], thresholds.get(res["lead"]))
     y, sr = res["y"], res["sr"]
     t, v = envelope(y, sr)
@@ -363,38 +358,74 @@ def render(res: dict):
     explanation_panel(res)
 
 
+LAG_WARN_S = 3.0  # the page says it is falling behind the microphone by more than this
+LIVE_WAIT_S = 1.0  # how long a live judgement waits for an analysis slot before the page says the server is busy
+live_lead = getattr(predictor.saved_ensemble(), "name", None)  # whose "not sure" threshold the live answer uses
+
+
+def live_line(r: dict) -> str:
+    """One judgement of the live stream in words (``LiveStream.feed``'s dicts)."""
+    span = f"{r['start_s']:.1f}-{r['end_s']:.1f} s"
+    if not r["speech"]:
+        return f"{span}: {NOT_SPEECH} {r['reason']}"
+    return f"{span}: {describe_prediction(r['ensemble'], thresholds.get(live_lead))['text']}"
+
+
 def live():
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-    from ser_core.speech import speech_check
-
-    st.caption("Press START and allow the microphone: every second the models judge the last 3 s of speech.")
+    st.caption("Press START and allow the microphone. A voice activity detector (Silero VAD) cuts the stream into "
+               "speech segments: each is judged when it ends, and about every second while it goes on; silences "
+               "are skipped.")
     ctx = webrtc_streamer(key="ser-live", mode=WebRtcMode.SENDONLY, audio_receiver_size=1024,
                           media_stream_constraints={"audio": True, "video": False},
                           rtc_configuration={"iceServers": []})  # local use: no STUN server needed (or reachable)
-    status, out = st.empty(), st.empty()
-    buf, last, n = LiveBuffer(seconds=3.0), 0.0, 0
+    status, now, history = st.empty(), st.empty(), st.empty()
+    shown = None  # (kind, text) of the status line
+
+    def say(kind: str, text: str):  # only a change goes to the browser (the loop runs 50 times a second)
+        nonlocal shown
+        if shown != (kind, text):
+            shown = (kind, text)
+            getattr(status, kind)(text)
+
+    stream = LiveStream(predictor, slot=lambda: live_slot(LIVE_WAIT_S))
     while ctx.state.playing:
         if ctx.audio_receiver is None:
             time.sleep(0.1)
             continue
         try:
-            buf.add(ctx.audio_receiver.get_frames(timeout=1))
+            frames = ctx.audio_receiver.get_frames(timeout=1)
         except queue.Empty:
-            status.info("Waiting for audio from the microphone...")
+            say("info", "Waiting for audio from the microphone...")
             continue
-        if time.monotonic() - last < 1.0 or buf.seconds < 1.0:
-            continue
-        last, n = time.monotonic(), n + 1
-        if not speech_check(buf.buf, buf.sr)[0]:
-            status.info("Listening... no speech in the last 3 s.")
-            continue
-        preds = predictor.predict(buf.buf, buf.sr)
-        lead, ens = predictor.best_estimate(preds)
-        status.success(f"Now: **{plain(describe_prediction(ens, thresholds.get(lead))['text'])}**, "
-                       f"{buf.received_s:.0f} s streamed")
-        with out.container():
-            predictions_grid({k: v for k, v in preds.items() if k != lead}, key=f"live{n}")
+        results = stream.feed(frames)
+        for r in results:
+            if r["busy"]:
+                say("warning", f"The server is busy with other users' analyses: your speech at {r['start_s']:.1f}-"
+                               f"{r['end_s']:.1f} s was not judged. Still listening.")
+            elif r["final"]:
+                say("info", plain(f"Listening... Last segment {live_line(r)}"))
+            elif r["speech"]:
+                say("success", plain(f"Now: {live_line(r)} so far"))
+                with now.container():
+                    live_models(r)
+        if stream.lag_s > LAG_WARN_S:
+            say("warning", f"The server is {stream.lag_s:.0f} s behind your microphone (busy); answers come late.")
+        elif shown is None or shown[1].startswith("Waiting"):
+            say("info", "Listening... no speech yet.")
+        if any(r["final"] for r in results):
+            with history.container():
+                st.caption(f"Speech segments so far ({stream.received_s:.0f} s streamed)")
+                table = pd.DataFrame(segment_table(stream.segments, thresholds.get(live_lead)))
+                st.dataframe(table[["start", "end", "answer", "reason"]].round(2), hide_index=True)
+
+
+def live_models(r: dict):
+    """The best estimate's probabilities and each model's answer, for the segment so far."""
+    prob_chart(r["ensemble"], key=f"live_{r['end_s']}", height=220)
+    st.dataframe(pd.DataFrame([{"model": n, "answer": describe_prediction(p, thresholds.get(n))["answer"]}
+                               for n, p in r["models"].items()]), hide_index=True)
 
 
 mode = st.radio("Input", MODES, horizontal=True, key="demo_mode")

@@ -43,7 +43,8 @@ import numpy as np
 
 from .audio import normalize_signal, prepare, trim_silence
 from .errors import ConfigError
-from .features import BLOCK_DIMS, SUMMARY_DIMS, compute_prepared, get_feature_set, reduce_noise
+from .features import (BLOCK_DIMS, SUMMARY_DIMS, VOICE_VALUES, VOICED_SPECTRUM_PARTS, compute_prepared,
+                       get_feature_set, reduce_noise)
 from .inference import calibrated_proba
 
 SR = 16000
@@ -76,13 +77,6 @@ TRACK_WORDS = {
 STATISTIC_WORDS = {"mean": "mean", "std": "variability", "min": "minimum", "max": "maximum", "p10": "low end",
                    "p50": "median", "p90": "high end", "slope": "trend"}
 UNITS = {"f0": "st", "rms": "dB", "centroid": "Hz"}  # pitch in semitones above 55 Hz, level in dB
-# The "voice" summary, in the order ser_core.features computes it (a test checks the count).
-VOICE_WORDS = (("pitch mean", "st"), ("pitch variability", "st"), ("pitch low (5th percentile)", "st"),
-               ("pitch high (95th percentile)", "st"), ("pitch range", "st"), ("pitch movement (mean step)", "st"),
-               ("pitch movement (median step)", "st"), ("voiced share", ""), ("voiced stretches per second", "/s"),
-               ("voiced stretch length", "s"), ("longest voiced stretch", "s"), ("duration", "s"),
-               ("pause share", ""), ("shimmer (loudness jitter)", "dB"))
-VOICED_SPECTRUM_WORDS = ("spectrum of the voiced frames", "voiced minus unvoiced spectrum")
 
 
 @dataclass(frozen=True)
@@ -276,11 +270,11 @@ def feature_groups(fs) -> list[Group]:
     for summary in fs.summaries:
         first = index[f"{summary}0"]
         if summary == "voice":
-            groups += [Group(f"voice{i}", w, (first + i,), u) for i, (w, u) in enumerate(VOICE_WORDS)]
+            groups += [Group(f"voice{i}", w, (first + i,), u) for i, (w, u) in enumerate(VOICE_VALUES)]
         else:
-            half = SUMMARY_DIMS[summary] // 2
-            groups += [Group(f"{summary}_{part}", w, tuple(range(first + p * half, first + (p + 1) * half)))
-                       for p, (part, w) in enumerate(zip(("level", "contrast"), VOICED_SPECTRUM_WORDS))]
+            width = SUMMARY_DIMS[summary] // len(VOICED_SPECTRUM_PARTS)
+            groups += [Group(f"{summary}_{part}", w, tuple(range(first + p * width, first + (p + 1) * width)))
+                       for p, (part, w) in enumerate(VOICED_SPECTRUM_PARTS)]
     return groups
 
 

@@ -374,11 +374,17 @@ BLOCK_DIMS = {
     "spectral_shape": lambda fs: 7,  # see spectral_shape()
     "energy": lambda fs: 2,  # frame power in dB and its delta
 }
-# Utterance-level summaries that are not statistics of one frame track (``FeatureSet.summaries``).
-SUMMARY_DIMS = {
-    "voice": 14,  # pitch level/range/movement of voiced frames, energy shimmer, voicing and pause timing
-    "voiced_spectrum": 80,  # 40-band log-mel mean over voiced frames, and voiced minus unvoiced
-}
+# Utterance-level summaries that are not statistics of one frame track (``FeatureSet.summaries``), described
+# value by value in the order ``_Analysis.summary`` computes them (ser_core.explain words them so).
+VOICE_VALUES = (  # (words, unit): pitch level/range/movement of voiced frames, voicing and pause timing, shimmer
+    ("pitch mean", "st"), ("pitch variability", "st"), ("pitch low (5th percentile)", "st"),
+    ("pitch high (95th percentile)", "st"), ("pitch range", "st"), ("pitch movement (mean step)", "st"),
+    ("pitch movement (median step)", "st"), ("voiced share", ""), ("voiced stretches per second", "/s"),
+    ("voiced stretch length", "s"), ("longest voiced stretch", "s"), ("duration", "s"), ("pause share", ""),
+    ("shimmer (loudness jitter)", "dB"))
+VOICED_SPECTRUM_PARTS = (("level", "spectrum of the voiced frames"),  # (name, words), 40 mel bands each
+                         ("contrast", "voiced minus unvoiced spectrum"))
+SUMMARY_DIMS = {"voice": len(VOICE_VALUES), "voiced_spectrum": 40 * len(VOICED_SPECTRUM_PARTS)}
 
 
 @dataclass(frozen=True)
@@ -880,6 +886,7 @@ class SpeakerNormalizer:
 
 __all__ = ["FEATURE_VERSION", "FeatureSet", "FEATURE_SETS", "FUNCTIONALS", "BLOCK_DIMS", "get_feature_set",
            "list_feature_sets", "compute", "compute_prepared", "prepare_for", "reduce_noise", "compute_file",
-           "compute_files", "frame_features", "functionals", "SpeakerNormalizer", "SUMMARY_DIMS", "log_mel",
+           "compute_files", "frame_features", "functionals", "SpeakerNormalizer", "SUMMARY_DIMS", "VOICE_VALUES",
+           "VOICED_SPECTRUM_PARTS", "log_mel",
            "spectral_shape", "mfcc", "deltas", "chroma",
            "spectral_contrast", "tonnetz", "spectral_centroid", "rms", "zero_crossing_rate", "pitch"]

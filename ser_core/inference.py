@@ -142,6 +142,15 @@ class Predictor:
         auxiliary = {m.name for m in self.models if m.auxiliary}
         return {k: v for k, v in results.items() if k not in auxiliary}
 
+    def warm_up(self) -> "Predictor":
+        """Predict once on a second of a synthetic vowel, so that the first real answer does not pay for the
+        frameworks' first call (graph tracing, lazy set-up: 0.52 s for the shipped models, against a 56 ms
+        median after it; ``benchmarks/bench_inference.py``). Returns ``self``."""
+        t = np.arange(16000) / 16000
+        vowel = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6)) * (1.2 + np.sin(2 * np.pi * 4 * t))
+        self.predict((0.1 * vowel).astype(np.float32), 16000)
+        return self
+
     def predict_file(self, path, **kw) -> dict:
         y = load_audio(path, trim=False, normalize=None)
         return self.predict(y, 16000, **kw)
@@ -210,19 +219,28 @@ TIMELINE_AFTER_S = 6.0  # recordings longer than this get an emotion-over-time c
 
 
 def analyse_audio(src, predictor, *, max_duration_s: float = MAX_RECORDING_S,
-                  timeline_after_s: float = TIMELINE_AFTER_S, window_s: float = 3.0) -> dict:
+                  timeline_after_s: float = TIMELINE_AFTER_S, window_s: float = 3.0,
+                  segments_after_s: float = float("inf")) -> dict:
     """Everything the Demo page shows for one recording (``src``: path, bytes or binary file object).
 
     Returns ``{"is_speech": True, "y": (n,) float32 at 16 kHz (untrimmed), "sr", "speech": (start, end) sample
     indices of the trimmed region the models hear, "predictions": {model: {label: p}}, "lead": the saved
     ensemble's name or None, "ensemble": {label: p} (``Predictor.best_estimate``), "weights", "timings",
-    "timeline": list of windows or None}``; for a recording that does not sound like speech (silence included,
-    ``ser_core.speech.speech_check``) only ``{"is_speech": False, "reason"}``. Raises the ``SERError``
-    subclasses for unusable audio (unreadable, empty, longer than ``max_duration_s``)."""
+    "timeline": list of windows or None, "segments": ``ser_core.segments.predict_segments`` of a recording longer
+    than ``segments_after_s``, else None}``; for a recording that does not sound like speech (silence included,
+    ``ser_core.speech.speech_check``), or a long one in which the voice activity detector finds no speech
+    segment (``NO_SEGMENTS``: music the speech check lets through, e.g. a sung tone with vibrato), only
+    ``{"is_speech": False, "reason"}``. Raises the ``SERError`` subclasses for unusable audio (unreadable,
+    empty, longer than ``max_duration_s``)."""
+    from .segments import NO_SEGMENTS, predict_segments
+
     y, is_speech, reason = speech_check_file(src, max_duration_s=max_duration_s)
     if not is_speech:
         return {"is_speech": False, "reason": reason}
     sr = 16000
+    segments = predict_segments(y, sr, predictor) if len(y) / sr > segments_after_s else None
+    if segments == []:
+        return {"is_speech": False, "reason": NO_SEGMENTS}
     top_db = next((get_feature_set(m.model.feature_set).top_db for m in predictor.models if m.model.feature_set),
                   20)
     _, (start, end) = trim_silence(y, top_db=top_db)
@@ -234,7 +252,8 @@ def analyse_audio(src, predictor, *, max_duration_s: float = MAX_RECORDING_S,
     if duration > timeline_after_s:  # at most ~60 windows, at least one per second
         timeline = predictor.timeline(y, sr, window_s=window_s, hop_s=max(1.0, round(duration / 60)))
     return {"is_speech": True, "y": y, "sr": sr, "speech": (int(start), int(end)), "predictions": preds,
-            "lead": lead, "ensemble": best, "weights": predictor.weights(), "timings": timings, "timeline": timeline}
+            "lead": lead, "ensemble": best, "weights": predictor.weights(), "timings": timings, "timeline": timeline,
+            "segments": segments}
 
 
 def calibrated_proba(model, card: dict, X) -> np.ndarray:

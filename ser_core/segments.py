@@ -29,7 +29,7 @@ from .inference import describe_prediction
 from .speech import MIN_SPEECH_S
 
 SR = 16000  # Silero VAD judges 16 kHz audio in 512-sample (32 ms) chunks
-_CHUNK = 512
+CHUNK = 512
 NO_SEGMENTS = "No speech found: the voice activity detector heard no speech in it."
 
 
@@ -51,10 +51,10 @@ DEFAULT_VAD = VADConfig()
 _LOCK = threading.Lock()  # the detector is stateful (an LSTM): one recording at a time per process
 
 
-@functools.lru_cache(maxsize=1)
-def _silero():
-    """The Silero model, loaded once (0.05 s). Importing ``silero_vad`` sets PyTorch to one thread for the
-    whole process; the setting in force before is restored, so the emotion models keep their threads."""
+def load_detector():
+    """A fresh Silero model (0.03-0.05 s, 2 MB). It keeps the state of the audio it last heard, so each stream
+    (``ser_core.live``) needs its own. Importing ``silero_vad`` sets PyTorch to one thread for the whole
+    process; the setting in force before is restored, so the emotion models keep their threads."""
     import torch
 
     threads = torch.get_num_threads()
@@ -63,6 +63,9 @@ def _silero():
     model = load_silero_vad()
     torch.set_num_threads(threads)
     return model
+
+
+_silero = functools.lru_cache(maxsize=1)(load_detector)  # the one for whole recordings (under _LOCK)
 
 
 def speech_probabilities(y, sr: int) -> np.ndarray:
@@ -75,12 +78,12 @@ def speech_probabilities(y, sr: int) -> np.ndarray:
     try:
         y = prepare(y, sr, sr=SR, trim=False, normalize="peak", max_duration_s=None, min_duration_s=0)
     except SilentAudioError:
-        return np.zeros(-(-len(y) * SR // sr // _CHUNK), dtype=np.float32)
-    x = torch.from_numpy(np.pad(y, (0, -len(y) % _CHUNK)))
+        return np.zeros(-(-len(y) * SR // sr // CHUNK), dtype=np.float32)
+    x = torch.from_numpy(np.pad(y, (0, -len(y) % CHUNK)))
     model = _silero()
     with _LOCK, torch.inference_mode():
         model.reset_states()
-        return np.asarray([float(model(chunk, SR)) for chunk in x.split(_CHUNK)], dtype=np.float32)
+        return np.asarray([float(model(chunk, SR)) for chunk in x.split(CHUNK)], dtype=np.float32)
 
 
 def speech_segments(y, sr: int, vad: VADConfig = DEFAULT_VAD) -> list[tuple[float, float]]:

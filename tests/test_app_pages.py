@@ -348,26 +348,6 @@ def test_demo_leads_with_a_saved_ensemble(models_dir, tmp_path, monkeypatch):
                                                                                        "svm")]
 
 
-def test_live_buffer_mixes_resamples_and_keeps_the_last_seconds():
-    import av
-
-    from ser_core.live import LiveBuffer
-
-    sr, f = 48000, 440.0
-    t = np.arange(5 * sr) / sr
-    tone = (0.5 * np.sin(2 * np.pi * f * t) * 32767).astype(np.int16)
-    buf = LiveBuffer(seconds=3.0)
-    for i in range(0, len(t), 960):  # 20 ms packed stereo s16 frames, as WebRTC delivers them
-        chunk = np.repeat(tone[i:i + 960], 2)[None]  # (1, 2 * n) interleaved L R
-        frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="stereo")
-        frame.sample_rate = sr
-        buf.add([frame])
-    assert buf.seconds == pytest.approx(3.0) and buf.received_s == pytest.approx(5.0)
-    spec = np.abs(np.fft.rfft(buf.buf))
-    assert np.fft.rfftfreq(len(buf.buf), 1 / 16000)[spec.argmax()] == pytest.approx(f, abs=1)
-    assert 0.45 < np.abs(buf.buf).max() < 0.55
-
-
 @pytest.mark.slow
 def test_pages_import_no_deep_learning_framework(models_dir, tmp_path):
     """Home, Explore and Demo (with scikit-learn models) run without importing TensorFlow, PyTorch or

@@ -154,3 +154,26 @@ def test_cli_predict_segments_json(manifest, tiny, tmp_path, capsys):
     (quiet,) = [r for r in rows if r["file"] == str(silent)]
     assert quiet["no_speech"] and quiet["label"] is None and "silent" in quiet["reason"]
     assert NO_SEGMENTS.startswith("No speech found") and DEFAULT_VAD.min_speech_s == 0.5
+
+
+@pytest.mark.slow
+def test_a_long_recording_without_speech_segments_gets_no_emotion(tmp_path):
+    """A sung tone with vibrato moves its pitch like a voice and passes the speech check; the voice activity
+    detector hears no speech in it, so a recording long enough for segments is 'no speech found'."""
+    from ser_core.inference import analyse_audio
+    from ser_core.speech import speech_check
+
+    rng = np.random.default_rng(4)
+    notes = []
+    for _ in range(9):  # 9 notes of 0.8 s, 5.5 Hz vibrato of half a semitone, 10 harmonics
+        n = int(0.8 * SR)
+        f0 = 220 * 2 ** (rng.choice([0, 2, 4, 5, 7, 9]) / 12) * 2 ** (0.5 / 12 * np.sin(2 * np.pi * 5.5 *
+                                                                                     np.arange(n) / SR))
+        phase = 2 * np.pi * np.cumsum(f0) / SR
+        env = np.minimum(np.minimum(np.arange(n), n - np.arange(n)) / (0.05 * SR), 1)
+        notes.append(env * sum(np.sin(k * phase) / k for k in range(1, 11)))
+    y = (0.3 * np.concatenate(notes) / np.abs(np.concatenate(notes)).max()).astype(np.float32)
+    assert speech_check(y, SR)[0] and speech_segments(y, SR) == []
+    path = tmp_path / "vibrato.wav"
+    sf.write(path, y, SR)
+    assert analyse_audio(path, Predictor([]), segments_after_s=6.0) == {"is_speech": False, "reason": NO_SEGMENTS}
