@@ -25,7 +25,7 @@ from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
 from ser_core.roots import configured_roots, weights_source
 from ser_core.splits import CROSS_CORPUS, SPLIT_CHOICES, SPLITS
-from ser_core.sweep import DISTRIBUTIONS, SUGGESTED_SPACES, trials_table
+from ser_core.sweep import DISTRIBUTIONS, MAX_TRIALS, SUGGESTED_SPACES, trials_table
 
 OWN_FEATURES = "(each model's own)"
 GLOBAL_PARAMS = {"feature_set", "seed", "oversample", "focal_gamma", "device", "n_jobs"}  # set elsewhere
@@ -94,7 +94,7 @@ if sweep:
                           placeholder="NAME=loguniform(low,high);NAME=choice(a,b)",
                           help="NAME=DISTRIBUTION(ARGS) items separated by ';', NAME a hyperparameter of the model; "
                                "distributions: " + ", ".join(d.signature for d in DISTRIBUTIONS.values()) + ".")
-    trials = c2.number_input("Trials", min_value=1, max_value=500, step=1, key=_keep("train_trials", 20))
+    trials = c2.number_input("Trials", min_value=1, max_value=MAX_TRIALS, step=1, key=_keep("train_trials", 20))
     early_stop = c3.checkbox("Early stopping", key=_keep("train_early_stop", False),
                              help="ASHA: stop a trial whose running UAR over its first folds trails the others' "
                                   "(stopped trials are not stored).")

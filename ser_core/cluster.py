@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -69,18 +70,42 @@ def connect(address: str | None = None, *, num_cpus: int | None = None):
         return ray
     address = ray_address(address)
     if num_cpus is None and os.environ.get(CPUS_ENV):
-        num_cpus = int(os.environ[CPUS_ENV])
+        try:
+            num_cpus = int(os.environ[CPUS_ENV])
+        except ValueError:
+            raise ConfigError(f"{CPUS_ENV} must be a whole number of CPUs, not '{os.environ[CPUS_ENV]}'.") \
+                from None
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                   runtime_env={"py_modules": [str(PACKAGE)], "env_vars": _forwarded_env()})
     if address is None:
         kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1)
+    handler = _sigterm_handler()
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise ConfigError(f"Could not connect to the Ray cluster at {where} ({ADDRESS_ENV}): "
                           f"{str(exc).splitlines()[0][:200]}") from None
+    finally:
+        _restore_sigterm(handler)
     return ray
+
+
+def _sigterm_handler():
+    """This process's SIGTERM handler, where it can be read and set again (the main thread), else None."""
+    import signal
+    import threading
+
+    return signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+
+
+def _restore_sigterm(handler) -> None:
+    """Put back the SIGTERM handler ``ray.init`` replaced (with ``sys.exit``): a job worker turns SIGTERM into a
+    clean cancellation (``jobs._interrupt``), which Ray's handler would make a crash."""
+    import signal
+
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _forwarded_env() -> dict:
@@ -219,9 +244,13 @@ def _finished(ray, pending: dict, should_stop=None):
         raise
     finally:
         if pending:
-            _, running = ray.wait(list(pending), num_returns=len(pending), timeout=0)  # finished ones: leave be
-            for ref in running:
-                ray.cancel(ref, force=stopped)
+            with _CANCELLING:  # one thread of the driver at a time (a Ray job's models stop together)
+                _, running = ray.wait(list(pending), num_returns=len(pending), timeout=0)  # finished: leave be
+                for ref in running:
+                    ray.cancel(ref, force=stopped)
+
+
+_CANCELLING = threading.Lock()
 
 
 def _not_shared(task_out: dict, cache_dir: str) -> dict:

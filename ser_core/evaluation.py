@@ -527,13 +527,16 @@ def record_run(store, result: RunResult, corpus, *, sweep: str | None = None) ->
     _, fs = config.resolved()
     run_id = store.start_run(**_run_fields(config, fs, corpus, data_fingerprint(corpus.manifest),
                                            k=len(result.folds), versions=package_versions()), sweep=sweep)
-    for f in result.folds:
-        store.add_fold(run_id, f["fold"], metrics=f["metrics"], n_train=f["n_train"], n_test=f["n_test"],
-                       test_speakers=f["test_speakers"], train_time_s=f["train_time_s"], latency_ms=f["latency_ms"])
-    store.add_oof(run_id, result.oof)
-    store.finish_run(run_id, summary=result.summary, labels=result.labels, confusion=result.confusion,
-                     train_time_s=result.train_time_s, latency_ms=result.latency_ms,
-                     model_size_bytes=result.model_size_bytes)
+    try:
+        for f in result.folds:
+            store.add_fold(run_id, f["fold"], **{k: f[k] for k in FOLD_FIELDS if k != "fold"})
+        store.add_oof(run_id, result.oof)
+        store.finish_run(run_id, summary=result.summary, labels=result.labels, confusion=result.confusion,
+                         train_time_s=result.train_time_s, latency_ms=result.latency_ms,
+                         model_size_bytes=result.model_size_bytes)
+    except BaseException as exc:  # never leave the run "running"
+        record_failure(store, run_id, exc)
+        raise
     return replace(result, run_id=run_id)
 
 

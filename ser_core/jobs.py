@@ -481,6 +481,7 @@ class _Worker:
         self.ended = False
         self.writing = threading.Lock()  # one thread at a time appends to the log and the events, whole lines
         self.stop = threading.Event()  # set by the main thread to stop the models' threads (see run_models)
+        self.grace_s = CANCEL_GRACE_S  # the job's own, read from its status in run()
 
     def log(self, msg: str):
         with self.writing:
@@ -510,7 +511,8 @@ class _Worker:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM (the watchdog's, or anyone's) cancels cleanly
         st = _update_status(self.dir, pid=os.getpid())
-        _CancelWatchdog(self, float(st.get("cancel_grace_s", CANCEL_GRACE_S))).start()
+        self.grace_s = float(st.get("cancel_grace_s", CANCEL_GRACE_S))
+        _CancelWatchdog(self, self.grace_s).start()
         state, error, lock = "failed", None, None
         try:
             lock = self.wait_for_turn()
@@ -521,7 +523,7 @@ class _Worker:
             state, error = self.outcome(exc)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the bookkeeping finish
-            self.end(state, error)
+            self.end(state, error, close_runs=True)  # a run still open here (a model thread given up) ends too
             if lock is not None:
                 lock.close()  # releases the flock: the next queued job starts
         return 0 if state == "done" else 1
@@ -643,7 +645,7 @@ class _Worker:
     def in_threads(self, runs: list) -> list:
         """Call every one of ``runs`` at once, each in a thread of its own; returns what each returned, in order.
         A signal to this thread (a cancel's SIGTERM) stops the others (``self.stop``) and is re-raised once they
-        have ended, or after ``CANCEL_GRACE_S``; a thread's own cancel or crash is re-raised here."""
+        have ended, or after the job's cancel grace; a thread's own cancel or crash is re-raised here."""
         outcomes: list = [None] * len(runs)
 
         def call(i):
@@ -661,7 +663,7 @@ class _Worker:
                     t.join(POLL_S)
         except KeyboardInterrupt:
             self.stop.set()
-            deadline = time.time() + CANCEL_GRACE_S
+            deadline = time.time() + self.grace_s
             for t in threads:
                 t.join(max(0.0, deadline - time.time()))
             raise
@@ -807,8 +809,8 @@ class _FoldClock:
         out = {"model_elapsed_s": round(now - self.t0, 2)}
         if e["event"] == events.FOLD_START:
             self.fold_t0 = now
-        elif e["event"] == events.FOLD_DONE:
-            self.durations.append(now - self.fold_t0)
+        elif e["event"] == events.FOLD_DONE:  # the fold's own time where its runner measured it (Ray: in its task,
+            self.durations.append(e.get("fold_time_s") or now - self.fold_t0)  # the folds run side by side)
             left = e["folds"] - len(self.durations) + self.extra_fits
             out.update(eta_s=round(sum(self.durations) / len(self.durations) * left, 1),
                        fold_s=round(self.durations[-1], 2))

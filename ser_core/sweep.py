@@ -42,6 +42,9 @@ SUGGESTED_SPACES = {  # where a search of each model may start (the Train page o
 }
 
 
+
+MAX_TRIALS = 500  # the most trials one sweep runs (the Train page offers the same)
+
 @dataclass(frozen=True)
 class Distribution:
     """How values of one parameter are drawn: ``signature`` as the user writes it, the number of arguments
@@ -205,8 +208,8 @@ class SweepConfig:
         from .evaluation import check_run
         from .models import check_params
 
-        if int(self.trials) < 1:
-            raise ConfigError("A sweep needs at least one trial; choose --trials 1 or more.")
+        if not 1 <= int(self.trials) <= MAX_TRIALS:
+            raise ConfigError(f"A sweep runs 1 to {MAX_TRIALS} trials; choose --trials in that range.")
         if self.concurrency is not None and int(self.concurrency) < 1:
             raise ConfigError("Run at least one trial at a time; choose a concurrency of 1 or more.")
         check_params(self.model, self.params)
@@ -272,11 +275,12 @@ def run_sweep(config: SweepConfig, corpus, *, store=None, save_to=None, progress
     with tempfile.TemporaryDirectory(prefix="ser-sweep-") as tmp:
         _tune(config, space, corpus, Path(storage_path or tmp), sweep_id,
               on_trial=lambda t: _record_trial(t, store, corpus, sweep_id, trials, emit), should_stop=should_stop)
-    if should_stop and should_stop():
-        raise KeyboardInterrupt("cancelled")
     trials.sort(key=lambda t: t["trial"])  # they ended in any order
     done = [t for t in trials if t["state"] == "done"]
     best = max(done, key=lambda t: t["uar"]["mean"], default=None)  # the first suggested on a tie
+    if should_stop and should_stop():  # cancelled: the sweep ends with the best trial so far, nothing saved
+        store.finish_sweep(sweep_id, best_run=best and best["run_id"])
+        raise KeyboardInterrupt("cancelled")
     saved = None
     if best is not None and save_to is not None:
         from .evaluation import save_final_model

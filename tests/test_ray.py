@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ray_cluster, symlink_actors
+from helpers import REPO, ray_cluster, symlink_actors
 from test_jobs import _wait_event
 from ser_core import cluster
 from ser_core.errors import ConfigError
@@ -318,3 +320,19 @@ def test_a_ray_job_survives_losing_a_node(two_nodes, data, rf_local, tmp_path):
     _assert_same_numbers(_fold_rows(ResultsStore(tmp_path / "results.sqlite"), m["run_id"]), rf_local)
     assert os.path.isfile(os.path.join(m["saved_model"], "card.json"))  # saved by the job's driver
 
+
+
+@pytest.mark.slow
+def test_connecting_keeps_the_callers_sigterm_handler(tmp_path):
+    """ray.init installs a SIGTERM handler that exits; a job worker's own (a clean cancel) must survive it."""
+    code = ("import signal, sys\n"
+            "from ser_core import cluster\n"
+            "def mine(signum, frame): raise KeyboardInterrupt\n"
+            "signal.signal(signal.SIGTERM, mine)\n"
+            "cluster.connect()\n"
+            "assert signal.getsignal(signal.SIGTERM) is mine, signal.getsignal(signal.SIGTERM)\n"
+            "cluster.disconnect()\n")
+    env = {**os.environ, "SER_RAY_CPUS": "1", "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -15,7 +15,8 @@ from ser_core.errors import ConfigError
 from ser_core.jobs import Job, LocalProcessExecutor
 from ser_core.leaderboard import Leaderboard, best_of_sweeps, sweep_trials
 from ser_core.results import ResultsStore
-from ser_core.sweep import SUGGESTED_SPACES, Dimension, SweepConfig, format_space, parse_space, trials_table
+from ser_core.sweep import (MAX_TRIALS, SUGGESTED_SPACES, Dimension, SweepConfig, format_space, parse_space,
+                            trials_table)
 from test_cli import run_cli
 
 
@@ -72,8 +73,9 @@ def test_integer_parameters_refuse_continuous_distributions():
 
 
 def test_sweep_config_check_refuses_before_anything_runs():
-    with pytest.raises(ConfigError, match="at least one trial"):
-        SweepConfig("svm", "C=uniform(1,2)", trials=0).check()
+    for trials in (0, MAX_TRIALS + 1):  # a browser cannot ask for a billion trials either
+        with pytest.raises(ConfigError, match=f"1 to {MAX_TRIALS} trials"):
+            SweepConfig("svm", "C=uniform(1,2)", trials=trials).check()
     with pytest.raises(ConfigError, match="'C' is both fixed and searched"):
         SweepConfig("svm", "C=uniform(1,2)", params={"C": 3}).check()
     with pytest.raises(ConfigError, match="Unknown model"):
