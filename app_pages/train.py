@@ -25,7 +25,7 @@ from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
 from ser_core.roots import configured_roots, weights_source
 from ser_core.splits import CROSS_CORPUS, SPLIT_CHOICES, SPLITS
-from ser_core.sweep import DISTRIBUTIONS, MAX_TRIALS, SUGGESTED_SPACES, trials_table
+from ser_core.sweep import DISTRIBUTIONS, MAX_TRIALS, SUGGESTED_SPACES, format_params, trials_table
 
 OWN_FEATURES = "(each model's own)"
 GLOBAL_PARAMS = {"feature_set", "seed", "oversample", "focal_gamma", "device", "n_jobs"}  # set elsewhere
@@ -321,8 +321,7 @@ def sweep_panel(spec: dict, job_events: list, prog: dict):
     done = next((e for e in job_events if e["event"] == events.SWEEP_DONE), None)
     best = done and done.get("best")
     if best:
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-        st.success(plain(f"Best: trial {best['trial']} ({params}), UAR {best['uar']['mean']:.3f} ± "
+        st.success(plain(f"Best: trial {best['trial']} ({format_params(best['params'])}), UAR {best['uar']['mean']:.3f} ± "
                          f"{best['uar']['std']:.3f}, run #{best['run_id']}")
                    + (f"; saved as your model {plain(os.path.basename(done['saved_model']))}."
                       if done.get("saved_model") else "."))

@@ -219,7 +219,7 @@ def cmd_sweep(a):
     from .corpora import load_corpus
     from .evaluation import default_folds
     from .results import ResultsStore
-    from .sweep import SweepConfig, run_sweep
+    from .sweep import SweepConfig, format_params, run_sweep
 
     params = _parse_params(a.param)
     if set(params) - {a.model}:
@@ -233,7 +233,7 @@ def cmd_sweep(a):
     res = run_sweep(config, corpus, store=ResultsStore(a.db), save_to=save_to, progress=_sweep_progress(config))
     best = res.best
     _err(f"best of {len(res.trials)} trials in {res.wall_s:.0f} s: " + (
-        f"trial {best['trial']} ({_params_text(best['params'])}) UAR {best['uar']['mean']:.3f} ± "
+        f"trial {best['trial']} ({format_params(best['params'])}) UAR {best['uar']['mean']:.3f} ± "
         f"{best['uar']['std']:.3f}, run {best['run_id']}" if best else "none finished")
         + (f"; saved to {res.saved_model}" if res.saved_model else ""))
     if a.json:
@@ -241,12 +241,10 @@ def cmd_sweep(a):
     return 0 if best else 1
 
 
-def _params_text(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
 def _sweep_progress(config):
     """The ``progress`` callback of `sweep`: the features, then a line per ended trial, on stderr."""
+    from .sweep import format_params
+
     t0 = time.perf_counter()
     features = _train_progress(config.model)
 
@@ -256,7 +254,7 @@ def _sweep_progress(config):
                      "stopped": lambda: f"stopped early after {e['folds_done']} of {config.folds} folds (UAR so "
                                         f"far {e['uar']['mean']:.3f}; not stored)",
                      "failed": lambda: f"failed: {e['error']}"}[e["state"]]()
-            _err(f"[trial {e['trial']}/{config.trials}] {_params_text(e['params'])}: {score} "
+            _err(f"[trial {e['trial']}/{config.trials}] {format_params(e['params'])}: {score} "
                  f"({time.perf_counter() - t0:.0f} s elapsed)")
         elif e["event"] == events.SWEEP_START:
             _err(f"[{config.model}] sweep {e['sweep_id']}: {e['trials']} trials of {e['space']}, {e['folds']}-fold "

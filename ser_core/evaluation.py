@@ -548,9 +548,16 @@ def save_final_model(result: RunResult, corpus, save_to, *, store=None, n_jobs=N
     config = result.config
     _, fs = config.resolved()
     data = fold_data(config, fs, corpus.manifest, lambda e: None, n_jobs)
-    on_saved = None if store is None else lambda folder, previous: store.set_saved_model(result.run_id, folder)
+    on_saved = None if store is None else partial(_record_saved_model, store, result.run_id)
     return _train_final(data, corpus, result.summary, data_fingerprint(corpus.manifest), package_versions(),
                         save_to, _run_stamp(store, result.run_id, config.hash(fs)), result.oof, on_saved=on_saved)
+
+
+def _record_saved_model(store, run_id, folder, previous) -> None:
+    """``save_trained``'s ``on_saved`` for a run already finished (``record_run``): it names its folder, and the
+    run whose model it replaced there no longer does (as ``_record_saved``)."""
+    store.set_saved_model(run_id, folder)
+    _unclaim_replaced(store, run_id, folder, previous)
 
 def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_test, spk_test):
     """One training step of a run (a CV fold, or a cross-corpus train/test pair): per-speaker normalisation when
@@ -614,6 +621,12 @@ def _record_saved(store, run_id, record, folder, previous) -> None:
     ``on_saved``), and un-claim the folder for the run of this store whose model it replaced: the store never
     names a folder that holds another run's model, and the last run to save is the last to finish."""
     store.finish_run(run_id, **record, saved_model=folder)
+    _unclaim_replaced(store, run_id, folder, previous)
+
+
+def _unclaim_replaced(store, run_id, folder, previous) -> None:
+    """The run of this store whose model (card ``previous``) the model of ``run_id`` replaced in ``folder`` no
+    longer names that folder."""
     cv = (previous or {}).get("cv", {})
     if cv.get("run_id") not in (None, run_id) and cv.get("results_store") == _store_id(store):
         store.forget_saved_model(cv["run_id"], folder)

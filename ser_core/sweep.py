@@ -389,6 +389,11 @@ def _hook(sweep_id: str, i: int):
     return _HOOKS.get(sweep_id, (None, None))[i]
 
 
+def format_params(params: dict) -> str:
+    """``C=1.714, gamma=scale``: a trial's parameters as the CLI and the Train page print them."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def _plain(params: dict) -> dict:
     """Drawn values as plain Python (numpy scalars -> int/float), as stored and printed."""
     return {k: v.item() if hasattr(v, "item") else v for k, v in params.items()}
