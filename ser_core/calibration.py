@@ -20,6 +20,7 @@ import numpy as np
 EPS = 1e-12  # probabilities are clipped here before the log: log(0) would be -inf
 N_BINS = 15  # equal-width confidence bins of the expected calibration error (the usual choice, Guo et al.)
 OVERCONFIDENT = 0.9  # a wrong answer given with more than this probability is an over-confident error
+OVERCONFIDENT_LIMIT = 0.03  # at most this share of the wrong answers may be over-confident, else a ceiling
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # search range of T: from 20x sharper to 20x flatter
 UNSURE_BELOW = 1 / 3  # "not sure": answers of a confidence that is right less than 1 time in 3 (out-of-fold)
 
@@ -155,13 +156,22 @@ class TemperatureScaler:
         return f"TemperatureScaler(bounds={self.bounds})"
 
 
-CALIBRATION_METHODS = ("temperature", "top_label", "top_logistic")
+CALIBRATION_METHODS = ("temperature", "ece_temperature", "top_label", "top_logistic")
+_ECE_TEMPERATURES = np.exp(np.linspace(np.log(0.1), np.log(10.0), 81))  # ece_temperature's grid
+
+
+def _ece_temperature(proba, y) -> float:
+    """The temperature of ``_ECE_TEMPERATURES`` with the lowest ECE on ``(proba, y)`` (the smallest on a tie)."""
+    eces = [expected_calibration_error(y, apply_temperature(proba, t)) for t in _ECE_TEMPERATURES]
+    return float(_ECE_TEMPERATURES[int(np.argmin(eces))])
 
 
 class ConfidenceCalibrator:
     """Temperature scaling, optionally followed by top-label calibration (Gupta & Ramdas, 2022).
 
-    ``method="temperature"``: ``softmax(log(p) / T)``. The top-label methods, after the temperature, replace
+    ``method="temperature"``: ``softmax(log(p) / T)``, ``T`` fitted by log-likelihood; ``"ece_temperature"``: the
+    same with the ``T`` of lowest ECE on a grid (0.1-10): for the SVM's Platt-scaled outputs, whose best
+    log-likelihood temperature leaves them mis-calibrated. The top-label methods, after the temperature, replace
     the top probability ``c`` by the out-of-fold accuracy of answers of that confidence, the other classes
     keeping their ratios and sharing ``1 - c``; the arg-max never changes:
 
@@ -173,17 +183,24 @@ class ConfidenceCalibrator:
     They serve models whose probabilities are mis-shaped rather than just too sharp (the SVM's Platt-scaled
     outputs: temperature leaves its ECE at 0.13, the isotonic map brings it to 0.05), and models whose most
     confident answers are wrong too often (fcnn_torch: 4.2 % of its errors above 90 % after temperature, 1.4 %
-    after the logistic map). ``to_dict()`` / ``from_dict()`` keep it in a model card (``calibration``)."""
+    after the logistic map).
 
-    def __init__(self, method: str = "temperature"):
+    Ceiling: where, after all this, more than ``OVERCONFIDENT_LIMIT`` of the fitting clips' wrong answers are
+    still above ``OVERCONFIDENT``, the top probability is capped at ``OVERCONFIDENT`` (``ceiling_``): a model
+    that is often confidently wrong never shows more than 90 %. ``to_dict()`` / ``from_dict()`` keep it all in
+    a model card (``calibration``)."""
+
+    def __init__(self, method: str = "temperature", ceiling: bool = True):
         if method not in CALIBRATION_METHODS:
             raise ValueError(f"Unknown calibration method '{method}'; choose from {', '.join(CALIBRATION_METHODS)}.")
         self.method = method
+        self.ceiling = ceiling  # allow the 90 % ceiling where the fitting clips ask for it
 
     def fit(self, proba, y_idx) -> "ConfidenceCalibrator":
         y, proba = _check(y_idx, proba)
-        self.temperature_ = TemperatureScaler().fit(proba, y).temperature_
-        self.confidence_in_ = self.confidence_out_ = self.logistic_ = None
+        self.temperature_ = (_ece_temperature(proba, y) if self.method == "ece_temperature" and len(y)
+                             else TemperatureScaler().fit(proba, y).temperature_)
+        self.confidence_in_ = self.confidence_out_ = self.logistic_ = self.ceiling_ = None
         if self.method == "top_logistic" and len(y):
             scaled = apply_temperature(proba, self.temperature_)
             self.logistic_ = _fit_logistic(_logit(scaled.max(1)), _correct(y, scaled).astype(float))
@@ -195,13 +212,16 @@ class ConfidenceCalibrator:
             fitted = _increasing_fit(right / count, count)
             keep = np.r_[True, fitted[1:] != fitted[:-1]] | np.r_[fitted[:-1] != fitted[1:], True]  # step ends
             self.confidence_in_, self.confidence_out_ = conf[keep], fitted[keep]
+        if self.ceiling and len(y) and overconfident_errors(y, self.transform(proba)) > OVERCONFIDENT_LIMIT:
+            self.ceiling_ = OVERCONFIDENT
         return self
 
     def transform(self, proba) -> np.ndarray:
         if not hasattr(self, "temperature_"):
             raise ValueError("ConfidenceCalibrator is not fitted yet; call fit() first.")
         out = apply_temperature(proba, self.temperature_)
-        if (self.confidence_in_ is None and self.logistic_ is None) or out.size == 0:
+        ceiling = getattr(self, "ceiling_", None)
+        if (self.confidence_in_ is None and self.logistic_ is None and ceiling is None) or out.size == 0:
             return out
         one = out.ndim == 1
         out = np.atleast_2d(out).copy()
@@ -213,9 +233,11 @@ class ConfidenceCalibrator:
         if self.logistic_ is not None:
             a, b = self.logistic_
             mapped = 1 / (1 + np.exp(-(a * _logit(c) + b)))
-        else:
+        elif self.confidence_in_ is not None:
             mapped = np.interp(c, self.confidence_in_, self.confidence_out_)
-        c_new = np.clip(mapped, lowest, 1 - 1e-4)
+        else:
+            mapped = c
+        c_new = np.clip(mapped, lowest, 1 - 1e-4 if ceiling is None else max(ceiling, 1 / out.shape[1]))
         rest = 1 - c
         out *= np.where(rest > EPS, (1 - c_new) / np.maximum(rest, EPS), 0.0)[:, None]
         out[rows, top] = c_new
@@ -227,6 +249,8 @@ class ConfidenceCalibrator:
             d["confidence_map"] = {"in": self.confidence_in_.tolist(), "out": self.confidence_out_.tolist()}
         if self.logistic_ is not None:
             d["confidence_logistic"] = [float(v) for v in self.logistic_]
+        if getattr(self, "ceiling_", None) is not None:
+            d["ceiling"] = float(self.ceiling_)
         return d
 
     @classmethod
@@ -238,6 +262,7 @@ class ConfidenceCalibrator:
         cal.confidence_out_ = np.asarray(cmap["out"], float) if cmap else None
         logistic = d.get("confidence_logistic") if cal.method == "top_logistic" else None
         cal.logistic_ = tuple(float(v) for v in logistic) if logistic else None
+        cal.ceiling_ = float(d["ceiling"]) if d.get("ceiling") is not None else None
         return cal
 
 
@@ -248,9 +273,11 @@ def apply_calibration(proba, calibration: dict | None) -> np.ndarray:
     return ConfidenceCalibrator.from_dict(calibration).transform(proba)
 
 
-def cross_fitted_calibration(proba, y_idx, fold_ids, method: str = "temperature") -> tuple[np.ndarray, np.ndarray]:
+def cross_fitted_calibration(proba, y_idx, fold_ids, method: str = "temperature",
+                             ceiling: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Honestly calibrated out-of-fold probabilities: each fold's rows are calibrated (``ConfidenceCalibrator``
-    of ``method``) on the OTHER folds' rows, so no fold's labels calibrate its own probabilities.
+    of ``method``, with or without its ``ceiling``) on the OTHER folds' rows, so no fold's labels calibrate its
+    own probabilities.
 
     Returns ``(calibrated (n, k), temperatures)``, ``temperatures[i]`` being the one applied to the fold
     ``np.unique(fold_ids)[i]``. A fold with no other fold (a single hold-out split) is left as it is."""
@@ -260,7 +287,7 @@ def cross_fitted_calibration(proba, y_idx, fold_ids, method: str = "temperature"
     for f in np.unique(fold_ids):
         own = fold_ids == f
         if (~own).any():
-            cal = ConfidenceCalibrator(method).fit(proba[~own], y[~own])
+            cal = ConfidenceCalibrator(method, ceiling).fit(proba[~own], y[~own])
             out[own], t = cal.transform(proba[own]), cal.temperature_
         else:
             t = 1.0

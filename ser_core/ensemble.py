@@ -4,9 +4,11 @@ predictions.
     >>> run = fit_ensemble(["lda", "svm", "mlp_tf", "cnn"], store=ResultsStore())   # -> trained_models/ensemble
     >>> p = Predictor.from_dir(["ensemble"])        # loads its members too; predict() returns the ensemble only
 
-The ensemble's probability is ``softmax(sum_m w_m log p_m)``, where ``p_m`` is member ``m``'s calibrated
-probability and ``w_m >= 0`` minimise the negative log-likelihood of the members' **out-of-fold** predictions
-(the speaker-grouped cross-validation each member was judged by). Members must come from runs with the same
+The ensemble's probability is ``softmax(sum_m w_m log p_m + b)``, where ``p_m`` is member ``m``'s calibrated
+probability, ``w_m >= 0`` and the per-class bias ``b`` minimise the class-balanced negative log-likelihood
+of the members' **out-of-fold** predictions (the speaker-grouped cross-validation each member was judged by;
+each class weighs the same, as in the UAR the models are judged by, and ``b`` lets the pooling undo the
+members' shared leanings toward some classes). Members must come from runs with the same
 folds (same data, split, K and seed). The ensemble is cross-validated like the others: fold ``k``'s predictions
 use weights fitted on the other folds' out-of-fold predictions only (stacking; the members' out-of-fold
 predictions of those folds came from models that had seen fold ``k``'s clips in training, the usual caveat of
@@ -37,35 +39,48 @@ def _log(p):
     return np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1.0))
 
 
-def pool(member_probas, weights) -> np.ndarray:
-    """``softmax(sum_m w_m log p_m)`` of ``member_probas`` (a list of ``(n, k)`` arrays in one class order)."""
+def pool(member_probas, weights, bias=None) -> np.ndarray:
+    """``softmax(sum_m w_m log p_m + bias)`` of ``member_probas`` (a list of ``(n, k)`` arrays in one class
+    order); ``bias`` (``(k,)``, optional) is added to every row."""
     z = sum(w * _log(p) for w, p in zip(weights, member_probas))
+    if bias is not None and len(bias):
+        z = z + np.asarray(bias, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_weights(member_probas, y_idx) -> np.ndarray:
-    """Non-negative pooling weights minimising the mean negative log-likelihood (plus a small L2 term)."""
+def fit_pooling(member_probas, y_idx) -> tuple[np.ndarray, np.ndarray]:
+    """``(weights, bias)`` of ``pool``: non-negative member weights and a per-class bias minimising the
+    class-balanced mean negative log-likelihood (each class's clips weigh ``n / (k n_class)``), plus a small L2
+    term on both. Class-balanced because the models are judged by UAR: on RAVDESS, where neutral has half the
+    clips of the other emotions, it raised the ensemble's cross-validated UAR by 0.01 (README)."""
     from scipy.optimize import minimize
 
     logs = np.stack([_log(p) for p in member_probas])  # (m, n, k)
-    rows = np.arange(logs.shape[1])
+    m, n, k = logs.shape
+    y_idx = np.asarray(y_idx, dtype=int)
+    rows = np.arange(n)
+    counts = np.bincount(y_idx, minlength=k).astype(np.float64)
+    sample_w = (n / (k * np.maximum(counts, 1.0)))[y_idx]
+    sample_w /= sample_w.sum()
+    onehot = np.zeros((n, k))
+    onehot[rows, y_idx] = 1.0
 
-    def loss(w):
-        z = np.tensordot(w, logs, axes=1)
+    def loss(theta):
+        w, b = theta[:m], theta[m:]
+        z = np.tensordot(w, logs, axes=1) + b
         z = z - z.max(axis=1, keepdims=True)
         lse = np.log(np.exp(z).sum(axis=1))
         p = np.exp(z - lse[:, None])
-        nll = float(np.mean(lse - z[rows, y_idx]))
-        onehot = np.zeros_like(p)
-        onehot[rows, y_idx] = 1.0
-        grad = np.einsum("mnk,nk->m", logs, p - onehot) / len(rows)
-        return nll + L2 * float(w @ w), grad + 2 * L2 * w
+        nll = float(sample_w @ (lse - z[rows, y_idx]))
+        g = (p - onehot) * sample_w[:, None]
+        grad = np.concatenate([np.einsum("mnk,nk->m", logs, g), g.sum(axis=0)])
+        return nll + L2 * float(theta @ theta), grad + 2 * L2 * theta
 
-    w0 = np.full(len(member_probas), 1.0 / len(member_probas))
-    res = minimize(loss, w0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(w0))
-    return res.x
+    theta0 = np.concatenate([np.full(m, 1.0 / m), np.zeros(k)])
+    res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * m + [(None, None)] * k)
+    return res.x[:m], res.x[m:]
 
 
 class EnsembleModel(SERModel):
@@ -78,9 +93,10 @@ class EnsembleModel(SERModel):
     name = ENSEMBLE
     framework = ENSEMBLE
 
-    def __init__(self, members=(), weights=(), feature_set=None, seed: int = 0):
+    def __init__(self, members=(), weights=(), bias=(), feature_set=None, seed: int = 0):
         self.members = list(members)
         self.weights = [float(w) for w in weights]
+        self.bias = [float(b) for b in bias]  # per class, in classes_ order (empty: none, as saved before it)
         self.feature_set = feature_set
         self.seed = seed
 
@@ -93,7 +109,7 @@ class EnsembleModel(SERModel):
         missing = [m for m in self.members if m not in member_probas]
         if missing:
             raise ConfigError(f"The ensemble needs the predictions of {', '.join(missing)}.")
-        return pool([member_probas[m] for m in self.members], self.weights)
+        return pool([member_probas[m] for m in self.members], self.weights, self.bias)
 
     def _save_state(self, directory: Path):
         pass  # everything is in model.json
@@ -161,17 +177,17 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     probas = {c: [apply_calibration(o[key], card.get("calibration")) for card, o in zip(cards, oofs)]
               for c, key in [(CLEAN, "proba")] + [(c, CHANNEL_PROBA + c) for c in conditions]}
 
-    def weights_for(rows):
+    def pooling_for(rows):
         stacked = [np.concatenate([probas[c][m][rows] for c in probas]) for m in range(len(members))]
-        return fit_weights(stacked, np.tile(y_idx[rows], len(probas)))
+        return fit_pooling(stacked, np.tile(y_idx[rows], len(probas)))
 
     pooled = {c: np.zeros_like(probas[CLEAN][0]) for c in probas}
     folds = []
     for f in np.unique(fold):
         test = fold == f
-        w = weights_for(~test)
+        w, b = pooling_for(~test)
         for c, member_probas in probas.items():
-            pooled[c][test] = pool([p[test] for p in member_probas], w)
+            pooled[c][test] = pool([p[test] for p in member_probas], w, b)
         pred = np.asarray(classes)[pooled[CLEAN][test].argmax(1)]
         folds.append({"fold": int(f), "n_test": int(test.sum()), "n_train": int((~test).sum()),
                       "metrics": compute_metrics(y[test], pred, classes)})
@@ -182,17 +198,18 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     if conditions:
         entries["robustness"] = channel_summary(oof)
     summary = {**summarize([f["metrics"] for f in folds]), **entries}
-    weights = weights_for(np.ones(len(y), bool))
-    model = EnsembleModel(members, weights)
+    weights, bias = pooling_for(np.ones(len(y), bool))
+    model = EnsembleModel(members, weights, bias)
     model.classes_ = np.asarray(classes)
     cv = cards[0].get("cv", {})
     run_id = None
     if store is not None:
-        run_id = _record(store, cards, members, weights, folds, summary, classes, oof)
+        run_id = _record(store, cards, members, (weights, bias), folds, summary, classes, oof)
     card = {
         "training_data": cards[0].get("training_data", {}),
         "members": members,
         "weights": dict(zip(members, map(float, weights))),
+        "bias": dict(zip(classes, map(float, bias))),  # per-class term of the pooling (class-balanced fit)
         "weights_fitted_on": list(probas),  # out-of-fold predictions: clean, then through these channels
         "cv": {**{k: cv.get(k) for k in ("split", "k", "seed", "speaker_dependent")},
                "split_description": SPLITS[cv["split"]].description if cv.get("split") in SPLITS else cv.get("split"),
@@ -210,11 +227,13 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     return json.loads((folder / "card.json").read_text())
 
 
-def _record(store, cards, members, weights, folds, summary, classes, oof) -> int:
+def _record(store, cards, members, pooling, folds, summary, classes, oof) -> int:
     """Store the ensemble's cross-validation as a run, beside its members' runs."""
     data, cv = cards[0].get("training_data", {}), cards[0].get("cv", {})
+    weights, bias = pooling
     run_id = store.start_run(
-        model=ENSEMBLE, params={"members": members, "weights": [float(w) for w in weights]},
+        model=ENSEMBLE, params={"members": members, "weights": [float(w) for w in weights],
+                                "bias": [float(b) for b in bias]},
         feature_set={"name": "members", "kind": "ensemble"}, dataset=data.get("corpus", "?"),
         data_root=data.get("root"), data_fingerprint=data.get("fingerprint", "?"), n_clips=data.get("clips"),
         n_speakers=data.get("speakers"), split=cv.get("split", "speaker"),
@@ -231,4 +250,4 @@ def _record(store, cards, members, weights, folds, summary, classes, oof) -> int
     return run_id
 
 
-__all__ = ["ENSEMBLE", "EnsembleModel", "fit_ensemble", "fit_weights", "pool"]
+__all__ = ["ENSEMBLE", "EnsembleModel", "fit_ensemble", "fit_pooling", "pool"]

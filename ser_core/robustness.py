@@ -225,7 +225,7 @@ def ensemble_perturbed(oofs: list[dict], fit_on=(CLEAN,)) -> dict:
     those channels), then scores every condition. Returns ``{condition: {"uar": {"mean", "std"}, "accuracy":
     {...}}}`` over folds."""
     from .calibration import label_indices
-    from .ensemble import fit_weights, pool
+    from .ensemble import fit_pooling, pool
     from .evaluation import compute_metrics
 
     ref = oofs[0]
@@ -236,10 +236,10 @@ def ensemble_perturbed(oofs: list[dict], fit_on=(CLEAN,)) -> dict:
     scores = {c: [] for c in ref["proba"]}
     for k in np.unique(fold):
         test = fold == k
-        w = fit_weights([np.concatenate([o["proba"][c][~test] for c in fit_on]) for o in oofs],
-                        np.tile(y_idx[~test], len(fit_on)))
+        w, b = fit_pooling([np.concatenate([o["proba"][c][~test] for c in fit_on]) for o in oofs],
+                           np.tile(y_idx[~test], len(fit_on)))
         for c in scores:
-            p = pool([o["proba"][c][test] for o in oofs], w)
+            p = pool([o["proba"][c][test] for o in oofs], w, b)
             m = compute_metrics(y[test], np.asarray(classes)[p.argmax(1)], classes)
             scores[c].append((m["uar"], m["accuracy"]))
     return {c: {m: {"mean": float(np.mean([s[i] for s in v])), "std": float(np.std([s[i] for s in v]))}

@@ -317,10 +317,66 @@ def test_top_logistic_lowers_confident_wrong_answers_that_temperature_cannot():
     proba = np.tile(((1 - conf) / (k - 1))[:, None], (1, k))
     proba[np.arange(n), top] = conf
     folds = np.arange(n) % 4
-    by_t, _ = cross_fitted_calibration(proba, y, folds, method="temperature")
-    by_log, _ = cross_fitted_calibration(proba, y, folds, method="top_logistic")
+    by_t, _ = cross_fitted_calibration(proba, y, folds, method="temperature", ceiling=False)
+    by_log, _ = cross_fitted_calibration(proba, y, folds, method="top_logistic", ceiling=False)
     assert overconfident_errors(y, by_log) < 0.5 * overconfident_errors(y, by_t)
     assert expected_calibration_error(y, by_log) < expected_calibration_error(y, by_t)
     method, _, _, ece_by_method = best_cross_fitted(proba, y, folds)
-    assert set(ece_by_method) == {"temperature", "top_label", "top_logistic"}
+    assert set(ece_by_method) == {"temperature", "ece_temperature", "top_label", "top_logistic"}
     assert ece_by_method[method] == min(ece_by_method.values())
+
+
+def test_ece_temperature_fixes_what_the_likelihood_temperature_leaves():
+    """Answers whose confidence is right on average but with a heavy tail of near-certain mistakes: the
+    log-likelihood temperature flattens everything to pay for those mistakes (under-confident for the rest);
+    the temperature chosen by ECE is calibrated on the fitting clips and, cross-fitted, on held-out folds."""
+    from ser_core.calibration import ConfidenceCalibrator, cross_fitted_calibration
+
+    rng = np.random.default_rng(5)
+    n, k = 4000, 8
+    y = rng.integers(0, k, n)
+    conf = rng.uniform(0.5, 0.9, n)
+    right = rng.random(n) < conf
+    top = np.where(right, y, (y + rng.integers(1, k, n)) % k)
+    proba = np.tile(((1 - conf) / (k - 1))[:, None], (1, k))
+    proba[np.arange(n), top] = conf
+    wrong = np.flatnonzero(~right)
+    other = (top[wrong] + rng.integers(1, k - 1, len(wrong))) % k  # neither the answer nor, mostly, the truth
+    other = np.where(other == y[wrong], (other + 1) % k, other)
+    other = np.where(other == top[wrong], (other + 1) % k, other)
+    proba[wrong, other] += proba[wrong, y[wrong]] - 1e-9
+    proba[wrong, y[wrong]] = 1e-9  # the true class of a mistake is ruled out: a huge log-loss, same confidence
+    folds = np.arange(n) % 4
+    by_nll, _ = cross_fitted_calibration(proba, y, folds, method="temperature", ceiling=False)
+    by_ece, temps = cross_fitted_calibration(proba, y, folds, method="ece_temperature", ceiling=False)
+    assert expected_calibration_error(y, by_ece) < 0.03 < expected_calibration_error(y, by_nll)
+    assert (by_ece.argmax(1) == proba.argmax(1)).all() and len(temps) == 4
+    cal = ConfidenceCalibrator("ece_temperature").fit(proba, y)
+    assert cal.to_dict()["method"] == "ece_temperature"
+
+
+def test_a_model_often_confidently_wrong_gets_a_ceiling():
+    """Two fifths of the answers at 0.99 of which 7 % are wrong: calibrated, those stay above 0.9 and hold
+    most of the over-confident errors, so the calibrator caps the top probability at 0.9 (kept in the card); a
+    model that is not confidently wrong gets no ceiling."""
+    from ser_core.calibration import OVERCONFIDENT, ConfidenceCalibrator, apply_calibration
+
+    rng = np.random.default_rng(7)
+    n, k = 4000, 8
+    y = rng.integers(0, k, n)
+    sure = rng.random(n) < 0.4
+    conf = np.where(sure, 0.99, rng.uniform(0.2, 0.5, n))
+    right = rng.random(n) < np.where(sure, 0.93, 0.35)
+    top = np.where(right, y, (y + rng.integers(1, k, n)) % k)
+    proba = np.tile(((1 - conf) / (k - 1))[:, None], (1, k))
+    proba[np.arange(n), top] = conf
+    for method in ("top_label", "top_logistic"):
+        assert overconfident_errors(y, ConfidenceCalibrator(method, ceiling=False).fit(proba, y).transform(proba)) > 0.03
+        cal = ConfidenceCalibrator(method).fit(proba, y)
+        assert cal.ceiling_ == OVERCONFIDENT and cal.to_dict()["ceiling"] == OVERCONFIDENT
+        out = apply_calibration(proba, cal.to_dict())
+        assert out.max() <= OVERCONFIDENT + 1e-9 and overconfident_errors(y, out) == 0.0
+        assert (out.argmax(1) == proba.argmax(1)).all() and np.allclose(out.sum(1), 1)
+    modest = np.tile(np.full(k, 0.5 / (k - 1)), (n, 1))
+    modest[np.arange(n), y] = 0.5  # always right: no over-confident error however sure it becomes
+    assert ConfidenceCalibrator("temperature").fit(modest, y).ceiling_ is None

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ser_core.ensemble import EnsembleModel, fit_ensemble, fit_weights, pool
+from ser_core.ensemble import EnsembleModel, fit_ensemble, fit_pooling, pool
 from ser_core.errors import ConfigError
 
 
@@ -21,15 +21,38 @@ def test_pool_is_a_normalised_weighted_geometric_mean():
     assert np.allclose(pool([a, b], [0.0, 0.0]), 1 / 3)  # no information: uniform
 
 
-def test_fit_weights_prefers_the_informative_member():
+def test_pool_adds_the_per_class_bias_to_the_log_probabilities():
+    a = np.array([[0.5, 0.25, 0.25]])
+    p = pool([a], [1.0], [0.0, np.log(2.0), 0.0])
+    assert np.allclose(p, [[0.4, 0.4, 0.2]])
+    assert np.allclose(pool([a], [1.0], []), a)  # an ensemble saved without a bias
+
+
+def test_fit_pooling_prefers_the_informative_member():
     rng = np.random.default_rng(0)
     n, k = 3000, 4
     y = rng.integers(0, k, n)
     good = np.full((n, k), 0.1)
     good[np.arange(n), y] = 0.7  # right 100 %, moderately confident
     noise = rng.dirichlet(np.ones(k), n)  # unrelated to the labels
-    w = fit_weights([good, noise], y)
-    assert w[0] > 1.0 and w[1] < 0.05 and (w >= 0).all()
+    w, b = fit_pooling([good, noise], y)
+    assert w[0] > 1.0 and w[1] < 0.05 and (w >= 0).all() and b.shape == (k,)
+
+
+def test_fit_pooling_balances_the_classes():
+    """A member that leans toward the rare class is corrected by the bias only as far as balance asks: with
+    class-balanced weights the pooled probabilities recall both classes alike."""
+    rng = np.random.default_rng(1)
+    y = np.r_[np.zeros(900, int), np.ones(100, int)]  # class 1 is rare
+    signal = np.where(y == 1, 0.8, -0.8) + rng.normal(0, 1.0, len(y))
+    p1 = 1 / (1 + np.exp(-(signal - 1.5)))  # a member biased against the rare class
+    member = np.c_[1 - p1, p1]
+    w, b = fit_pooling([member], y)
+    pred = pool([member], w, b).argmax(1)
+    recall = [np.mean(pred[y == c] == c) for c in (0, 1)]
+    raw = [np.mean(member.argmax(1)[y == c] == c) for c in (0, 1)]
+    assert abs(recall[0] - recall[1]) < 0.15 < abs(raw[0] - raw[1])
+    assert np.mean(recall) > np.mean(raw)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +100,8 @@ def test_fit_ensemble_cross_validates_saves_and_records_a_run(members):
     probas = [apply_calibration(member[m]["proba"][order[m]], cals[m]) for m in ("lda", "svm")]
     y_idx = label_indices(member["lda"]["y"][order["lda"]], list(oof["classes"]))
     test = oof["fold"] == 0
-    w = fit_weights([p[~test] for p in probas], y_idx[~test])
-    assert np.allclose(oof["proba"][test], pool([p[test] for p in probas], w), atol=1e-6)
+    w, b = fit_pooling([p[~test] for p in probas], y_idx[~test])
+    assert np.allclose(oof["proba"][test], pool([p[test] for p in probas], w, b), atol=1e-6)
 
 
 @pytest.mark.slow
@@ -91,6 +114,7 @@ def test_saved_ensemble_loads_and_predicts_through_its_members(members):
     model, card = load_trained("ensemble", base / "models")
     assert isinstance(model, EnsembleModel) and model.members == ["lda", "svm"]
     assert model.weights == pytest.approx(list(card["weights"].values()))
+    assert model.bias == pytest.approx([card["bias"][c] for c in model.classes_])
 
     p = Predictor.from_dir(["ensemble"], base / "models")  # members load as auxiliary models
     assert sorted(m.name for m in p.models) == ["ensemble", "lda", "svm"]
@@ -106,7 +130,7 @@ def test_saved_ensemble_loads_and_predicts_through_its_members(members):
     full = Predictor.from_dir(["lda", "svm"], base / "models").predict_file(path)
     classes = list(model.classes_)
     probs = [np.array([[full[m][c] for c in classes]]) for m in model.members]
-    expected = apply_calibration(pool(probs, model.weights), card["calibration"])[0]
+    expected = apply_calibration(pool(probs, model.weights, model.bias), card["calibration"])[0]
     assert [only["ensemble"][c] for c in classes] == pytest.approx(expected.tolist())
 
 
