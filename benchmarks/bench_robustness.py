@@ -3,7 +3,7 @@
     python benchmarks/bench_robustness.py --data ../shared/data/ravdess [--models svm,cnn]
         [--conditions phone,noise10,reverb,mp3] [--write-cards] [--out benchmarks/results/robustness.json]
     python benchmarks/bench_robustness.py --data ../shared/data/ravdess --cv --models svm --folds 4
-        [--augment channel,vtlp] [--speaker-norm]
+        [--augment channel,vtlp] [--speaker-norm] [--shipped-recipe]
 
 Default mode: the saved models (default: all in trained_models/ or $SER_MODELS_DIR) on the corpus, every clip
 perturbed. The shipped models were trained on RAVDESS actors 01-16, so on that folder the speakers are SEEN:
@@ -58,9 +58,10 @@ def _cross_validated(a, corpus, conditions) -> dict:
     out, oofs = {}, []
     for name in [m.strip() for m in (a.models or "svm").split(",")]:
         t0 = time.perf_counter()
-        res = cross_validate_perturbed(name, corpus, conditions, folds=a.folds, seed=a.seed,
-                                       feature_set=a.feature_set, augment=a.augment.split(",") if a.augment else (),
-                                       speaker_norm=a.speaker_norm, n_jobs=a.jobs,
+        recipe = _card_recipe(a, name) if a.shipped_recipe else {
+            "feature_set": a.feature_set, "augment": a.augment.split(",") if a.augment else (),
+            "speaker_norm": a.speaker_norm}
+        res = cross_validate_perturbed(name, corpus, conditions, folds=a.folds, seed=a.seed, **recipe, n_jobs=a.jobs,
                                        progress=lambda e, n=name: print(f"{n}: {e}", file=sys.stderr))
         out[name] = {"conditions": res["summary"], "folds": res["folds"], "splitter": res["splitter"],
                      "seconds": round(time.perf_counter() - t0, 1)}
@@ -77,6 +78,17 @@ def _cross_validated(a, corpus, conditions) -> dict:
             "augment": a.augment, "speaker_norm": a.speaker_norm, "models": out}
 
 
+def _card_recipe(a, name) -> dict:
+    """The saved model ``name``'s recipe, from its card: feature set, parameters, training copies, speaker
+    normalisation (``--shipped-recipe``: each family cross-validated as it was trained for shipping)."""
+    from ser_core.saved import read_card, resolve
+
+    card = read_card(resolve(name, a.models_dir))
+    options = card.get("options", {})
+    return {"feature_set": card["feature_set"]["name"], "params": card.get("params", {}),
+            "augment": tuple(options.get("augment", ())), "speaker_norm": bool(card.get("speaker_norm"))}
+
+
 def _write_cv_card(a, corpus, name, summary):
     """Store a family's CV robustness in the saved model of that name, when it was trained with the same recipe
     (feature set and augmentation): the means over folds, plus each UAR's spread."""
@@ -90,7 +102,7 @@ def _write_cv_card(a, corpus, name, summary):
     recipe = (a.feature_set or get_spec(name).feature_set, list(parse_augment(a.augment)), bool(a.speaker_norm))
     saved = (card.get("feature_set", {}).get("name"), card.get("options", {}).get("augment", []),
              bool(card.get("speaker_norm")))
-    if recipe != saved:
+    if recipe != saved and not a.shipped_recipe:
         print(f"{name}: not written, the saved model's recipe {saved} differs from this CV's {recipe}",
               file=sys.stderr)
         return
@@ -130,6 +142,9 @@ def main():
     p.add_argument("--feature-set", default=None, help="with --cv: override the family's feature set")
     p.add_argument("--augment", default="", help="with --cv: training-fold augmentation, e.g. channel,vtlp")
     p.add_argument("--speaker-norm", action="store_true", help="with --cv: per-speaker z-scoring")
+    p.add_argument("--shipped-recipe", action="store_true", help="with --cv: each family's feature set, parameters, "
+                   "training copies and speaker normalisation from its saved model's card (instead of "
+                   "--feature-set, --augment, --speaker-norm)")
     p.add_argument("--jobs", type=int, default=None)
     p.add_argument("--ensemble", action="store_true", help="with --cv: also score the families pooled into an "
                    "ensemble (weights fitted on the other folds' clean out-of-fold predictions)")

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 UTTERANCE_AUG = "speed*4,channel*2"
-CONFIGS = [  # (name, model, feature set, augmentation)
+SHIPPED_AUG = "speed*4,channel*2,channel:noise*2,channel:phone"
+CONFIGS = [  # (name, model, feature set, augmentation[, model parameters])
     ("svm, rich (the shipped recipe before)", "svm", "rich", ""),
     ("lda, rich", "lda", "rich", ""),
     ("svm, expressive", "svm", "expressive", ""),
@@ -44,6 +45,13 @@ CONFIGS = [  # (name, model, feature set, augmentation)
     ("mlp_tf, expressive, speed*4,channel*2", "mlp_tf", "expressive", UTTERANCE_AUG),
     ("* svm, rich, gender normalisation", "svm", "rich", "gender"),
     ("* lda, expressive + modulation spectrum", "lda", "expressive", "modulation"),
+    # the shipped recipe's training copies (scripts/train_defaults.py): batch size of the networks, SVM copies
+    ("mlp_tf, shipped copies, batch 32", "mlp_tf", "expressive_denoised", SHIPPED_AUG),
+    ("mlp_tf, shipped copies, batch 128", "mlp_tf", "expressive_denoised", SHIPPED_AUG, {"batch_size": 128}),
+    ("fcnn_torch, shipped copies, batch 32", "fcnn_torch", "expressive_denoised", SHIPPED_AUG),
+    ("fcnn_torch, shipped copies, batch 128", "fcnn_torch", "expressive_denoised", SHIPPED_AUG, {"batch_size": 128}),
+    ("svm, shipped copies", "svm", "expressive_denoised", SHIPPED_AUG),
+    ("svm, half the copies", "svm", "expressive_denoised", "speed*2,channel,channel:noise,channel:phone"),
 ]
 
 
@@ -113,7 +121,8 @@ def main():
     wanted = a.only.split(",") if a.only else None
     rows = []
     print("| technique | UAR mean ± std | folds | s |\n|---|---|---|---|")
-    for name, model, fs, augment in CONFIGS:
+    for name, model, fs, augment, *params in CONFIGS:
+        params = params[0] if params else {}
         if wanted and not any(w == model or (name.startswith("*") if w == "*" else w in name) for w in wanted):
             continue
         t0, uars = time.perf_counter(), []
@@ -121,9 +130,11 @@ def main():
             if augment in ("gender", "modulation"):
                 uars += _prototype(augment, model, fs, corpus, seed)
             else:
-                res = cross_validate(RunConfig(model, feature_set=fs, folds=4, seed=seed, augment=augment), corpus)
+                res = cross_validate(RunConfig(model, feature_set=fs, folds=4, seed=seed, augment=augment,
+                                               params=params), corpus)
                 uars += [f["metrics"]["uar"] for f in res.folds]
-        row = {"technique": name, "model": model, "feature_set": fs, "augment": augment, "seeds": seeds,
+        row = {"technique": name, "model": model, "feature_set": fs, "augment": augment, "params": params,
+               "seeds": seeds,
                "uar_mean": float(np.mean(uars)), "uar_std": float(np.std(uars)), "folds": len(uars),
                "seconds": round(time.perf_counter() - t0, 1)}
         rows.append(row)

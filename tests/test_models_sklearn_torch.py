@@ -127,6 +127,32 @@ def test_svm_support_vectors_are_stored_as_float32_and_predict_the_same(fitted, 
     np.testing.assert_array_equal(again.predict_proba(utt[2]), model.predict_proba(utt[2]))
 
 
+def test_svm_probabilities_are_a_softmax_of_its_votes_or_platt_scaled(fitted, utt, tmp_path):
+    """The default SVM is fitted once and ranks the classes by its one-vs-rest decision values (the answer is
+    the SVC's own); ``probability="platt"`` keeps the internal cross-validated Platt scaling; other values are
+    refused."""
+    from sklearn.svm import SVC
+
+    Xtr, ytr, Xte, _ = utt
+    model = fitted["svm"]
+    clf = model.pipeline_.named_steps["clf"]
+    assert type(clf).__name__ == "VoteSVC" and model.probability == "votes"
+    proba = model.predict_proba(Xte)
+    decision = clf.decision_function(model.pipeline_.named_steps["scale"].transform(Xte))
+    expected = np.exp(decision - decision.max(1, keepdims=True))
+    np.testing.assert_allclose(proba, expected / expected.sum(1, keepdims=True), rtol=1e-6)
+    plain = SVC(C=model.C, gamma=model.gamma).fit(model.pipeline_.named_steps["scale"].transform(Xtr), ytr)
+    assert (model.predict(Xte) == plain.predict(model.pipeline_.named_steps["scale"].transform(Xte))).mean() > 0.95
+    platt = create_model("svm", probability="platt", seed=0).fit(Xtr, ytr)
+    assert type(platt.pipeline_.named_steps["clf"]).__name__ == "CalibratedClassifierCV"
+    np.testing.assert_allclose(platt.predict_proba(Xte).sum(1), 1)
+    again = load_model_dir(platt.save(tmp_path / "platt"))
+    assert again.probability == "platt"
+    np.testing.assert_array_equal(again.predict_proba(Xte), platt.predict_proba(Xte))
+    with pytest.raises(ConfigError, match="probability"):
+        create_model("svm", probability="isotonic")
+
+
 def test_transformer_save_load_round_trip(transformer, seq, tmp_path):
     _, _, Xte, _ = seq
     transformer.save(tmp_path / "tr")

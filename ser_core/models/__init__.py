@@ -51,7 +51,7 @@ _SPECS = [
               {**_SKLEARN, "n_estimators": 500, "max_depth": None, "max_features": "sqrt", "n_jobs": None}),
     ModelSpec("svm", "sklearn_models", "SVMModel", "sklearn", "rich",
               "RBF support vector machine on standardised utterance features (probability calibrated).",
-              {**_SKLEARN, "C": 10.0, "gamma": "scale", "kernel": "rbf"}),
+              {**_SKLEARN, "C": 10.0, "gamma": "scale", "kernel": "rbf", "probability": "votes"}),
     ModelSpec("lda", "sklearn_models", "LDAModel", "sklearn", "expressive",
               "Shrinkage linear discriminant analysis on standardised utterance features.",
               {**_SKLEARN, "shrinkage": "auto"}),
