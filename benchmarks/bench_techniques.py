@@ -28,10 +28,12 @@ sys.path.insert(0, str(REPO))
 
 UTTERANCE_AUG = "speed*4,channel*2"
 SHIPPED_AUG = "speed*4,channel*2,channel:noise*2,channel:phone"
+HALF_AUG = "speed*2,channel,channel:noise,channel:phone"
+PLATT = {"probability": "platt"}  # the SVM as these rows were measured (Platt-scaled; its answers follow them)
 CONFIGS = [  # (name, model, feature set, augmentation[, model parameters])
-    ("svm, rich (the shipped recipe before)", "svm", "rich", ""),
+    ("svm, rich (the shipped recipe before)", "svm", "rich", "", PLATT),
     ("lda, rich", "lda", "rich", ""),
-    ("svm, expressive", "svm", "expressive", ""),
+    ("svm, expressive", "svm", "expressive", "", PLATT),
     ("lda, expressive", "lda", "expressive", ""),
     ("lda, expressive, pitch*2", "lda", "expressive", "pitch*2"),
     ("lda, expressive, vtlp*2", "lda", "expressive", "vtlp*2"),
@@ -40,22 +42,24 @@ CONFIGS = [  # (name, model, feature set, augmentation[, model parameters])
     ("lda, expressive, speed*4,pitch*2", "lda", "expressive", "speed*4,pitch*2"),
     ("lda, expressive, channel*2", "lda", "expressive", "channel*2"),
     ("lda, expressive, speed*4,channel*2", "lda", "expressive", UTTERANCE_AUG),
-    ("svm, expressive, speed*4,channel*2", "svm", "expressive", UTTERANCE_AUG),
+    ("svm, expressive, speed*4,channel*2", "svm", "expressive", UTTERANCE_AUG, PLATT),
     ("fcnn_torch, expressive, speed*4,channel*2", "fcnn_torch", "expressive", UTTERANCE_AUG),
     ("mlp_tf, expressive, speed*4,channel*2", "mlp_tf", "expressive", UTTERANCE_AUG),
-    ("* svm, rich, gender normalisation", "svm", "rich", "gender"),
+    ("* svm, rich, gender normalisation", "svm", "rich", "gender", PLATT),
     ("* lda, expressive + modulation spectrum", "lda", "expressive", "modulation"),
-    # the shipped recipe's training copies (scripts/train_defaults.py): batch size of the networks, SVM copies
-    ("mlp_tf, shipped copies, batch 32", "mlp_tf", "expressive_denoised", SHIPPED_AUG),
-    ("mlp_tf, shipped copies, batch 128", "mlp_tf", "expressive_denoised", SHIPPED_AUG, {"batch_size": 128}),
-    ("fcnn_torch, shipped copies, batch 32", "fcnn_torch", "expressive_denoised", SHIPPED_AUG),
-    ("fcnn_torch, shipped copies, batch 128", "fcnn_torch", "expressive_denoised", SHIPPED_AUG, {"batch_size": 128}),
-    ("svm, shipped copies", "svm", "expressive_denoised", SHIPPED_AUG),
-    ("svm, half the copies", "svm", "expressive_denoised", "speed*2,channel,channel:noise,channel:phone"),
+    # the shipped recipe's training copies (scripts/train_defaults.py): batch size of the networks, the SVM's
+    # probabilities and copies (names without a comma inside a tag, for --only)
+    ("mlp_tf b32, shipped copies", "mlp_tf", "expressive_denoised", SHIPPED_AUG),
+    ("mlp_tf b128, shipped copies", "mlp_tf", "expressive_denoised", SHIPPED_AUG, {"batch_size": 128}),
+    ("fcnn_torch b32, shipped copies", "fcnn_torch", "expressive_denoised", SHIPPED_AUG),
+    ("fcnn_torch b128, shipped copies", "fcnn_torch", "expressive_denoised", SHIPPED_AUG, {"batch_size": 128}),
+    ("svm votes, shipped copies", "svm", "expressive_denoised", SHIPPED_AUG),
+    ("svm votes, half the copies", "svm", "expressive_denoised", HALF_AUG),
+    ("svm platt, half the copies", "svm", "expressive_denoised", HALF_AUG, {"probability": "platt"}),
 ]
 
 
-def _prototype(kind, model, fs, corpus, seed):
+def _prototype(kind, model, fs, corpus, seed, params):
     """Per-fold UARs of a prototype (see the module docstring)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -83,7 +87,7 @@ def _prototype(kind, model, fs, corpus, seed):
                 rows = gender[tr] == g
                 mu, sd = X[tr][rows].mean(0), X[tr][rows].std(0) + 1e-8
                 Xtr[rows], Xte[guess == g] = (X[tr][rows] - mu) / sd, (X[te][guess == g] - mu) / sd
-        clf = create_model(model, feature_set=fs, seed=seed).fit(Xtr, y[tr])
+        clf = create_model(model, feature_set=fs, seed=seed, **params).fit(Xtr, y[tr])
         uars.append(compute_metrics(y[te], clf.predict(Xte), sorted(set(y)))["uar"])
     return uars
 
@@ -128,7 +132,7 @@ def main():
         t0, uars = time.perf_counter(), []
         for seed in seeds:
             if augment in ("gender", "modulation"):
-                uars += _prototype(augment, model, fs, corpus, seed)
+                uars += _prototype(augment, model, fs, corpus, seed, params)
             else:
                 res = cross_validate(RunConfig(model, feature_set=fs, folds=4, seed=seed, augment=augment,
                                                params=params), corpus)
