@@ -665,8 +665,8 @@ def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
     calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw ``ece_uncalibrated`` to each fold's metrics, and
     returns the run's summary entries:
 
-    - ``calibration``: ``method``, ``temperature`` (and ``confidence_map`` or ``confidence_logistic``) fitted on
-      every fold: the final model's; ``fold_temperatures``; ``threshold`` (top probability below which an answer is
+    - ``calibration``: ``method``, ``temperature`` (and ``confidence_map`` or ``confidence_logistic``, and
+      ``ceiling`` where one was needed) fitted on every fold: the final model's; ``fold_temperatures``; ``threshold`` (top probability below which an answer is
       "not sure", see ``uncertainty_threshold``); ``uncertain_fraction`` (of the clips, calibrated); ``ece``,
       ``brier``, ``wrong_over_90`` of all calibrated out-of-fold predictions pooled, with
       ``ece_uncalibrated``, ``brier_uncalibrated`` and ``ece_by_method`` (every method's pooled ECE);
