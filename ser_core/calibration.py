@@ -170,8 +170,9 @@ class ConfidenceCalibrator:
     """Temperature scaling, optionally followed by top-label calibration (Gupta & Ramdas, 2022).
 
     ``method="temperature"``: ``softmax(log(p) / T)``, ``T`` fitted by log-likelihood; ``"ece_temperature"``: the
-    same with the ``T`` of lowest ECE on a grid (0.1-10): for the SVM's Platt-scaled outputs, whose best
-    log-likelihood temperature leaves them mis-calibrated. The top-label methods, after the temperature, replace
+    same with the ``T`` of lowest ECE on a grid (0.1-10), for probabilities whose log-likelihood temperature
+    is dragged by a few near-certain mistakes (the Platt-scaled SVM: cross-fitted ECE 0.138 by log-likelihood,
+    0.045 by ECE). The top-label methods, after the temperature, replace
     the top probability ``c`` by the out-of-fold accuracy of answers of that confidence, the other classes
     keeping their ratios and sharing ``1 - c``; the arg-max never changes:
 
