@@ -1,6 +1,7 @@
 """Retrain the default models shipped in trained_models/ from a RAVDESS folder.
 
     python scripts/train_defaults.py [DATA_DIR] [--models svm,cnn] [--db PATH] [--no-adaptive] [--no-ensemble]
+        [--seed N --models-dir DIR] [--json-out PATH]
 
 Runs speaker-grouped 4-fold cross-validation for each default model (results go to the results store), then
 trains each on all clips and saves it with its model card (calibration included) and its out-of-fold
@@ -57,6 +58,10 @@ def main():
     p.add_argument("--no-adaptive", action="store_true", help="skip the speaker-adaptive variants")
     p.add_argument("--no-ensemble", action="store_true", help="skip fitting the ensemble")
     p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="fold assignment and training seed (the shipped models: 0)")
+    p.add_argument("--models-dir", default=str(REPO / "trained_models"),
+                   help="where the models go (default: the shipped folder, replaced); another folder, e.g. for "
+                        "other seeds, leaves the shipped models alone")
     p.add_argument("--json-out", default=None, help="write the runs' summaries here")
     a = p.parse_args()
     import json
@@ -69,10 +74,10 @@ def main():
         return done.returncode, done.stdout
 
     t0 = time.perf_counter()
-    models_dir = str(REPO / "trained_models")
     db = ["--db", a.db] if a.db else []
-    ship = ["--models-dir", models_dir, "--replace-shipped"]  # the one writer of the shipped models
-    base = ["train", "--data", a.data, "--folds", str(a.folds), "--split", "speaker", "--force", "--json"] + ship + db
+    ship = ["--models-dir", a.models_dir, "--replace-shipped"]  # the one writer of the shipped models
+    base = (["train", "--data", a.data, "--folds", str(a.folds), "--split", "speaker", "--seed", str(a.seed),
+             "--force", "--json"] + ship + db)
     only = set(a.models.split(",")) if a.models else None
     groups = GROUPS + ([] if a.no_adaptive else [ADAPTIVE])
     runs, rc = [], 0
