@@ -181,8 +181,11 @@ class RayRunner:
         runs again on the same node (which reads its own copy) and returns its arrays, which the driver caches;
         ``emit`` gets one ``FEATURES_NOT_SHARED`` event per such node, saying so. With no ``store`` (no cache)
         every chunk returns its arrays."""
+        from .features import cache_put
+
         ray = connect()
         task, cache_dir = _task("features"), _node_cache_dir(store)
+        writable = store  # None once a cache write failed (full or read-only disk): the arrays still come back
         chunks = [list(range(i, min(i + FEATURE_CHUNK, len(paths)))) for i in range(0, len(paths), FEATURE_CHUNK)]
         pending = {task.remote([paths[j] for j in c], fs, cache_dir, store is None): c for c in chunks}
         unshared: set = set()
@@ -199,8 +202,8 @@ class RayRunner:
                     chunk_paths, fs, cache_dir, True)] = chunk
                 continue
             for j, r, a in zip(chunk, returned, arrays):
-                if r is not None and store is not None:  # came back through the object store: cache it here
-                    store.put(paths[j], fs, a)
+                if r is not None:  # came back through the object store: cache it here
+                    writable = cache_put(writable, paths[j], fs, a)
                 yield j, a
 
     def fit_final(self, data, *, should_stop=None):

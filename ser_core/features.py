@@ -764,12 +764,8 @@ def compute_files(paths, fs, *, cache=True, n_jobs: int | None = None, progress=
         for j, arr in results:
             i = misses[j]
             out[i] = arr
-            if store is not None and compute_misses is None:
-                try:
-                    store.put(paths[i], fs, arr)
-                except OSError as exc:  # a full or read-only disk must not stop the extraction
-                    warnings.warn(f"Feature cache not written ({exc}); features are recomputed next time.")
-                    store = None
+            if compute_misses is None:
+                store = cache_put(store, paths[i], fs, arr)
             done += 1
             if bar is not None:
                 bar.update(1)
@@ -781,6 +777,20 @@ def compute_files(paths, fs, *, cache=True, n_jobs: int | None = None, progress=
     if not out:
         return np.zeros((0, *fs.shape), dtype=np.float32)
     return np.stack(out).astype(np.float32, copy=False)
+
+
+def cache_put(store, path, fs, array):
+    """Put ``array`` into the feature cache ``store`` (None: no cache) and return the store to keep writing to:
+    on a full or read-only disk it warns once and returns None, for a failed cache write must never stop a
+    feature extraction (the features are recomputed next time)."""
+    if store is None:
+        return None
+    try:
+        store.put(path, fs, array)
+        return store
+    except OSError as exc:
+        warnings.warn(f"Feature cache not written ({exc}); features are recomputed next time.")
+        return None
 
 
 def _compute_serial(paths, fs):

@@ -106,6 +106,48 @@ def test_bad_entries_are_recomputed(tmp_path, shared_ravdess, bad):
     np.testing.assert_allclose(np.load(entry), good[0])  # the entry is good again
 
 
+def test_a_failing_cache_write_never_stops_the_features(tmp_path, shared_ravdess, monkeypatch):
+    """A full or read-only cache disk: one warning, no more writes, the features all there -- computed here,
+    and on the Ray runner's path where they come back through the object store (Ray faked: the tasks run
+    inline)."""
+    from ser_core import cluster
+
+    fs = get_feature_set("prosody")
+    clips = [str(p) for p in sorted((shared_ravdess / "Actor_01").glob("*.flac"))[:3]]
+    expected = F.compute_files(clips, fs, cache=False, n_jobs=1, progress=False)
+    store, writes = FeatureCache(tmp_path / "c"), []
+
+    def full(*args):
+        writes.append(args)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "put", full)
+    with pytest.warns(UserWarning, match="not written"):
+        np.testing.assert_allclose(F.compute_files(clips, fs, cache=store, n_jobs=1, progress=False), expected)
+    assert len(writes) == 1
+
+    class Task:  # the features task, returning every array
+        def remote(self, paths, fs_, cache_dir, return_arrays):
+            return tuple(paths)
+
+        def options(self, **kw):
+            return self
+
+    def finished(ray, pending, should_stop=None):
+        for ref, chunk in list(pending.items()):
+            yield chunk, {"arrays": list(F.compute_files(list(ref), fs, cache=False, n_jobs=1, progress=False)),
+                          "node": "n1"}
+
+    monkeypatch.setattr(cluster, "connect", lambda *a, **kw: None)
+    monkeypatch.setattr(cluster, "_task", lambda name: Task())
+    monkeypatch.setattr(cluster, "_finished", finished)
+    writes.clear()
+    with pytest.warns(UserWarning, match="not written"):
+        got = dict(cluster.RayRunner().features(clips, fs, store))
+    assert len(writes) == 1
+    np.testing.assert_allclose(np.stack([got[i] for i in range(len(clips))]), expected)
+
+
 def _fill(directory, paths, key, seed):
     c = FeatureCache(directory)
     for p in paths:
