@@ -138,12 +138,37 @@ def parse_space(text: str, model: str) -> dict[str, Dimension]:
         if name in space:
             raise ConfigError(f"The search space names '{name}' twice; give each parameter once.")
         space[name] = _dimension(name, kind, [_value(a) for a in raw.split(",")] if raw.strip() else [],
-                                 spec.params[name])
+                                 spec.params[name], model)
     return space
 
 
-def _dimension(name: str, kind: str, args: list, default) -> Dimension:
-    """``Dimension(name, kind, args)`` once its arguments make sense for the parameter (default ``default``)."""
+def _check_choices(name: str, values: list, default, model: str) -> None:
+    """A ``choice``'s values must suit the parameter: true/false where its default is, numbers (whole where its
+    default is whole) where its default is a number -- ``none`` always passes, as "no limit" -- and, for a
+    scikit-learn model, each value must pass the model's own checks when the model is made with it (the other
+    frameworks' models are checked when a trial makes them: importing TensorFlow or PyTorch here would load it
+    into the app's process)."""
+    from .models import create_model, get_spec
+
+    given = [v for v in values if v is not None]
+    if isinstance(default, bool):
+        if not all(isinstance(v, bool) for v in given):
+            raise ConfigError(f"'{name}=choice(...)' takes true or false.")
+    elif isinstance(default, (int, float)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in given):
+            raise ConfigError(f"'{name}=choice(...)' takes numbers, e.g. {name}=choice({default}, ...).")
+        if isinstance(default, int) and not all(isinstance(v, int) for v in given):
+            raise ConfigError(f"'{name}=choice(...)' takes whole numbers, e.g. {name}=choice({default}, ...).")
+    for v in values if get_spec(model).framework == "sklearn" else ():
+        try:
+            create_model(model, **{name: v})
+        except ConfigError as exc:
+            raise ConfigError(f"'{name}=choice(...)': {exc}") from None
+
+
+def _dimension(name: str, kind: str, args: list, default, model: str) -> Dimension:
+    """``Dimension(name, kind, args)`` once its arguments make sense for ``model``'s parameter (default
+    ``default``)."""
     dist = DISTRIBUTIONS.get(kind)
     if dist is None:
         raise ConfigError(f"Unknown distribution '{kind}' for '{name}'; use one of: "
@@ -154,6 +179,7 @@ def _dimension(name: str, kind: str, args: list, default) -> Dimension:
     if kind == "choice":
         if len(set(map(repr, args))) < len(args):
             raise ConfigError(f"'{name}=choice(...)' lists a value twice; give each value once.")
+        _check_choices(name, args, default, model)
         return Dimension(name, kind, tuple(args))
     if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
         raise ConfigError(f"'{name}={kind}(...)' takes numbers: {name}={dist.signature}.")

@@ -60,6 +60,10 @@ def test_randint_includes_its_high_bound_in_the_tune_domain():
     ("C=randint(1.5,10)", "whole numbers"),
     ("C=quniform(0,1,2)", "step above 0 and at most"),
     ("C=uniform(1,2);C=uniform(3,4)", "names 'C' twice"),
+    ("C=choice(1,big)", "'C=choice\\(...\\)' takes numbers"),
+    ("oversample=choice(yes,no)", "takes true or false"),
+    ("probability=choice(votes,isotonic)", "'probability=choice\\(...\\)': Model 'svm': probability must be one of"),
+    ("class_weight=choice(none,heavy)", "class_weight must be 'balanced' or None"),
 ])
 def test_parse_space_refuses_mistakes_in_one_sentence(text, message):
     with pytest.raises(ConfigError, match=message) as err:
