@@ -690,11 +690,13 @@ class _Worker:
 
     def connect(self):
         """The folds runner of the job's executor (None: in this process), after recording where the folds run
-        (the executor, its address, the cluster's nodes, CPUs and GPUs) in the status and the log."""
+        (the executor, its address, the cluster's nodes, CPUs and GPUs) in the status and the log. A sweep's
+        trials always run on Ray (Tune), on the local executor too: its job says so."""
         from . import cluster
 
-        runner = cluster.folds_runner(self.job.executor, self.job.ray_address)
-        where = cluster.describe(self.job.executor, self.job.ray_address)
+        executor = "ray" if self.job.sweep is not None else self.job.executor
+        runner = cluster.folds_runner(executor, self.job.ray_address)
+        where = cluster.describe(executor, self.job.ray_address)
         _update_status(self.dir, **where)
         self.log(cluster.summary_line(where))
         return runner

@@ -249,6 +249,8 @@ def test_a_sweep_job_streams_its_trials_and_a_cancel_stops_it(four_actors, tmp_p
         time.sleep(0.2)
     first = trials_table(ex.events(job_id))[0]
     assert first["state"] == "done" and first["run_id"] is not None and 0.1 <= first["C"] <= 100
+    assert ex.status(job_id)["executor"] == "ray"  # on the local executor too: a sweep's trials run on Ray
+    assert "executor ray at local Ray" in ex.log(job_id)
     ex.cancel(job_id)
     st = ex.wait(job_id, timeout=60)
     assert st["state"] == "cancelled", ex.log(job_id)
