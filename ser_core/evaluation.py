@@ -518,15 +518,18 @@ def _run_fields(config: RunConfig, fs, corpus, fingerprint: str, *, k: int, vers
                 config_hash=config.hash(fs), versions=versions)
 
 
-def record_run(store, result: RunResult, corpus, *, sweep: str | None = None) -> RunResult:
+def record_run(store, result: RunResult, corpus, *, sweep: str | None = None, trial: int | None = None) -> RunResult:
     """Store a run that was cross-validated without a store (``cross_validate(store=None)``: a sweep's trial in
     a Ray worker, which never writes the store) as ``cross_validate`` stores one: its config, folds, out-of-fold
-    predictions and summary, finished. sweep: the id of the sweep it is a trial of. Returns ``result`` with its
-    ``run_id``."""
+    predictions and summary, finished. sweep: the id of the sweep it is a trial of; trial: its number there
+    (kept in the run's options as ``trial``). Returns ``result`` with its ``run_id``."""
     config = result.config
     _, fs = config.resolved()
-    run_id = store.start_run(**_run_fields(config, fs, corpus, data_fingerprint(corpus.manifest),
-                                           k=len(result.folds), versions=package_versions()), sweep=sweep)
+    fields = _run_fields(config, fs, corpus, data_fingerprint(corpus.manifest), k=len(result.folds),
+                         versions=package_versions())
+    if trial is not None:
+        fields["options"]["trial"] = int(trial)
+    run_id = store.start_run(**fields, sweep=sweep)
     try:
         for f in result.folds:
             store.add_fold(run_id, f["fold"], **{k: f[k] for k in FOLD_FIELDS if k != "fold"})

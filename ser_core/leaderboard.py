@@ -201,21 +201,34 @@ class Leaderboard:
                          **{g: oof[g] for g in CLIP_GROUPS})
 
 
+def _trial_numbers(trials: pd.DataFrame) -> pd.Series:
+    """Each trial run's number in its sweep, as the sweep numbered it (the order the search suggested it, kept in
+    the run's options); a run stored before the number was kept counts in the order it was stored."""
+    stored = trials.groupby("sweep")["id"].rank(method="first")
+    kept = trials["options"].map(lambda o: o.get("trial") if isinstance(o, dict) else None)
+    return kept.where(kept.notna(), stored).astype(int)
+
+
 def best_of_sweeps(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` (rows of ``Leaderboard.runs``) with the trials of each sweep reduced to its best (highest mean UAR;
-    the earliest on a tie): one row a sweep, beside the runs of no sweep, in the order of ``runs``."""
+    the first trial on a tie, as the sweep itself chooses the model it saves): one row a sweep, beside the runs
+    of no sweep, in the order of ``runs``."""
     trials = runs[runs["sweep"].notna()]
-    best = trials.sort_values(["uar_mean", "id"], ascending=[False, True]).drop_duplicates("sweep").index
+    trials = trials.assign(_trial=_trial_numbers(trials)) if len(trials) else trials.assign(_trial=[])
+    best = trials.sort_values(["uar_mean", "_trial", "id"], ascending=[False, True, True]).drop_duplicates(
+        "sweep").index
     return runs[runs["sweep"].isna() | runs.index.isin(best)]
 
 
 def sweep_trials(runs: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
-    """The trials of sweep ``sweep_id`` among ``runs``: ``trial`` (1, 2, ... in the order they were stored), the
-    run's columns and each searched parameter as a column of its own (the sweep's ``params`` spread out)."""
-    trials = runs[runs["sweep"] == sweep_id].sort_values("id", ignore_index=True)
+    """The trials of sweep ``sweep_id`` among ``runs``: ``trial`` (its number in the sweep, as the CLI and the
+    Train page number it), the run's columns and each searched parameter as a column of its own (the sweep's
+    ``params`` spread out), in trial order."""
+    trials = runs[runs["sweep"] == sweep_id]
+    trials = trials.assign(trial=_trial_numbers(trials) if len(trials) else []).sort_values(
+        ["trial", "id"], ignore_index=True)
     params = pd.DataFrame(trials["params"].tolist(), index=trials.index)
-    return pd.concat([trials.assign(trial=trials.index + 1), params.drop(columns=[c for c in params
-                                                                                 if c in trials])], axis=1)
+    return pd.concat([trials, params.drop(columns=[c for c in params if c in trials])], axis=1)
 
 
 def _store_id(run_id) -> int | None:

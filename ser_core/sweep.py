@@ -303,7 +303,8 @@ def run_sweep(config: SweepConfig, corpus, *, store=None, save_to=None, progress
               on_trial=lambda t: _record_trial(t, store, corpus, sweep_id, trials, emit), should_stop=should_stop)
     trials.sort(key=lambda t: t["trial"])  # they ended in any order
     done = [t for t in trials if t["state"] == "done"]
-    best = max(done, key=lambda t: t["uar"]["mean"], default=None)  # the first suggested on a tie
+    best = max(done, key=lambda t: t["uar"]["mean"], default=None)  # the first suggested on a tie (the store
+    #                                                                   keeps it: the Leaderboard shows this one)
     if should_stop and should_stop():  # cancelled: the sweep ends with the best trial so far, nothing saved
         store.finish_sweep(sweep_id, best_run=best and best["run_id"])
         raise KeyboardInterrupt("cancelled")
@@ -328,7 +329,7 @@ def _record_trial(trial: dict, store, corpus, sweep_id: str, trials: list, emit)
 
     result = trial.pop("result", None)
     if result is not None:
-        result = record_run(store, result, corpus, sweep=sweep_id)
+        result = record_run(store, result, corpus, sweep=sweep_id, trial=trial["trial"])
         s = result.summary
         trial.update(state="done", run_id=result.run_id, uar=s["uar"], accuracy=s["accuracy"],
                      folds_done=len(result.folds))

@@ -85,9 +85,10 @@ def ravdess_48k(shared_ravdess: Path, root: Path, actors, step: int) -> Path:
     return root
 
 
-def store_run(store, oof, model="svm", dataset="ravdess", params=None, sweep=None) -> int:
+def store_run(store, oof, model="svm", dataset="ravdess", params=None, sweep=None, trial=None) -> int:
     """A finished run of ``oof`` (out-of-fold predictions as ``ser_core.saved.load_oof`` gives them) in
-    ``store``, recorded as cross_validate records one (a trial of ``sweep``, when given); returns its id."""
+    ``store``, recorded as cross_validate records one (a trial of ``sweep``, when given, numbered ``trial``
+    there as ``evaluation.record_run`` numbers it); returns its id."""
     import numpy as np
 
     from ser_core.evaluation import compute_metrics, summarize
@@ -98,7 +99,8 @@ def store_run(store, oof, model="svm", dataset="ravdess", params=None, sweep=Non
                           data_root="/data",
                           data_fingerprint="f" * 16, n_clips=len(pred), n_speakers=len(set(oof.get("speaker", []))),
                           split="speaker", splitter="StratifiedGroupKFold(n_splits=4)", k=len(set(oof["fold"])),
-                          seed=0, speaker_dependent=False, options={}, config_hash=f"h{model}{len(pred)}",
+                          seed=0, speaker_dependent=False, options={} if trial is None else {"trial": trial},
+                          config_hash=f"h{model}{len(pred)}",
                           versions={}, sweep=sweep)
     folds = []
     for f in np.unique(oof["fold"]):

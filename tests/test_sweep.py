@@ -149,6 +149,22 @@ def test_the_leaderboard_shows_a_sweep_as_its_best_trial(tmp_path):
     assert sweeps["uar_mean"].iloc[0] == runs.set_index("id").loc[trials[1], "uar_mean"]
 
 
+def test_the_leaderboard_numbers_trials_and_breaks_ties_as_the_sweep_does(tmp_path):
+    """Trials end, and are stored, in any order: the Leaderboard numbers them as the sweep did (the order the
+    search suggested them) and, on a tie, shows the first trial, the one the sweep saved."""
+    store = ResultsStore(tmp_path / "r.sqlite")
+    store.start_sweep("sweep-t", model="svm", dataset="ravdess", data_fingerprint="f", space="C=uniform(1,9)",
+                      settings={"trials": 3})
+    same = _oof(5, 0.7)
+    stored = {trial: store_run(store, oof, params={"C": c}, sweep="sweep-t", trial=trial)
+              for trial, oof, c in [(3, same, 3.0), (1, _oof(6, 0.3), 1.0), (2, same, 2.0)]}  # the order they ended
+    runs = Leaderboard(store, shipped_dir=tmp_path / "none").runs()
+    assert best_of_sweeps(runs)["id"].tolist() == [stored[2]]  # trials 2 and 3 tie: the sweep keeps trial 2
+    table = sweep_trials(runs, "sweep-t")
+    assert table["trial"].tolist() == [1, 2, 3] and table["C"].tolist() == [1.0, 2.0, 3.0]
+    assert table["id"].tolist() == [stored[1], stored[2], stored[3]]
+
+
 @pytest.mark.slow
 def test_the_leaderboard_page_lists_a_sweep_as_its_best_trial_and_its_trials_apart(tmp_path, monkeypatch):
     from test_app_train_leaderboard import _charts, _page, _values
