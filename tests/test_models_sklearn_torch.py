@@ -151,6 +151,11 @@ def test_svm_probabilities_are_a_softmax_of_its_votes_or_platt_scaled(fitted, ut
     np.testing.assert_array_equal(again.predict_proba(Xte), platt.predict_proba(Xte))
     with pytest.raises(ConfigError, match="probability"):
         create_model("svm", probability="isotonic")
+    two = ytr == ytr[0]  # two classes: SVC gives one margin per clip, the model still two probabilities
+    binary = create_model("svm").fit(Xtr, np.where(two, "a", "b"))
+    p2 = binary.predict_proba(Xte)
+    assert p2.shape == (len(Xte), 2) and np.allclose(p2.sum(1), 1)
+    assert (binary.predict(Xte) == binary.pipeline_.predict(Xte)).all()
 
 
 def test_transformer_save_load_round_trip(transformer, seq, tmp_path):

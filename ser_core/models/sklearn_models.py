@@ -157,6 +157,8 @@ class VoteSVC(SVC):
 
     def predict_proba(self, X):
         d = self.decision_function(X)
+        if d.ndim == 1:  # two classes: one signed margin, positive for classes_[1]
+            d = np.column_stack([-d, d])
         z = np.exp(d - d.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
