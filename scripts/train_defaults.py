@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 # 2 copies through a random channel, 2 through pink noise (0-20 dB) and 1 through a telephone line of every
 # training clip (speaker and channel variation; see the README's tables of techniques and robustness).
 UTTERANCE = ["--feature-set", "expressive_denoised", "--augment", "speed*4,channel*2,channel:noise*2,channel:phone"]
-# the two networks see 10x the clips: batches of 128 instead of 32 (4x fewer steps; same or better UAR, README)
+# the two networks see 10x the clips: batches of 128 instead of 32 (4x fewer steps, the same UAR: README)
 NETWORKS = ["--param", "mlp_tf.batch_size=128", "--param", "fcnn_torch.batch_size=128"]
 # the RBF SVM's training time grows with the square of its rows: half the copies (a subset of the ones above,
 # the same cached features) score as well as all of them (0.579 vs 0.576 UAR) in half the time (README)
