@@ -1,6 +1,6 @@
 """The ensemble's pooling against a learned stacker, on the members' saved out-of-fold predictions.
 
-    python benchmarks/bench_stacking.py [--dirs trained_models,/tmp/seed1,/tmp/seed2]
+    python benchmarks/bench_stacking.py [--dirs trained_models,/tmp/ser_seeds/seed1,/tmp/ser_seeds/seed2]
 
 For each folder of models (the shipped ones, and e.g. ``bench_seeds.py``'s other seeds), the ensemble's
 members' calibrated out-of-fold predictions (clean, phone, noise10) are pooled fold by fold, each fold with a
