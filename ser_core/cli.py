@@ -243,19 +243,15 @@ def cmd_sweep(a):
 
 def _sweep_progress(config):
     """The ``progress`` callback of `sweep`: the features, then a line per ended trial, on stderr."""
-    from .sweep import format_params
+    from .sweep import format_params, trial_outcome
 
     t0 = time.perf_counter()
     features = _train_progress(config.model)
 
     def progress(e):
         if e["event"] == events.TRIAL_DONE:
-            score = {"done": lambda: f"UAR {e['uar']['mean']:.3f} ± {e['uar']['std']:.3f} (run {e['run_id']})",
-                     "stopped": lambda: f"stopped early after {e['folds_done']} of {config.folds} folds (UAR so "
-                                        f"far {e['uar']['mean']:.3f}; not stored)",
-                     "failed": lambda: f"failed: {e['error']}"}[e["state"]]()
-            _err(f"[trial {e['trial']}/{config.trials}] {format_params(e['params'])}: {score} "
-                 f"({time.perf_counter() - t0:.0f} s elapsed)")
+            _err(f"[trial {e['trial']}/{config.trials}] {format_params(e['params'])}: "
+                 f"{trial_outcome(e, config.folds)} ({time.perf_counter() - t0:.0f} s elapsed)")
         elif e["event"] == events.SWEEP_START:
             _err(f"[{config.model}] sweep {e['sweep_id']}: {e['trials']} trials of {e['space']}, {e['folds']}-fold "
                  "speaker-grouped CV each")

@@ -94,7 +94,6 @@ def connect(address: str | None = None, *, num_cpus: int | None = None):
 def _sigterm_handler():
     """This process's SIGTERM handler, where it can be read and set again (the main thread), else None."""
     import signal
-    import threading
 
     return signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
 

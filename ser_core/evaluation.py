@@ -562,6 +562,7 @@ def _record_saved_model(store, run_id, folder, previous) -> None:
     store.set_saved_model(run_id, folder)
     _unclaim_replaced(store, run_id, folder, previous)
 
+
 def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_test, spk_test):
     """One training step of a run (a CV fold, or a cross-corpus train/test pair): per-speaker normalisation when
     the config asks for it, the training clips' augmented copies (``X_aug``: kind -> rows aligned with
@@ -669,8 +670,8 @@ def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
     returns the run's summary entries:
 
     - ``calibration``: ``method``, ``temperature`` (and ``confidence_map`` or ``confidence_logistic``, and
-      ``ceiling`` where one was needed) fitted on every fold: the final model's; ``fold_temperatures``; ``threshold`` (top probability below which an answer is
-      "not sure", see ``uncertainty_threshold``); ``uncertain_fraction`` (of the clips, calibrated); ``ece``,
+      ``ceiling`` where one was needed) fitted on every fold: the final model's; ``fold_temperatures``;
+      ``threshold`` (top probability below which an answer is "not sure", see ``uncertainty_threshold``); ``uncertain_fraction`` (of the clips, calibrated); ``ece``,
       ``brier``, ``wrong_over_90`` of all calibrated out-of-fold predictions pooled, with
       ``ece_uncalibrated``, ``brier_uncalibrated`` and ``ece_by_method`` (every method's pooled ECE);
     - ``reliability``, ``reliability_uncalibrated``: ``reliability_curve`` of the pooled predictions."""

@@ -756,7 +756,7 @@ class _Worker:
     def run_sweep(self, corpus, store) -> list[str]:
         """The job's sweep (``ser_core.sweep.run_sweep``): its events into events.jsonl with the model's name, a
         log line per trial, Ray Tune's folders inside the job's; a cancel stops every trial."""
-        from .sweep import run_sweep
+        from .sweep import format_params, run_sweep, trial_outcome
 
         job, name = self.job, next(iter(self.job.models))
         _update_status(self.dir, models={name: {"state": "running"}})
@@ -764,8 +764,7 @@ class _Worker:
 
         def progress(e: dict):
             if e["event"] == events.TRIAL_DONE:
-                score = f"UAR {e['uar']['mean']:.3f}" if e.get("uar") else e.get("error") or e["state"]
-                self.log(f"[{name}] trial {e['trial']} {e['state']}: {json.dumps(e['params'])}: {score}")
+                self.log(f"[{name}] trial {e['trial']}: {format_params(e['params'])}: {trial_outcome(e, job.folds)}")
             self.emit({**e, "model": name})
 
         res = run_sweep(job.sweep_config(), corpus, store=store, save_to=self.save_to(name, corpus),

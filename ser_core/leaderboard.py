@@ -214,7 +214,7 @@ def best_of_sweeps(runs: pd.DataFrame) -> pd.DataFrame:
     the first trial on a tie, as the sweep itself chooses the model it saves): one row a sweep, beside the runs
     of no sweep, in the order of ``runs``."""
     trials = runs[runs["sweep"].notna()]
-    trials = trials.assign(_trial=_trial_numbers(trials)) if len(trials) else trials.assign(_trial=[])
+    trials = trials.assign(_trial=_trial_numbers(trials))
     best = trials.sort_values(["uar_mean", "_trial", "id"], ascending=[False, True, True]).drop_duplicates(
         "sweep").index
     return runs[runs["sweep"].isna() | runs.index.isin(best)]
@@ -225,7 +225,7 @@ def sweep_trials(runs: pd.DataFrame, sweep_id: str) -> pd.DataFrame:
     Train page number it), the run's columns and each searched parameter as a column of its own (the sweep's
     ``params`` spread out), in trial order."""
     trials = runs[runs["sweep"] == sweep_id]
-    trials = trials.assign(trial=_trial_numbers(trials) if len(trials) else []).sort_values(
+    trials = trials.assign(trial=_trial_numbers(trials)).sort_values(
         ["trial", "id"], ignore_index=True)
     params = pd.DataFrame(trials["params"].tolist(), index=trials.index)
     return pd.concat([trials, params.drop(columns=[c for c in params if c in trials])], axis=1)

@@ -421,6 +421,17 @@ def format_params(params: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def trial_outcome(event: dict, folds: int) -> str:
+    """What a ``TRIAL_DONE`` event says of its trial, for the CLI and the job log: its UAR and run, how far an
+    early-stopped trial got, or a failed one's error."""
+    if event["state"] == "done":
+        return f"UAR {event['uar']['mean']:.3f} ± {event['uar']['std']:.3f} (run {event['run_id']})"
+    if event["state"] == "stopped":
+        return (f"stopped early after {event['folds_done']} of {folds} folds (UAR so far "
+                f"{event['uar']['mean']:.3f}; not stored)")
+    return f"failed: {event['error']}"
+
+
 def _plain(params: dict) -> dict:
     """Drawn values as plain Python (numpy scalars -> int/float), as stored and printed."""
     return {k: v.item() if hasattr(v, "item") else v for k, v in params.items()}
@@ -489,5 +500,5 @@ def trials_table(job_events: list[dict]) -> list[dict]:
     return rows
 
 
-__all__ = ["DISTRIBUTIONS", "SUGGESTED_SPACES", "Dimension", "SweepConfig", "SweepResult", "format_space",
-           "parse_space", "run_sweep", "trials_table"]
+__all__ = ["DISTRIBUTIONS", "SUGGESTED_SPACES", "Dimension", "SweepConfig", "SweepResult", "format_params",
+           "format_space", "parse_space", "run_sweep", "trial_outcome", "trials_table"]

@@ -267,6 +267,7 @@ def test_a_sweep_job_streams_its_trials_and_a_cancel_stops_it(four_actors, tmp_p
     assert first["state"] == "done" and first["run_id"] is not None and 0.1 <= first["C"] <= 100
     assert ex.status(job_id)["executor"] == "ray"  # on the local executor too: a sweep's trials run on Ray
     assert "executor ray at local Ray" in ex.log(job_id)
+    assert "[svm] trial 1: C=" in ex.log(job_id)  # the job log words a trial as the CLI does (trial_outcome)
     ex.cancel(job_id)
     st = ex.wait(job_id, timeout=60)
     assert st["state"] == "cancelled", ex.log(job_id)
