@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import events
+from .ensemble import INPUTS as ENSEMBLE_INPUTS
 from .errors import ConfigError, SERError
 from .splits import SPLIT_CHOICES, SPLITS
 
@@ -272,7 +273,7 @@ def cmd_evaluate(a):
     model, card = load_trained(a.model, a.models_dir)
     corpus = load_corpus(a.data, corpus=a.corpus)
     y = corpus.manifest["emotion"].to_numpy()
-    # features, or for an ensemble its members' calibrated probabilities
+    # features, or for an ensemble its members' probabilities (raw or calibrated, as it pools them)
     X = model_inputs(model, card, corpus.manifest["path"].tolist(), root=a.models_dir, n_jobs=a.jobs)
     if card.get("speaker_norm"):  # as in CV: each speaker by its own clips (speakers with < 5: training stats)
         speakers = corpus.manifest["speaker"].astype(str).to_numpy()
@@ -300,7 +301,7 @@ def cmd_ensemble(a):
     from .results import ResultsStore
 
     card = fit_ensemble([m.strip() for m in a.members.split(",") if m.strip()], root=a.models_dir, name=a.name,
-                        store=ResultsStore(a.db), replace_shipped=a.replace_shipped)
+                        store=ResultsStore(a.db), replace_shipped=a.replace_shipped, inputs=a.inputs)
     metrics, cal = card["cv"]["metrics"], card["calibration"]
     if a.json:
         _print_json({"name": card["name"], "members": card["members"], "weights": card["weights"],
@@ -674,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--models-dir", default=None, help="where the members are and the ensemble goes (default: "
                     "members from the shipped models and yours, the ensemble into yours)")
     en.add_argument("--replace-shipped", action="store_true", help="save it over the shipped ensemble")
+    en.add_argument("--inputs", choices=ENSEMBLE_INPUTS, default=ENSEMBLE_INPUTS[0],
+                    help="pool the members' raw probabilities (default; measured better) or their calibrated ones")
     en.add_argument("--db", default=None)
     en.add_argument("--json", action="store_true")
     en.set_defaults(func=cmd_ensemble)

@@ -4,8 +4,9 @@ predictions.
     >>> run = fit_ensemble(["lda", "svm", "mlp_tf", "cnn"], store=ResultsStore())   # -> trained_models/ensemble
     >>> p = Predictor.from_dir(["ensemble"])        # loads its members too; predict() returns the ensemble only
 
-The ensemble's probability is ``softmax(sum_m w_m log p_m + b)``, where ``p_m`` is member ``m``'s calibrated
-probability, ``w_m >= 0`` and the per-class bias ``b`` minimise the class-balanced negative log-likelihood
+The ensemble's probability is ``softmax(sum_m w_m log p_m + b)``, where ``p_m`` is member ``m``'s raw
+probability (``predict_proba``, before the member's calibration: ``EnsembleModel.inputs``), ``w_m >= 0`` and
+the per-class bias ``b`` minimise the class-balanced negative log-likelihood
 of the members' **out-of-fold** predictions (the speaker-grouped cross-validation each member was judged by;
 each class weighs the same, as in the UAR the models are judged by, and ``b`` lets the pooling undo the
 members' shared leanings toward some classes). Members must come from runs with the same
@@ -33,6 +34,10 @@ from .models.base import SERModel
 
 ENSEMBLE = "ensemble"  # registry-like name of the family, also the default folder name
 L2 = 1e-3  # keeps the weights finite when members agree
+# what an ensemble pools of each member: its raw probabilities (the default since they measured better: the
+# weights scale each member as a temperature would, and a member's 90 % ceiling hid how sure it was; README),
+# or its calibrated ones (as every ensemble saved before the option did)
+INPUTS = ("raw", "calibrated")
 
 
 def _log(p):
@@ -88,18 +93,30 @@ class EnsembleModel(SERModel):
     """Saved like any model (``model.json``, no weights file); its input is its members' probabilities.
 
     ``predict_proba(member_probas)`` takes ``{member name: (n, len(classes_)) probabilities}`` in ``classes_``
-    order (the members' calibrated outputs) and returns the pooled ``(n, len(classes_))``. ``Predictor`` feeds
-    it; ``feature_set`` is None because it computes no features of its own."""
+    order (each member's ``member_proba``: raw or calibrated, as ``inputs`` says) and returns the pooled
+    ``(n, len(classes_))``. ``Predictor`` feeds it; ``feature_set`` is None because it computes no features of
+    its own."""
 
     name = ENSEMBLE
     framework = ENSEMBLE
 
-    def __init__(self, members=(), weights=(), bias=(), feature_set=None, seed: int = 0):
+    def __init__(self, members=(), weights=(), bias=(), feature_set=None, seed: int = 0,
+                 inputs: str = "calibrated"):
         self.members = list(members)
         self.weights = [float(w) for w in weights]
         self.bias = [float(b) for b in bias]  # per class, in classes_ order (empty: none, as saved before it)
         self.feature_set = feature_set
         self.seed = seed
+        if inputs not in INPUTS:
+            raise ConfigError(f"An ensemble pools its members' {' or '.join(INPUTS)} probabilities, not {inputs!r}.")
+        self.inputs = inputs  # the default is what ensembles saved before the option pooled; fit_ensemble: raw
+
+    def member_proba(self, raw, card: dict) -> np.ndarray:
+        """What this ensemble pools of a member whose ``predict_proba`` gave ``raw`` and whose card is ``card``:
+        ``raw`` itself, or calibrated as the card says (``inputs``)."""
+        from .calibration import apply_calibration
+
+        return raw if self.inputs == "raw" else apply_calibration(raw, card.get("calibration"))
 
     def fit(self, X, y):
         raise ConfigError("An ensemble is fitted on its members' out-of-fold predictions: use "
@@ -148,13 +165,15 @@ def _aligned_oofs(names, root):
     return cards, oofs
 
 
-def fit_ensemble(members, *, root=None, name: str | None = None, store=None, replace_shipped: bool = False) -> dict:
+def fit_ensemble(members, *, root=None, name: str | None = None, store=None, replace_shipped: bool = False,
+                 inputs: str = "raw") -> dict:
     """Fit, cross-validate, calibrate and save an ensemble of the saved models ``members`` (names under
     ``root``; None: the shipped models and yours); record its run in ``store`` (a ``ResultsStore``, optional).
+    ``inputs``: what it pools of each member (``INPUTS``: raw or calibrated probabilities).
     Saved into ``root``, else your models folder (named like any model you train: ``ensemble-<data>-run<id>``),
     or with ``replace_shipped`` the shipped folder; ``name`` defaults to ``ensemble`` in those two. Returns
     the saved model's card."""
-    from .calibration import apply_calibration, label_indices
+    from .calibration import label_indices
     from .evaluation import (CHANNEL_OOF_PROTOCOL, CHANNEL_PROBA, CLIP_GROUPS, RUN_ENTRIES, calibrate_out_of_fold,
                              compute_metrics, summarize)
     from .robustness import CLEAN, channel_summary
@@ -171,11 +190,12 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     classes = [str(c) for c in oofs[0]["classes"]]
     y, fold, paths = oofs[0]["y"], oofs[0]["fold"], oofs[0]["paths"]
     y_idx = label_indices(y, classes)
-    # each member as Predictor serves it: its probabilities calibrated as its card says; clean, and through the
-    # channels every member's cross-validation also scored (so that the weights favour members that hold up)
+    # each member's raw probabilities, as Predictor feeds them to the ensemble (EnsembleModel.member_proba); clean,
+    # and through the channels every member's cross-validation also scored (weights favour members that hold up)
     conditions = sorted(set.intersection(*({k[len(CHANNEL_PROBA):] for k in o if k.startswith(CHANNEL_PROBA)}
                                            for o in oofs)))
-    probas = {c: [apply_calibration(o[key], card.get("calibration")) for card, o in zip(cards, oofs)]
+    pooled_inputs = EnsembleModel(members, inputs=inputs)
+    probas = {c: [pooled_inputs.member_proba(o[key], card) for card, o in zip(cards, oofs)]
               for c, key in [(CLEAN, "proba")] + [(c, CHANNEL_PROBA + c) for c in conditions]}
 
     def pooling_for(rows):
@@ -200,17 +220,18 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
         entries["robustness"] = channel_summary(oof)
     summary = {**summarize([f["metrics"] for f in folds]), **entries}
     weights, bias = pooling_for(np.ones(len(y), bool))
-    model = EnsembleModel(members, weights, bias)
+    model = EnsembleModel(members, weights, bias, inputs=inputs)
     model.classes_ = np.asarray(classes)
     cv = cards[0].get("cv", {})
     run_id = None
     if store is not None:
-        run_id = _record(store, cards, members, (weights, bias), folds, summary, classes, oof)
+        run_id = _record(store, cards, members, (weights, bias), folds, summary, classes, oof, inputs)
     card = {
         "training_data": cards[0].get("training_data", {}),
         "members": members,
         "weights": dict(zip(members, map(float, weights))),
         "bias": dict(zip(classes, map(float, bias))),  # per-class term of the pooling (class-balanced fit)
+        "inputs": inputs,  # the members' raw or calibrated probabilities
         "weights_fitted_on": list(probas),  # out-of-fold predictions: clean, then through these channels
         "cv": {**{k: cv.get(k) for k in ("split", "k", "seed", "speaker_dependent")},
                "split_description": SPLITS[cv["split"]].description if cv.get("split") in SPLITS else cv.get("split"),
@@ -228,13 +249,13 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     return json.loads((folder / "card.json").read_text())
 
 
-def _record(store, cards, members, pooling, folds, summary, classes, oof) -> int:
+def _record(store, cards, members, pooling, folds, summary, classes, oof, inputs) -> int:
     """Store the ensemble's cross-validation as a run, beside its members' runs."""
     data, cv = cards[0].get("training_data", {}), cards[0].get("cv", {})
     weights, bias = pooling
     run_id = store.start_run(
         model=ENSEMBLE, params={"members": members, "weights": [float(w) for w in weights],
-                                "bias": [float(b) for b in bias]},
+                                "bias": [float(b) for b in bias], "inputs": inputs},
         feature_set={"name": "members", "kind": "ensemble"}, dataset=data.get("corpus", "?"),
         data_root=data.get("root"), data_fingerprint=data.get("fingerprint", "?"), n_clips=data.get("clips"),
         n_speakers=data.get("speakers"), split=cv.get("split", "speaker"),
@@ -251,4 +272,4 @@ def _record(store, cards, members, pooling, folds, summary, classes, oof) -> int
     return run_id
 
 
-__all__ = ["ENSEMBLE", "EnsembleModel", "fit_ensemble", "fit_pooling", "pool"]
+__all__ = ["ENSEMBLE", "INPUTS", "EnsembleModel", "fit_ensemble", "fit_pooling", "pool"]

@@ -123,24 +123,34 @@ class Predictor:
 
     def predict(self, y: np.ndarray, sr: int, *, timings: dict | None = None) -> dict:
         feats = {}
-        results = {}
+        results, raws = {}, {}  # {model: {label: p}} calibrated, and {model: (1, classes) raw predict_proba}
         for m in self.models:  # ensembles come last: their members' results are there by then
             fs_name = m.model.feature_set
             t0 = time.perf_counter()
             if fs_name is None:
-                X = {k: np.array([[results[k].get(str(c), 0.0) for c in m.model.classes_]]) for k in m.model.members}
+                X = {k: self._member_input(m.model, k, raws[k]) for k in m.model.members}
             else:
                 if fs_name not in feats:
                     feats[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
                 X = self.normalise(m, feats[fs_name])
             t1 = time.perf_counter()
-            proba = calibrated_proba(m.model, m.card, X)[0]
+            raw = m.model.predict_proba(X)
+            proba = apply_calibration(raw, m.card.get("calibration"))[0]
             t2 = time.perf_counter()
             if timings is not None:
                 timings[m.name] = {"features_ms": 1000 * (t1 - t0), "model_ms": 1000 * (t2 - t1)}
+            raws[m.name] = raw
             results[m.name] = {str(c): float(p) for c, p in zip(m.model.classes_, proba)}
         auxiliary = {m.name for m in self.models if m.auxiliary}
         return {k: v for k, v in results.items() if k not in auxiliary}
+
+    def _member_input(self, ensemble, name: str, raw: np.ndarray) -> np.ndarray:
+        """What ``ensemble`` pools of member ``name``, whose ``predict_proba`` gave ``raw`` (``member_proba``),
+        in the ensemble's class order (a class the member does not know: 0)."""
+        member = next(m for m in self.models if m.name == name)
+        p = ensemble.member_proba(raw, member.card)
+        column = {str(c): i for i, c in enumerate(member.model.classes_)}
+        return np.array([[p[0, column[str(c)]] if str(c) in column else 0.0 for c in ensemble.classes_]])
 
     def warm_up(self) -> "Predictor":
         """Predict once on a second of a synthetic vowel, so that the first real answer does not pay for the

@@ -64,13 +64,12 @@ def condition_features(paths, fs, condition: str, *, speakers=None, n_jobs=None,
 def model_inputs(model, card: dict, paths, condition: str = CLEAN, *, root=None, speakers=None, n_jobs=None,
                  cache=True):
     """What a saved model's ``predict_proba`` takes for ``paths`` recorded through ``condition``: its features
-    ``(n, *fs.shape)``, or for an ensemble (``feature_set`` None) ``{member: its calibrated probabilities
-    (n, k)}``, the members loaded from the models folder ``root`` (default: the shipped one) as ``Predictor``
-    loads them. ``card`` is the model's; speakers: as ``perturbed_features``."""
+    ``(n, *fs.shape)``, or for an ensemble (``feature_set`` None) ``{member: its probabilities (n, k), raw or
+    calibrated as the ensemble pools them}``, the members loaded from the models folder ``root`` (default: the
+    shipped one) as ``Predictor`` loads them. ``card`` is the model's; speakers: as ``perturbed_features``."""
     if model.feature_set is not None:
         return condition_features(paths, model.feature_set, condition, speakers=speakers, n_jobs=n_jobs,
                                   cache=cache)
-    from .inference import calibrated_proba
     from .saved import load_trained
 
     members = {}
@@ -80,7 +79,7 @@ def model_inputs(model, card: dict, paths, condition: str = CLEAN, *, root=None,
             raise ConfigError(f"Ensemble member '{name}' is speaker-adaptive; ensembles pool single-clip models.")
         X = model_inputs(member, member_card, paths, condition, root=root, speakers=speakers, n_jobs=n_jobs,
                          cache=cache)
-        members[name] = calibrated_proba(member, member_card, X)
+        members[name] = model.member_proba(member.predict_proba(X), member_card)
     return members
 
 

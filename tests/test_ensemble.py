@@ -77,17 +77,20 @@ def members(shared_ravdess, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_fit_ensemble_cross_validates_saves_and_records_a_run(members):
+@pytest.mark.parametrize("inputs", ["raw", "calibrated"])
+def test_fit_ensemble_cross_validates_saves_and_records_a_run(members, inputs):
     base, corpus, store = members
-    card = fit_ensemble(["lda", "svm"], root=base / "models", store=store)
-    folder = base / "models" / "ensemble"
+    name = f"ensemble_{inputs}"
+    card = fit_ensemble(["lda", "svm"], root=base / "models", store=store, name=name, inputs=inputs)
+    folder = base / "models" / name
+    assert card["inputs"] == inputs
     assert (folder / "model.json").is_file() and (folder / "oof.npz").is_file()
     assert card["model"] == "ensemble" and card["members"] == ["lda", "svm"]
     assert set(card["weights"]) == {"lda", "svm"} and all(w >= 0 for w in card["weights"].values())
     uar = card["cv"]["metrics"]["uar"]["mean"]
     assert 0.125 < uar <= 1 and 0 <= card["calibration"]["ece"] < 1
     runs = store.runs()
-    row = runs[runs["model"] == "ensemble"].iloc[0]
+    row = runs[runs["model"] == "ensemble"].iloc[-1]
     assert row["uar_mean"] == pytest.approx(uar) and row["k"] == 3
     # fold f's out-of-fold predictions come from weights fitted without fold f: recompute one fold by hand
     from ser_core.calibration import apply_calibration, label_indices
@@ -97,7 +100,9 @@ def test_fit_ensemble_cross_validates_saves_and_records_a_run(members):
     assert sorted(oof["paths"]) == sorted(corpus.manifest["path"])
     cals = {m: json.loads((base / "models" / m / "card.json").read_text())["calibration"] for m in member}
     order = {m: np.argsort(member[m]["paths"]) for m in member}
-    probas = [apply_calibration(member[m]["proba"][order[m]], cals[m]) for m in ("lda", "svm")]
+    probas = [member[m]["proba"][order[m]] for m in ("lda", "svm")]  # raw: each member's predict_proba
+    if inputs == "calibrated":
+        probas = [apply_calibration(p, cals[m]) for p, m in zip(probas, ("lda", "svm"))]
     y_idx = label_indices(member["lda"]["y"][order["lda"]], list(oof["classes"]))
     test = oof["fold"] == 0
     w, b = fit_pooling([p[~test] for p in probas], y_idx[~test])
@@ -124,14 +129,34 @@ def test_saved_ensemble_loads_and_predicts_through_its_members(members):
     both = Predictor.from_dir(["svm", "ensemble"], base / "models").predict_file(path)
     assert sorted(both) == ["ensemble", "svm"]
     assert both["ensemble"] == pytest.approx(only["ensemble"])
-    # by hand: pool the members' calibrated probabilities with the saved weights, then the ensemble's calibration
+    # by hand: pool the members' raw probabilities with the saved weights, then the ensemble's calibration
     from ser_core.calibration import apply_calibration
+    from ser_core.features import compute_files
 
-    full = Predictor.from_dir(["lda", "svm"], base / "models").predict_file(path)
+    assert model.inputs == "raw"
     classes = list(model.classes_)
-    probs = [np.array([[full[m][c] for c in classes]]) for m in model.members]
-    expected = apply_calibration(pool(probs, model.weights, model.bias), card["calibration"])[0]
+    raw = {}
+    for m in model.members:
+        member, _ = load_trained(m, base / "models")
+        raw[m] = member.predict_proba(compute_files([path], member.feature_set, progress=False))
+        assert list(member.classes_) == classes
+    expected = apply_calibration(pool([raw[m] for m in model.members], model.weights, model.bias),
+                                 card["calibration"])[0]
     assert [only["ensemble"][c] for c in classes] == pytest.approx(expected.tolist())
+    # an ensemble that pools calibrated probabilities, as every one saved before the option did (its model.json
+    # without "inputs"): the members' calibrated answers, as Predictor reports them, pooled
+    fit_ensemble(["lda", "svm"], root=base / "models", name="ensemble_old", inputs="calibrated")
+    meta = json.loads((base / "models" / "ensemble_old" / "model.json").read_text())
+    assert meta["params"].pop("inputs") == "calibrated"
+    (base / "models" / "ensemble_old" / "model.json").write_text(json.dumps(meta))
+    old, old_card = load_trained("ensemble_old", base / "models")
+    assert old.inputs == "calibrated"
+    full = Predictor.from_dir(["lda", "svm", "ensemble_old"], base / "models").predict_file(path)
+    probs = [np.array([[full[m][c] for c in classes]]) for m in old.members]
+    expected = apply_calibration(pool(probs, old.weights, old.bias), old_card["calibration"])[0]
+    assert [full["ensemble_old"][c] for c in classes] == pytest.approx(expected.tolist())
+    with pytest.raises(ConfigError, match="raw or calibrated"):
+        EnsembleModel(["lda", "svm"], inputs="softmax")
 
 
 @pytest.mark.slow
@@ -175,8 +200,8 @@ def test_cli_ensemble_models_and_evaluate(members, tmp_path):
     assert out.returncode == 0, out.stderr
     m = json.loads(out.stdout)
     assert m["n"] == len(corpus.manifest) and {"uar", "accuracy", "ece", "brier"} <= set(m)
-    # through a channel: the members' calibrated probabilities on the same perturbed clips, pooled
-    from ser_core.inference import calibrated_proba, evaluate_model
+    # through a channel: the members' raw probabilities on the same perturbed clips, pooled
+    from ser_core.inference import evaluate_model
     from ser_core.robustness import model_inputs, perturbed_features
     from ser_core.saved import load_trained
 
@@ -185,9 +210,9 @@ def test_cli_ensemble_models_and_evaluate(members, tmp_path):
     speakers = corpus.manifest["speaker"].astype(str).to_numpy()
     inputs = model_inputs(model, card, paths, "phone", root=base / "models", speakers=speakers, n_jobs=1)
     assert set(inputs) == {"lda", "svm"}
-    lda, lda_card = load_trained("lda", base / "models")
+    lda, _ = load_trained("lda", base / "models")
     X_phone = perturbed_features(paths, lda.feature_set, "phone", speakers=speakers, n_jobs=1)
-    assert np.allclose(inputs["lda"], calibrated_proba(lda, lda_card, X_phone))
+    assert np.allclose(inputs["lda"], lda.predict_proba(X_phone))
     phone = evaluate_model(model, card, inputs, corpus.manifest["emotion"])
     assert m["perturbations"]["phone"]["uar"] == pytest.approx(phone["uar"])
     out = run("ensemble", "--members", "lda", "--models-dir", str(base / "models"), "--db", db)
