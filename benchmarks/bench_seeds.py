@@ -8,7 +8,7 @@ the ensemble, saved in that folder; the shipped models are left alone), unless t
 trained ensemble. Seed 0 is the shipped models themselves (``trained_models/``). It then reads each model's
 out-of-fold predictions (``oof.npz``) and card in every folder and prints, per model, the UAR mean ± std over
 the 4 folds of each seed and over all folds of all seeds, and the pooled calibrated ECE and share of wrong
-answers above 90 % of each seed. About 16 minutes per seed on 2 cores with a warm feature cache.
+answers above 90 % of each seed. About 17 minutes per seed on 2 cores with a warm feature cache.
 """
 from __future__ import annotations
 

@@ -106,8 +106,8 @@ def evaluate_perturbed(model, card: dict, corpus, conditions, *, model_dir=None,
     its calibrated probabilities) on every clip of ``corpus`` passed through each condition (``CHANNELS``
     names, or ``"clean"``). A speaker-adaptive model (card ``speaker_norm``) normalises each speaker with that
     speaker's own perturbed clips, as ``evaluate`` does for clean ones; it needs its folder ``model_dir``. An
-    ensemble pools its members' calibrated probabilities on the same perturbed clips (members from the folder
-    that holds ``model_dir``).
+    ensemble pools its members' probabilities (raw or calibrated, ``EnsembleModel.inputs``) on the same
+    perturbed clips (members from the folder that holds ``model_dir``).
     progress: ``callable(condition)`` before each condition."""
     conditions = _parse_conditions(conditions)
     norm = None
