@@ -45,22 +45,19 @@ def fold_uar(y, fold, proba) -> float:
                           for f in np.unique(fold)]))
 
 
-def pooled_cv(probas: dict, y, fold, members, condition_weights=None) -> dict:
-    """``{condition: UAR}`` of the ensemble of ``members`` (``probas[condition][member]``), fold k pooled with
-    weights fitted on the other folds' clean, phone and noise10 predictions together, each counted as
-    ``condition_weights`` says (default: as the ensemble does, ``ensemble.CONDITION_WEIGHTS``)."""
-    from ser_core.ensemble import CONDITION_WEIGHTS, fit_pooling, pool
+def pooled_cv(probas: dict, oof: dict, members, condition_weights=None) -> dict:
+    """``{condition: UAR}`` of the ensemble of ``members`` (``probas[condition][member]``) on ``oof``'s clips and
+    folds (``ser_core.robustness.ensemble_perturbed``): fold k pooled with weights fitted on the other folds'
+    clean, phone and noise10 predictions together, each counted as ``condition_weights`` says (default: as the
+    ensemble does, ``ensemble.CONDITION_WEIGHTS``)."""
+    from ser_core.ensemble import CONDITION_WEIGHTS
+    from ser_core.robustness import ensemble_perturbed
 
     weights = CONDITION_WEIGHTS if condition_weights is None else condition_weights
-    counted = [c for c in CONDITIONS for _ in range(weights.get(c, 1))]
-    out = {c: np.zeros_like(probas["clean"][members[0]]) for c in CONDITIONS}
-    for f in np.unique(fold):
-        test = fold == f
-        w, b = fit_pooling([np.concatenate([probas[c][m][~test] for c in counted]) for m in members],
-                           np.tile(y[~test], len(counted)))
-        for c in CONDITIONS:
-            out[c][test] = pool([probas[c][m][test] for m in members], w, b)
-    return {c: fold_uar(y, fold, out[c]) for c in CONDITIONS}
+    counted = tuple(c for c in CONDITIONS for _ in range(weights.get(c, 1)))
+    member_oofs = [{"proba": {c: probas[c][m] for c in CONDITIONS}, "fold": oof["fold"], "y": oof["y"],
+                    "classes": oof["classes"]} for m in members]
+    return {c: s["uar"]["mean"] for c, s in ensemble_perturbed(member_oofs, fit_on=counted).items()}
 
 
 def lda_variants(root: Path, oof: dict, seed: int) -> dict:
@@ -122,7 +119,7 @@ def main():
                       for c in CONDITIONS}
 
         def add(name, probas, members=MEMBERS, condition_weights=None):
-            rows.setdefault(name, []).append(pooled_cv(probas, y, fold, members, condition_weights))
+            rows.setdefault(name, []).append(pooled_cv(probas, ref, members, condition_weights))
 
         add("raw probabilities, phone counted twice (what the ensemble does)", raw)
         add("raw, every condition counted once", raw, condition_weights={})

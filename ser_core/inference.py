@@ -147,10 +147,10 @@ class Predictor:
     def _member_input(self, ensemble, name: str, raw: np.ndarray) -> np.ndarray:
         """What ``ensemble`` pools of member ``name``, whose ``predict_proba`` gave ``raw`` (``member_proba``),
         in the ensemble's class order (a class the member does not know: 0)."""
+        from .evaluation import in_label_order
+
         member = next(m for m in self.models if m.name == name)
-        p = ensemble.member_proba(raw, member.card)
-        column = {str(c): i for i, c in enumerate(member.model.classes_)}
-        return np.array([[p[0, column[str(c)]] if str(c) in column else 0.0 for c in ensemble.classes_]])
+        return in_label_order(ensemble.member_proba(raw, member.card), member.model.classes_, ensemble.classes_)
 
     def warm_up(self) -> "Predictor":
         """Predict once on a second of a synthetic vowel, so that the first real answer does not pay for the
