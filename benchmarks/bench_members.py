@@ -1,7 +1,7 @@
 """What the ensemble gains from its inputs and members, on saved out-of-fold predictions of several seeds.
 
     python benchmarks/bench_members.py [--dirs trained_models,/tmp/seed1,/tmp/seed2] [--lda-variants]
-        [--bag-db PATH]
+        [--bag-db PATH] [--swap MODEL=PATH ...]
 
 For each folder of models (the shipped ones, and the other seeds' folders ``bench_seeds.py`` writes) the
 ensemble's members' out-of-fold predictions (clean, phone, noise10) are pooled fold by fold as
@@ -9,7 +9,7 @@ ensemble's members' out-of-fold predictions (clean, phone, noise10) are pooled f
 folds) is printed for:
 
 - the members' raw probabilities (what the ensemble pools) against their calibrated ones, and the phone line's
-  predictions counted once, twice (what the ensemble does) or three times in the fit;
+  predictions counted once (what the ensemble does), twice or three times in the fit;
 - stronger L2 on the pooling (``ensemble.L2``);
 - the ensemble without each member in turn;
 - ``--lda-variants``: the ensemble with a mixture LDA (each emotion split into 2 k-means subclasses) or a
@@ -21,6 +21,10 @@ folds) is printed for:
       python -m ser_core train --data DIR --models fcnn_torch --seed N --param fcnn_torch.seed=11 --no-save \\
           --feature-set expressive_denoised --augment "speed*4,channel*2,channel:noise*2,channel:phone" \\
           --param fcnn_torch.batch_size=128 --channels phone,noise10 --db PATH --force
+- ``--swap MODEL=PATH``: member ``MODEL`` replaced by that model's last finished run of the folder's seed in the
+  results database PATH (another recipe for one member, cross-validated with ``--channels phone,noise10 --seed N
+  --no-save --db PATH``; ``{seed}`` in PATH stands for the folder's seed), every other row repeated with it in
+  place. Repeatable.
 
 Numbers in the README's table of techniques.
 """
@@ -97,11 +101,31 @@ def lda_variants(root: Path, oof: dict, seed: int) -> dict:
     return out
 
 
+def run_oofs(db, model: str, seed: int, ref: dict) -> list[dict]:
+    """Out-of-fold arrays of ``model``'s finished runs with ``seed`` in the results database ``db``, oldest
+    first, each in ``ref``'s clip order (the same corpus and folds, or an error)."""
+    from ser_core.results import ResultsStore
+
+    store = ResultsStore(db)
+    runs = store.runs()
+    runs = runs[(runs["status"] == "done") & (runs["model"] == model) & (runs["seed"] == seed)]
+    out = []
+    for run_id in sorted(runs["id"]):
+        o = store.oof(int(run_id))
+        order = np.argsort(o["paths"])
+        if not np.array_equal(o["paths"][order], ref["paths"]) or not np.array_equal(o["fold"][order], ref["fold"]):
+            raise SystemExit(f"{db}: {model} run {run_id} was cross-validated on other clips or folds")
+        out.append({k: (v[order] if k != "classes" and np.ndim(v) and len(v) == len(order) else v)
+                    for k, v in o.items()})
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dirs", default=",".join([str(REPO / "trained_models"), "/tmp/seed1", "/tmp/seed2"]))
     p.add_argument("--lda-variants", action="store_true")
     p.add_argument("--bag-db", default=None)
+    p.add_argument("--swap", action="append", default=[], metavar="MODEL=PATH")
     a = p.parse_args()
     import ser_core.ensemble as ensemble
     from ser_core.calibration import apply_calibration, label_indices
@@ -113,6 +137,18 @@ def main():
         ref = oofs[0]
         classes = [str(c) for c in ref["classes"]]
         y, fold = label_indices(ref["y"], classes), ref["fold"]
+        seed = int(cards[0]["cv"]["seed"])
+        for swap in a.swap:
+            member, db = swap.split("=", 1)
+            db = db.format(seed=seed)
+            runs = run_oofs(db, member, seed, ref)
+            if not runs:
+                raise SystemExit(f"no finished {member} run with seed {seed} in {db}")
+            o = runs[-1]
+            oofs[MEMBERS.index(member)] = o
+            print(f"{root}: {member} from {db}: " + ", ".join(
+                f"{c} {fold_uar(y, fold, o['proba' if c == 'clean' else CHANNEL_PROBA + c]):.3f}" for c in CONDITIONS),
+                flush=True)
         raw = {c: {m: o["proba" if c == "clean" else CHANNEL_PROBA + c] for m, o in zip(MEMBERS, oofs)}
                for c in CONDITIONS}
         calibrated = {c: {m: apply_calibration(raw[c][m], card.get("calibration")) for m, card in zip(MEMBERS, cards)}
@@ -121,11 +157,11 @@ def main():
         def add(name, probas, members=MEMBERS, condition_weights=None):
             rows.setdefault(name, []).append(pooled_cv(probas, ref, members, condition_weights))
 
-        add("raw probabilities, phone counted twice (what the ensemble does)", raw)
-        add("raw, every condition counted once", raw, condition_weights={})
+        add("raw probabilities, every condition counted once (what the ensemble does)", raw, condition_weights={})
+        add("raw, phone counted twice", raw, condition_weights={"phone": 2})
         add("raw, phone counted three times", raw, condition_weights={"phone": 3})
-        add("calibrated probabilities, phone counted twice", calibrated)
-        add("calibrated, every condition counted once", calibrated, condition_weights={})
+        add("calibrated probabilities, every condition counted once", calibrated, condition_weights={})
+        add("calibrated, phone counted twice", calibrated, condition_weights={"phone": 2})
         for l2 in (0.01, 0.03, 0.1):
             ensemble.L2, default = l2, ensemble.L2
             add(f"raw, L2 {l2} instead of {default}", raw)
@@ -133,23 +169,13 @@ def main():
         for m in MEMBERS:
             add(f"raw, without {m}", raw, [x for x in MEMBERS if x != m])
         if a.lda_variants:
-            seed = int(cards[0]["cv"]["seed"])
             for variant, probas in lda_variants(root, ref, seed).items():
                 add(f"raw, + {variant}", {c: {**raw[c], variant: probas[c]} for c in CONDITIONS}, MEMBERS + [variant])
         if a.bag_db:
-            from ser_core.results import ResultsStore
-
-            store = ResultsStore(a.bag_db)
-            runs = store.runs()
-            runs = runs[(runs["status"] == "done") & (runs["model"] == "fcnn_torch")
-                        & (runs["seed"] == int(cards[0]["cv"]["seed"]))]
             bag = {c: [raw[c]["fcnn_torch"]] for c in CONDITIONS}
-            for run_id in runs["id"]:
-                o = store.oof(int(run_id))
-                order = np.argsort(o["paths"])
-                assert np.array_equal(o["paths"][order], ref["paths"]), "another corpus or order"
+            for o in run_oofs(a.bag_db, "fcnn_torch", seed, ref):
                 for c in CONDITIONS:
-                    bag[c].append(o["proba" if c == "clean" else CHANNEL_PROBA + c][order])
+                    bag[c].append(o["proba" if c == "clean" else CHANNEL_PROBA + c])
             print(f"{root}: fcnn_torch alone {fold_uar(y, fold, bag['clean'][0]):.3f}, bag of {len(bag['clean'])} "
                   f"{fold_uar(y, fold, np.mean(bag['clean'], 0)):.3f}", flush=True)
             add("raw, fcnn_torch bagged over training seeds",
