@@ -19,9 +19,10 @@ like every model's (``ser_core.evaluation``), and the run is stored (model ``ens
 Robust weights: when every member's cross-validation also scored its test folds through channels
 (``RunConfig.channels``, ``train --channels phone,noise10``: out-of-fold arrays ``proba@<channel>``), the weights
 minimise the log-likelihood of the clean and the channel predictions together (each condition counted
-``CONDITION_WEIGHTS`` times, once unless it says otherwise), so a member that breaks through a phone line or in noise weighs less; the card records
-``weights_fitted_on``, ``condition_weights`` and a ``robustness`` block (the ensemble's own cross-validated UAR
-per channel, fold ``k`` pooled with the other folds' weights).
+``CONDITION_WEIGHTS`` times, once unless it says otherwise), so a member that breaks through a phone line or in
+noise weighs less; the card records ``weights_fitted_on``, ``condition_weights`` and a ``robustness`` block (the
+ensemble's own cross-validated UAR per channel, fold ``k`` pooled with the other folds' weights,
+``pool_out_of_fold``, which ``robustness.ensemble_perturbed`` shares).
 """
 from __future__ import annotations
 
@@ -95,6 +96,40 @@ def fit_pooling(member_probas, y_idx) -> tuple[np.ndarray, np.ndarray]:
     return res.x[:m], res.x[m:]
 
 
+def fit_pooling_on(probas: dict, y_idx, rows, fit_on) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_pooling`` on the clips ``rows`` (a boolean mask) of the conditions ``fit_on`` stacked (a condition
+    listed twice counts twice); ``probas`` is ``{condition: [(n, k) array per member]}``."""
+    stacked = [np.concatenate([probas[c][m][rows] for c in fit_on]) for m in range(len(probas[fit_on[0]]))]
+    return fit_pooling(stacked, np.tile(np.asarray(y_idx)[rows], len(fit_on)))
+
+
+def pool_out_of_fold(probas: dict, y_idx, fold, fit_on) -> dict:
+    """``{condition: (n, k)}``: every condition of ``probas`` (``{condition: [(n, k) array per member]}``) pooled
+    fold by fold, fold ``k``'s clips with the pooling fitted (``fit_pooling_on``) on the other folds' clips of the
+    conditions ``fit_on``: the ensemble's own out-of-fold predictions, its labels never seen by its weights."""
+    pooled = {c: np.zeros_like(members[0], dtype=np.float64) for c, members in probas.items()}
+    for f in np.unique(fold):
+        test = fold == f
+        w, b = fit_pooling_on(probas, y_idx, ~test, fit_on)
+        for c, members in probas.items():
+            pooled[c][test] = pool([p[test] for p in members], w, b)
+    return pooled
+
+
+def _checked_inputs(inputs: str) -> str:
+    if inputs not in INPUTS:
+        raise ConfigError(f"An ensemble pools its members' {' or '.join(INPUTS)} probabilities, not {inputs!r}.")
+    return inputs
+
+
+def member_input(raw, card: dict, inputs: str) -> np.ndarray:
+    """What an ensemble pooling ``inputs`` (``INPUTS``) takes of a member whose ``predict_proba`` gave ``raw``
+    and whose card is ``card``: ``raw`` itself, or calibrated as the card says."""
+    from .calibration import apply_calibration
+
+    return raw if _checked_inputs(inputs) == "raw" else apply_calibration(raw, card.get("calibration"))
+
+
 class EnsembleModel(SERModel):
     """Saved like any model (``model.json``, no weights file); its input is its members' probabilities.
 
@@ -113,16 +148,13 @@ class EnsembleModel(SERModel):
         self.bias = [float(b) for b in bias]  # per class, in classes_ order (empty: none, as saved before it)
         self.feature_set = feature_set
         self.seed = seed
-        if inputs not in INPUTS:
-            raise ConfigError(f"An ensemble pools its members' {' or '.join(INPUTS)} probabilities, not {inputs!r}.")
-        self.inputs = inputs  # the default is what ensembles saved before the option pooled; fit_ensemble: raw
+        # the default is what ensembles saved before the option pooled; fit_ensemble: raw
+        self.inputs = _checked_inputs(inputs)
 
     def member_proba(self, raw, card: dict) -> np.ndarray:
         """What this ensemble pools of a member whose ``predict_proba`` gave ``raw`` and whose card is ``card``:
         ``raw`` itself, or calibrated as the card says (``inputs``)."""
-        from .calibration import apply_calibration
-
-        return raw if self.inputs == "raw" else apply_calibration(raw, card.get("calibration"))
+        return member_input(raw, card, self.inputs)
 
     def fit(self, X, y):
         raise ConfigError("An ensemble is fitted on its members' out-of-fold predictions: use "
@@ -196,27 +228,18 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     classes = [str(c) for c in oofs[0]["classes"]]
     y, fold, paths = oofs[0]["y"], oofs[0]["fold"], oofs[0]["paths"]
     y_idx = label_indices(y, classes)
-    # each member's raw probabilities, as Predictor feeds them to the ensemble (EnsembleModel.member_proba); clean,
+    # each member's probabilities as Predictor feeds them to the ensemble (member_input: raw or calibrated); clean,
     # and through the channels every member's cross-validation also scored (weights favour members that hold up)
     conditions = sorted(set.intersection(*({k[len(CHANNEL_PROBA):] for k in o if k.startswith(CHANNEL_PROBA)}
                                            for o in oofs)))
-    pooled_inputs = EnsembleModel(members, inputs=inputs)
-    probas = {c: [pooled_inputs.member_proba(o[key], card) for card, o in zip(cards, oofs)]
+    probas = {c: [member_input(o[key], card, inputs) for card, o in zip(cards, oofs)]
               for c, key in [(CLEAN, "proba")] + [(c, CHANNEL_PROBA + c) for c in conditions]}
 
     counted = [c for c in probas for _ in range(CONDITION_WEIGHTS.get(c, 1))]
-
-    def pooling_for(rows):
-        stacked = [np.concatenate([probas[c][m][rows] for c in counted]) for m in range(len(members))]
-        return fit_pooling(stacked, np.tile(y_idx[rows], len(counted)))
-
-    pooled = {c: np.zeros_like(probas[CLEAN][0]) for c in probas}
+    pooled = pool_out_of_fold(probas, y_idx, fold, counted)
     folds = []
     for f in np.unique(fold):
         test = fold == f
-        w, b = pooling_for(~test)
-        for c, member_probas in probas.items():
-            pooled[c][test] = pool([p[test] for p in member_probas], w, b)
         pred = np.asarray(classes)[pooled[CLEAN][test].argmax(1)]
         folds.append({"fold": int(f), "n_test": int(test.sum()), "n_train": int((~test).sum()),
                       "metrics": compute_metrics(y[test], pred, classes)})
@@ -227,7 +250,7 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     if conditions:
         entries["robustness"] = channel_summary(oof)
     summary = {**summarize([f["metrics"] for f in folds]), **entries}
-    weights, bias = pooling_for(np.ones(len(y), bool))
+    weights, bias = fit_pooling_on(probas, y_idx, np.ones(len(y), bool), counted)
     model = EnsembleModel(members, weights, bias, inputs=inputs)
     model.classes_ = np.asarray(classes)
     cv = cards[0].get("cv", {})
@@ -281,4 +304,5 @@ def _record(store, cards, members, pooling, folds, summary, classes, oof, inputs
     return run_id
 
 
-__all__ = ["CONDITION_WEIGHTS", "ENSEMBLE", "INPUTS", "EnsembleModel", "fit_ensemble", "fit_pooling", "pool"]
+__all__ = ["CONDITION_WEIGHTS", "ENSEMBLE", "INPUTS", "EnsembleModel", "fit_ensemble", "fit_pooling", "fit_pooling_on",
+           "member_input", "pool", "pool_out_of_fold"]

@@ -224,22 +224,20 @@ def ensemble_perturbed(oofs: list[dict], fit_on=(CLEAN,)) -> dict:
     those channels), then scores every condition. Returns ``{condition: {"uar": {"mean", "std"}, "accuracy":
     {...}}}`` over folds."""
     from .calibration import label_indices
-    from .ensemble import fit_pooling, pool
+    from .ensemble import pool_out_of_fold
     from .evaluation import compute_metrics
 
     ref = oofs[0]
     if any(not np.array_equal(o["fold"], ref["fold"]) or not np.array_equal(o["y"], ref["y"]) for o in oofs):
         raise ConfigError("The members were cross-validated with different folds or data.")
     y, fold, classes = ref["y"], ref["fold"], list(ref["classes"])
-    y_idx = label_indices(y, classes)
-    scores = {c: [] for c in ref["proba"]}
+    pooled = pool_out_of_fold({c: [o["proba"][c] for o in oofs] for c in ref["proba"]},
+                              label_indices(y, classes), fold, list(fit_on))
+    scores = {c: [] for c in pooled}
     for k in np.unique(fold):
         test = fold == k
-        w, b = fit_pooling([np.concatenate([o["proba"][c][~test] for c in fit_on]) for o in oofs],
-                           np.tile(y_idx[~test], len(fit_on)))
-        for c in scores:
-            p = pool([o["proba"][c][test] for o in oofs], w, b)
-            m = compute_metrics(y[test], np.asarray(classes)[p.argmax(1)], classes)
+        for c, p in pooled.items():
+            m = compute_metrics(y[test], np.asarray(classes)[p[test].argmax(1)], classes)
             scores[c].append((m["uar"], m["accuracy"]))
     return {c: {m: {"mean": float(np.mean([s[i] for s in v])), "std": float(np.std([s[i] for s in v]))}
                 for i, m in enumerate(("uar", "accuracy"))} for c, v in scores.items()}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ser_core.ensemble import EnsembleModel, fit_ensemble, fit_pooling, pool
+from ser_core.ensemble import EnsembleModel, fit_ensemble, fit_pooling, fit_pooling_on, pool, pool_out_of_fold
 from ser_core.errors import ConfigError
 
 
@@ -54,6 +54,34 @@ def test_fit_pooling_balances_the_classes():
     assert abs(recall[0] - recall[1]) < 0.15 < abs(raw[0] - raw[1])
     assert np.mean(recall) > np.mean(raw)
 
+
+
+def test_pool_out_of_fold_never_lets_a_fold_see_its_own_labels():
+    """Each fold is pooled with weights fitted on the other folds only: scrambling one fold's labels changes the
+    other folds' pooled probabilities and leaves its own alone; a condition listed twice in ``fit_on`` counts
+    twice (the same fit as its rows stacked twice by hand)."""
+    rng = np.random.default_rng(0)
+    n, k = 300, 3
+    y = rng.integers(0, k, n)
+    fold = np.repeat(np.arange(3), n // 3)
+    good = np.full((n, k), 0.1)
+    good[np.arange(n), y] = 0.8
+    probas = {"clean": [good, rng.dirichlet(np.ones(k), n)], "phone": [rng.dirichlet(np.ones(k), n), good]}
+    pooled = pool_out_of_fold(probas, y, fold, ["clean", "phone"])
+    assert set(pooled) == {"clean", "phone"} and pooled["clean"].shape == (n, k)
+    y2 = y.copy()
+    y2[fold == 0] = rng.permutation(y[fold == 0] + 1) % k
+    scrambled = pool_out_of_fold(probas, y2, fold, ["clean", "phone"])
+    for c in probas:
+        assert np.allclose(scrambled[c][fold == 0], pooled[c][fold == 0])
+        assert not np.allclose(scrambled[c][fold != 0], pooled[c][fold != 0])
+    rows = fold != 0
+    w, b = fit_pooling_on(probas, y, rows, ["clean", "phone", "phone"])
+    by_hand = fit_pooling([np.concatenate([probas[c][m][rows] for c in ("clean", "phone", "phone")]) for m in (0, 1)],
+                          np.tile(y[rows], 3))
+    assert np.allclose(w, by_hand[0]) and np.allclose(b, by_hand[1])
+    twice = pool_out_of_fold(probas, y, fold, ["clean", "phone", "phone"])
+    assert np.allclose(twice["clean"][fold == 0], pool([p[fold == 0] for p in probas["clean"]], w, b))
 
 @pytest.fixture(scope="module")
 def members(shared_ravdess, tmp_path_factory):
