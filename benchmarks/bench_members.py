@@ -9,7 +9,8 @@ ensemble's members' out-of-fold predictions (clean, phone, noise10) are pooled f
 folds) is printed for:
 
 - the members' raw probabilities (what the ensemble pools) against their calibrated ones, and the phone line's
-  predictions counted once (what the ensemble does), twice or three times in the fit;
+  predictions counted once (what the ensemble does, ``ensemble.CONDITION_WEIGHTS``), twice or three times in
+  the fit;
 - stronger L2 on the pooling (``ensemble.L2``);
 - the ensemble without each member in turn;
 - ``--lda-variants``: the ensemble with a mixture LDA (each emotion split into 2 k-means subclasses) or a
@@ -24,7 +25,7 @@ folds) is printed for:
 - ``--swap MODEL=PATH``: member ``MODEL`` replaced by that model's last finished run of the folder's seed in the
   results database PATH (another recipe for one member, cross-validated with ``--channels phone,noise10 --seed N
   --no-save --db PATH``; ``{seed}`` in PATH stands for the folder's seed), every other row repeated with it in
-  place. Repeatable.
+  place (but the calibrated ones: the run has no calibration of its own). Repeatable.
 
 Numbers in the README's table of techniques.
 """
@@ -101,22 +102,37 @@ def lda_variants(root: Path, oof: dict, seed: int) -> dict:
     return out
 
 
-def run_oofs(db, model: str, seed: int, ref: dict) -> list[dict]:
-    """Out-of-fold arrays of ``model``'s finished runs with ``seed`` in the results database ``db``, oldest
-    first, each in ``ref``'s clip order (the same corpus and folds, or an error)."""
+def by_condition(oof: dict, what: str) -> dict:
+    """``{condition: (n, k)}`` of one member's out-of-fold arrays: clean, and through each of ``CONDITIONS``'
+    channels (``proba@<channel>``, from cross-validation with ``--channels phone,noise10``)."""
+    from ser_core.evaluation import CHANNEL_PROBA
+
+    keys = {c: "proba" if c == "clean" else CHANNEL_PROBA + c for c in CONDITIONS}
+    missing = [k for k in keys.values() if k not in oof]
+    if missing:
+        raise SystemExit(f"{what} has no {', '.join(missing)}: cross-validate it with --channels phone,noise10")
+    return {c: oof[k] for c, k in keys.items()}
+
+
+def run_oofs(db, model: str, seed: int, ref: dict) -> list[tuple[int, dict]]:
+    """``(run id, {condition: (n, k)})`` of each of ``model``'s finished runs with ``seed`` in the results
+    database ``db``, oldest first, rows in ``ref``'s clip order and columns in its class order (the same clips
+    and folds, or an error)."""
+    from ser_core.evaluation import in_label_order
     from ser_core.results import ResultsStore
 
     store = ResultsStore(db)
-    runs = store.runs()
-    runs = runs[(runs["status"] == "done") & (runs["model"] == model) & (runs["seed"] == seed)]
+    runs = store.runs()  # the finished ones
     out = []
-    for run_id in sorted(runs["id"]):
+    for run_id in sorted(runs[(runs["model"] == model) & (runs["seed"] == seed)]["id"]):
         o = store.oof(int(run_id))
+        if o is None:
+            raise SystemExit(f"{db}: {model} run {run_id} kept no out-of-fold predictions (stored by an old version)")
         order = np.argsort(o["paths"])
         if not np.array_equal(o["paths"][order], ref["paths"]) or not np.array_equal(o["fold"][order], ref["fold"]):
             raise SystemExit(f"{db}: {model} run {run_id} was cross-validated on other clips or folds")
-        out.append({k: (v[order] if k != "classes" and np.ndim(v) and len(v) == len(order) else v)
-                    for k, v in o.items()})
+        out.append((int(run_id), {c: in_label_order(p[order], o["classes"], ref["classes"])
+                                  for c, p in by_condition(o, f"{db}: {model} run {run_id}").items()}))
     return out
 
 
@@ -127,9 +143,12 @@ def main():
     p.add_argument("--bag-db", default=None)
     p.add_argument("--swap", action="append", default=[], metavar="MODEL=PATH")
     a = p.parse_args()
+    swaps = [s.split("=", 1) for s in a.swap]
+    for s, swap in zip(a.swap, swaps):
+        if len(swap) != 2 or swap[0] not in MEMBERS:
+            p.error(f"--swap {s}: MODEL=PATH with MODEL one of {', '.join(MEMBERS)}")
     import ser_core.ensemble as ensemble
     from ser_core.calibration import apply_calibration, label_indices
-    from ser_core.evaluation import CHANNEL_PROBA
 
     rows: dict = {}
     for root in map(Path, a.dirs.split(",")):
@@ -138,30 +157,28 @@ def main():
         classes = [str(c) for c in ref["classes"]]
         y, fold = label_indices(ref["y"], classes), ref["fold"]
         seed = int(cards[0]["cv"]["seed"])
-        for swap in a.swap:
-            member, db = swap.split("=", 1)
-            db = db.format(seed=seed)
+        member_probas = {m: by_condition(o, f"{root / m}") for m, o in zip(MEMBERS, oofs)}
+        for member, db in swaps:
+            db = db.replace("{seed}", str(seed))
             runs = run_oofs(db, member, seed, ref)
             if not runs:
                 raise SystemExit(f"no finished {member} run with seed {seed} in {db}")
-            o = runs[-1]
-            oofs[MEMBERS.index(member)] = o
-            print(f"{root}: {member} from {db}: " + ", ".join(
-                f"{c} {fold_uar(y, fold, o['proba' if c == 'clean' else CHANNEL_PROBA + c]):.3f}" for c in CONDITIONS),
-                flush=True)
-        raw = {c: {m: o["proba" if c == "clean" else CHANNEL_PROBA + c] for m, o in zip(MEMBERS, oofs)}
-               for c in CONDITIONS}
-        calibrated = {c: {m: apply_calibration(raw[c][m], card.get("calibration")) for m, card in zip(MEMBERS, cards)}
-                      for c in CONDITIONS}
+            run_id, member_probas[member] = runs[-1]
+            print(f"{root}: {member} from {db} run {run_id}: " + ", ".join(
+                f"{c} {fold_uar(y, fold, p):.3f}" for c, p in member_probas[member].items()), flush=True)
+        raw = {c: {m: member_probas[m][c] for m in MEMBERS} for c in CONDITIONS}
 
         def add(name, probas, members=MEMBERS, condition_weights=None):
             rows.setdefault(name, []).append(pooled_cv(probas, ref, members, condition_weights))
 
-        add("raw probabilities, every condition counted once (what the ensemble does)", raw, condition_weights={})
-        add("raw, phone counted twice", raw, condition_weights={"phone": 2})
-        add("raw, phone counted three times", raw, condition_weights={"phone": 3})
-        add("calibrated probabilities, every condition counted once", calibrated, condition_weights={})
-        add("calibrated, phone counted twice", calibrated, condition_weights={"phone": 2})
+        add("raw probabilities, each condition counted as the ensemble does (CONDITION_WEIGHTS)", raw)
+        for times, weights in (("once", {}), ("twice", {"phone": 2}), ("three times", {"phone": 3})):
+            add(f"raw, phone counted {times}", raw, condition_weights=weights)
+        if not swaps:  # a swapped member's run has no calibration of its own (its card's belongs to the other)
+            calibrated = {c: {m: apply_calibration(raw[c][m], card.get("calibration"))
+                              for m, card in zip(MEMBERS, cards)} for c in CONDITIONS}
+            add("calibrated probabilities, every condition counted once", calibrated, condition_weights={})
+            add("calibrated, phone counted twice", calibrated, condition_weights={"phone": 2})
         for l2 in (0.01, 0.03, 0.1):
             ensemble.L2, default = l2, ensemble.L2
             add(f"raw, L2 {l2} instead of {default}", raw)
@@ -173,9 +190,9 @@ def main():
                 add(f"raw, + {variant}", {c: {**raw[c], variant: probas[c]} for c in CONDITIONS}, MEMBERS + [variant])
         if a.bag_db:
             bag = {c: [raw[c]["fcnn_torch"]] for c in CONDITIONS}
-            for o in run_oofs(a.bag_db, "fcnn_torch", seed, ref):
+            for _, probas in run_oofs(a.bag_db, "fcnn_torch", seed, ref):
                 for c in CONDITIONS:
-                    bag[c].append(o["proba" if c == "clean" else CHANNEL_PROBA + c])
+                    bag[c].append(probas[c])
             print(f"{root}: fcnn_torch alone {fold_uar(y, fold, bag['clean'][0]):.3f}, bag of {len(bag['clean'])} "
                   f"{fold_uar(y, fold, np.mean(bag['clean'], 0)):.3f}", flush=True)
             add("raw, fcnn_torch bagged over training seeds",

@@ -37,11 +37,11 @@ CHANNELS = ["--channels", "phone,noise10"]
 SEQUENCES = ["--feature-set", "mfcc_seq_denoised"]
 # the cnn_lstm with 2 speed-perturbed copies of every training clip: 0.396 -> 0.493 UAR over three seeds (on every
 # second frame, which halves its time); the cnn with one speed copy and one through a telephone line (the same
-# number of clips): 0.449 -> 0.548 clean, and 0.53 instead of 0.30 through a phone line, where it broke with two
-# speed copies. With the lda the ensemble's most useful members (README); the other sequence models without
-# copies (they weigh nothing in the ensemble, and 3x the clips would push the recipe past 20 minutes)
-SPEED = ["--augment", "speed*2"]
-SPEED_PHONE = ["--augment", "speed,channel:phone"]
+# number of clips): 0.449 -> 0.549 clean, and 0.52 instead of 0.30 through a phone line, where it broke with two
+# speed copies (three seeds). With the lda the ensemble's most useful members (README); the other sequence models
+# without copies (they weigh nothing in the ensemble, and 3x the clips would push the recipe past 20 minutes)
+SPEED = ["--augment", "speed*2"]  # the cnn_lstm's
+SPEED_PHONE = ["--augment", "speed,channel:phone"]  # the cnn's
 # each group runs in a process of its own, PyTorch and TensorFlow models apart (see cli() below); the groups of a
 # lane run one after another, the two lanes side by side, each on half the cores (on 2 cores one thread: one
 # TensorFlow thread trains the cnn at 2.5 s an epoch against 2.4 s on two, so the second core is worth more to

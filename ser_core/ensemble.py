@@ -18,10 +18,10 @@ like every model's (``ser_core.evaluation``), and the run is stored (model ``ens
 
 Robust weights: when every member's cross-validation also scored its test folds through channels
 (``RunConfig.channels``, ``train --channels phone,noise10``: out-of-fold arrays ``proba@<channel>``), the weights
-minimise the log-likelihood of the clean and the channel predictions together (each condition counted
-``CONDITION_WEIGHTS`` times, once unless it says otherwise), so a member that breaks through a phone line or in
-noise weighs less; the card records ``weights_fitted_on``, ``condition_weights`` and a ``robustness`` block (the
-ensemble's own cross-validated UAR per channel, fold ``k`` pooled with the other folds' weights,
+minimise the log-likelihood of the clean and the channel predictions together (each condition counted as many
+times as ``CONDITION_WEIGHTS`` says, once where it says nothing), so a member that breaks through a phone line or
+in noise weighs less; the card records ``weights_fitted_on``, ``condition_weights`` and a ``robustness`` block
+(the ensemble's own cross-validated UAR per channel, fold ``k`` pooled with the other folds' weights,
 ``pool_out_of_fold``, which ``robustness.ensemble_perturbed`` shares).
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ INPUTS = ("raw", "calibrated")
 # once: since the cnn also learns from a phone-line copy of its clips, counting the phone line twice (as the
 # previous recipe did, when the cnn broke there) costs clean UAR and buys no robustness the 0.08 target needs
 # (README's table of techniques, `benchmarks/bench_members.py`)
-CONDITION_WEIGHTS: dict = {}
+CONDITION_WEIGHTS: dict[str, int] = {}
 
 
 def _log(p):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import ser_core.ensemble
 from ser_core.ensemble import EnsembleModel, fit_ensemble, fit_pooling, fit_pooling_on, pool, pool_out_of_fold
 from ser_core.errors import ConfigError
 
@@ -317,10 +318,17 @@ def test_channel_out_of_fold_predictions_give_robustness_and_robust_weights(shar
     member_oofs = [load_oof(models / m) for m in ("lda", "random_forest")]
     order = [np.argsort(o["paths"]) for o in member_oofs]
     y_idx = label_indices(member_oofs[0]["y"][order[0]], list(member_oofs[0]["classes"]))
-    stacked = [np.concatenate([o[k][i] for k in ("proba", "proba@phone")])
-               for o, i in zip(member_oofs, order)]
-    w, b = fit_pooling(stacked, np.tile(y_idx, 2))
-    assert list(robust["weights"].values()) == pytest.approx(w.tolist(), abs=1e-6)
+    def by_hand(counted):
+        stacked = [np.concatenate([o[k][i] for k in counted]) for o, i in zip(member_oofs, order)]
+        return fit_pooling(stacked, np.tile(y_idx, len(counted)))[0].tolist()
+
+    assert list(robust["weights"].values()) == pytest.approx(by_hand(("proba", "proba@phone")), abs=1e-6)
+    with monkeypatch.context() as mp:  # a condition CONDITION_WEIGHTS counts twice: its rows stacked twice
+        mp.setattr(ser_core.ensemble, "CONDITION_WEIGHTS", {"phone": 2})
+        twice = fit_ensemble(["lda", "random_forest"], root=models, name="robust_twice")
+    assert twice["condition_weights"] == {"clean": 1, "phone": 2}
+    assert list(twice["weights"].values()) == pytest.approx(by_hand(("proba", "proba@phone", "proba@phone")),
+                                                            abs=1e-6)
     assert load_oof(models / "robust")["proba@phone"].shape == oof["proba"].shape
     # without the channel arrays: weights from clean predictions only
     for name in ("lda", "random_forest"):
