@@ -115,8 +115,9 @@ def calibration(predictor):
                    "Until then they compare you with the training speakers and are less accurate. Measured on "
                    "RAVDESS voices the models never heard (benchmarks/bench_voice_calibration.py): the adaptive "
                    "LDA went from UAR 0.57 to 0.62 / 0.65 / 0.67 with 5 / 10 / 20 clips of the speaker; the "
-                   "adaptive SVM gains only from 10 clips on (0.61 / 0.66 with 10 / 20). Without calibration "
-                   "the ensemble scores 0.65 on one clip.")
+                   "adaptive SVM gains only from 10 clips on (0.61 / 0.66 with 10 / 20)."
+                   + (f" Without calibration the ensemble scores {uar[ENSEMBLE]:.2f} on one clip (its card's "
+                      "cross-validated UAR)." if uar.get(ENSEMBLE) is not None else ""))
         uploads = st.file_uploader("Clips of your voice", type=UPLOAD_TYPES, accept_multiple_files=True,
                                    key=f"calib_upload_{rnd}")
         rec = st.audio_input("Or record them one at a time", key=f"calib_record_{rnd}")

@@ -192,6 +192,26 @@ def test_demo_lists_models_with_cv_uar(demo, models_dir):
 
 
 @pytest.mark.slow
+def test_demo_calibration_caption_quotes_the_saved_ensembles_cv_uar(models_dir, tmp_path, monkeypatch):
+    """"Calibrate to your voice" compares with the ensemble's cross-validated UAR read from its card (no number
+    written into the page to go stale), and says nothing of an ensemble where none is saved."""
+    import shutil
+
+    from ser_core.ensemble import fit_ensemble
+
+    caption = lambda at: next(c.value for c in at.caption if "Speaker-adaptive models" in c.value)  # noqa: E731
+    for folder in ("plain", "with_ensemble"):  # + a speaker-adaptive model, which brings the expander
+        shutil.copytree(models_dir, tmp_path / folder)
+        shutil.copytree(REPO / "trained_models" / "adaptive_lda", tmp_path / folder / "adaptive_lda")
+    card = fit_ensemble(["svm", "random_forest"], root=tmp_path / "with_ensemble", name="ensemble")
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path / "plain"))
+    assert "the ensemble scores" not in caption(page("app_pages/demo.py"))
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path / "with_ensemble"))
+    uar = card["cv"]["metrics"]["uar"]["mean"]
+    assert f"Without calibration the ensemble scores {uar:.2f} on one clip" in caption(page("app_pages/demo.py"))
+
+
+@pytest.mark.slow
 def test_demo_upload_predicts_with_every_model_and_ensemble(demo):
     from ser_core.inference import Predictor, describe_prediction
 
