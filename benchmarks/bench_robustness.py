@@ -3,7 +3,7 @@
     python benchmarks/bench_robustness.py --data ../shared/data/ravdess [--models svm,cnn]
         [--conditions phone,noise10,reverb,mp3] [--write-cards] [--out benchmarks/results/robustness.json]
     python benchmarks/bench_robustness.py --data ../shared/data/ravdess --cv --models svm --folds 4
-        [--augment channel,vtlp] [--speaker-norm] [--shipped-recipe]
+        [--augment channel,vtlp] [--speaker-norm] [--shipped-recipe] [--ensemble] [--save-oof DIR]
 
 Default mode: the saved models (default: all in trained_models/ or $SER_MODELS_DIR) on the corpus, every clip
 perturbed. The shipped models were trained on RAVDESS actors 01-16, so on that folder the speakers are SEEN:
@@ -12,7 +12,10 @@ in each model's card (``"robustness"``), which the Leaderboard page shows.
 
 --cv: the honest mode. Speaker-grouped K-fold; each fold's model (the registry family, trained from scratch on
 clean training clips plus any --augment copies) is tested on the clean and perturbed clips of its unseen test
-speakers; mean ± std over folds.
+speakers; mean ± std over folds. --save-oof DIR keeps each family's out-of-fold probabilities per condition
+(``DIR/<family>.npz``: ``proba@<condition>``, ``y``, ``fold``, ``classes``), so that other poolings
+(``ser_core.robustness.ensemble_perturbed`` with other ``fit_on``) can be scored without training again:
+``--from-oof DIR`` reads them back, and ``--ensemble-fit-on`` repeated gives one ensemble row per list.
 
 Writes a JSON (--out) and prints a Markdown table of UAR per condition.
 """
@@ -57,6 +60,11 @@ def _cross_validated(a, corpus, conditions) -> dict:
 
     out, oofs = {}, []
     for name in [m.strip() for m in (a.models or "svm").split(",")]:
+        if a.from_oof:  # saved by an earlier --save-oof run: no training
+            oof = _load_oof(Path(a.from_oof) / f"{name}.npz")
+            out[name] = {"conditions": _summary(oof)}
+            oofs.append(oof)
+            continue
         t0 = time.perf_counter()
         recipe = _card_recipe(a, name) if a.shipped_recipe else {
             "feature_set": a.feature_set, "augment": a.augment.split(",") if a.augment else (),
@@ -66,16 +74,56 @@ def _cross_validated(a, corpus, conditions) -> dict:
         out[name] = {"conditions": res["summary"], "folds": res["folds"], "splitter": res["splitter"],
                      "seconds": round(time.perf_counter() - t0, 1)}
         oofs.append(res["oof"])
+        if a.save_oof:
+            _save_oof(Path(a.save_oof) / f"{name}.npz", res["oof"])
         if a.write_cards:
             _write_cv_card(a, corpus, name, res["summary"])
     if a.ensemble and len(oofs) > 1:  # the families pooled as the saved ensemble pools them
         from ser_core.robustness import ensemble_perturbed
 
-        fit_on = ("clean", *[c for c in a.ensemble_fit_on.split(",") if c and c != "clean"])
-        label = "ensemble (" + ", ".join(out) + ")" + (f", fitted on {'+'.join(fit_on)}" if len(fit_on) > 1 else "")
-        out[label] = {"conditions": ensemble_perturbed(oofs, fit_on=fit_on)}
+        members = ", ".join(out)
+        for fit_on_list in a.ensemble_fit_on or ["clean"]:
+            fit_on = ("clean", *[c for c in fit_on_list.split(",") if c and c != "clean"])
+            label = f"ensemble ({members})" + (f", fitted on {'+'.join(fit_on)}" if len(fit_on) > 1 else "")
+            out[label] = {"conditions": ensemble_perturbed(oofs, fit_on=fit_on)}
     return {"mode": f"speaker-grouped {a.folds}-fold CV (unseen speakers)", "seed": a.seed,
             "augment": a.augment, "speaker_norm": a.speaker_norm, "models": out}
+
+
+def _summary(oof: dict) -> dict:
+    """``{condition: {"uar": {"mean", "std"}}}`` over folds of a family's out-of-fold predictions."""
+    import numpy as np
+
+    from ser_core.evaluation import compute_metrics
+
+    classes = [str(c) for c in oof["classes"]]
+    out = {}
+    for c, p in oof["proba"].items():
+        pred = np.asarray(classes)[p.argmax(1)]
+        uars = [compute_metrics(oof["y"][oof["fold"] == f], pred[oof["fold"] == f], classes)["uar"]
+                for f in np.unique(oof["fold"])]
+        out[c] = {"uar": {"mean": float(np.mean(uars)), "std": float(np.std(uars))}}
+    return out
+
+
+def _load_oof(path: Path) -> dict:
+    """What ``_save_oof`` wrote, as ``cross_validate_perturbed`` returns it."""
+    import numpy as np
+
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run with --save-oof {path.parent} first")
+    with np.load(path, allow_pickle=False) as z:
+        return {"proba": {k[len("proba@"):]: z[k] for k in z.files if k.startswith("proba@")},
+                **{k: z[k] for k in z.files if not k.startswith("proba@")}}
+
+
+def _save_oof(path: Path, oof: dict):
+    """``cross_validate_perturbed``'s ``oof`` (``proba`` a dict per condition) as one ``.npz`` of arrays."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"proba@{c}": p for c, p in oof["proba"].items()},
+             **{k: np.asarray(v) for k, v in oof.items() if k != "proba"})
 
 
 def _card_recipe(a, name) -> dict:
@@ -148,9 +196,14 @@ def main():
     p.add_argument("--jobs", type=int, default=None)
     p.add_argument("--ensemble", action="store_true", help="with --cv: also score the families pooled into an "
                    "ensemble (weights fitted on the other folds' clean out-of-fold predictions)")
-    p.add_argument("--ensemble-fit-on", default="clean", metavar="LIST",
+    p.add_argument("--ensemble-fit-on", action="append", default=None, metavar="LIST",
                    help="with --ensemble: conditions whose out-of-fold predictions fit the weights together "
-                        "(e.g. clean,phone,noise10, as the shipped ensemble; default: clean)")
+                        "(e.g. clean,phone,noise10, as the shipped ensemble; default: clean); repeat it for one "
+                        "ensemble row per list")
+    p.add_argument("--save-oof", default=None, metavar="DIR", help="with --cv: keep each family's out-of-fold "
+                   "probabilities per condition in DIR/<family>.npz")
+    p.add_argument("--from-oof", default=None, metavar="DIR", help="with --cv: read them back from DIR instead of "
+                   "training (the families' rows and the ensembles from the saved predictions)")
     p.add_argument("--write-cards", action="store_true", help="store the results in the saved models' cards (with "
                    "--cv: in the saved model of each family trained with the same feature set and augmentation)")
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/robustness[_cv].json)")
