@@ -45,9 +45,11 @@ LDA_AUGMENT = "speed*4,channel*2,channel:noise*2,channel:phone"
 
 
 def fold_uar(y, fold, proba) -> float:
-    pred = proba.argmax(1)
-    return float(np.mean([np.mean([np.mean(pred[(fold == f) & (y == c)] == c) for c in np.unique(y)])
-                          for f in np.unique(fold)]))
+    """UAR mean over folds of ``proba``'s answers (``y``: class indices into its columns)."""
+    from ser_core.evaluation import compute_metrics
+
+    pred, labels = proba.argmax(1), range(proba.shape[1])
+    return float(np.mean([compute_metrics(y[fold == f], pred[fold == f], labels)["uar"] for f in np.unique(fold)]))
 
 
 def pooled_cv(probas: dict, oof: dict, members, condition_weights=None) -> dict:

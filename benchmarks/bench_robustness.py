@@ -61,8 +61,11 @@ def _cross_validated(a, corpus, conditions) -> dict:
     out, oofs = {}, []
     for name in [m.strip() for m in (a.models or "svm").split(",")]:
         if a.from_oof:  # saved by an earlier --save-oof run: no training
+            from ser_core.robustness import summarize_perturbed
+
             oof = _load_oof(Path(a.from_oof) / f"{name}.npz")
-            out[name] = {"conditions": _summary(oof)}
+            scores = summarize_perturbed(oof)
+            out[name] = {"conditions": scores["summary"], "folds": scores["folds"]}
             oofs.append(oof)
             continue
         t0 = time.perf_counter()
@@ -88,22 +91,6 @@ def _cross_validated(a, corpus, conditions) -> dict:
             out[label] = {"conditions": ensemble_perturbed(oofs, fit_on=fit_on)}
     return {"mode": f"speaker-grouped {a.folds}-fold CV (unseen speakers)", "seed": a.seed,
             "augment": a.augment, "speaker_norm": a.speaker_norm, "models": out}
-
-
-def _summary(oof: dict) -> dict:
-    """``{condition: {"uar": {"mean", "std"}}}`` over folds of a family's out-of-fold predictions."""
-    import numpy as np
-
-    from ser_core.evaluation import compute_metrics
-
-    classes = [str(c) for c in oof["classes"]]
-    out = {}
-    for c, p in oof["proba"].items():
-        pred = np.asarray(classes)[p.argmax(1)]
-        uars = [compute_metrics(oof["y"][oof["fold"] == f], pred[oof["fold"] == f], classes)["uar"]
-                for f in np.unique(oof["fold"])]
-        out[c] = {"uar": {"mean": float(np.mean(uars)), "std": float(np.std(uars))}}
-    return out
 
 
 def _load_oof(path: Path) -> dict:

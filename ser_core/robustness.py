@@ -168,11 +168,17 @@ def cross_validate_perturbed(model_name: str, corpus, conditions, *, folds: int 
             Xte = Xc[te] if norm is None else norm.transform(Xc[te], speakers[te])
             oof["proba"][c][te] = in_label_order(model.predict_proba(Xte), model.classes_, labels)
         oof["fold"][te] = i
+    return {**summarize_perturbed(oof), "splitter": repr(splitter), "oof": oof}
+
+
+def summarize_perturbed(oof) -> dict:
+    """``{"folds": per-fold scores, "summary": {condition: {metric: {"mean", "std"}}}}`` of
+    ``cross_validate_perturbed``'s ``oof`` (also of one saved and read back)."""
     fold_scores = _fold_scores(oof)
     summary = {c: {m: {"mean": float(np.mean([f[c][m] for f in fold_scores])),
                        "std": float(np.std([f[c][m] for f in fold_scores]))} for m in ROBUSTNESS_METRICS}
-               for c in X}
-    return {"folds": fold_scores, "summary": summary, "splitter": repr(splitter), "oof": oof}
+               for c in oof["proba"]}
+    return {"folds": fold_scores, "summary": summary}
 
 
 def channel_summary(oof) -> dict:
