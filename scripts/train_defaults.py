@@ -82,8 +82,9 @@ def main():
     import subprocess
 
     lanes = [LANES[0] + ([] if a.no_adaptive else [ADAPTIVE]), *LANES[1:]]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = str(max(1, cores // len(lanes)))
+    from ser_core.models.base import usable_cores
+
+    threads = str(max(1, usable_cores() // len(lanes)))
 
     def cli(args) -> tuple[int, str]:
         """``python -m ser_core ARGS`` in a process of its own (TensorFlow's and PyTorch's thread pools slow

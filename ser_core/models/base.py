@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,15 @@ def random_oversample(X: np.ndarray, y: np.ndarray, seed: int = 0):
     order = np.concatenate([np.arange(len(y))] + extra) if extra else np.arange(len(y))
     rng.shuffle(order)
     return X[order], y[order]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity on Linux, else the machine's count): what the
+    frameworks' thread settings and the training recipe's lanes divide."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def balanced_class_weights(y_idx: np.ndarray, n_classes: int) -> np.ndarray:

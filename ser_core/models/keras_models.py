@@ -26,7 +26,7 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from ..errors import ModelError  # noqa: E402
-from .base import SERModel, balanced_class_weights, random_oversample  # noqa: E402
+from .base import SERModel, balanced_class_weights, random_oversample, usable_cores  # noqa: E402
 
 log = logging.getLogger(__name__)
 KERAS_FILE = "model.keras"
@@ -35,11 +35,7 @@ STATE_FILE = "keras_state.json"
 
 def _limit_threads():
     """Use at most the machine's cores (``SER_TF_THREADS`` overrides); only possible before TF starts."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    n = int(os.environ.get("SER_TF_THREADS", n))
+    n = int(os.environ.get("SER_TF_THREADS", usable_cores()))
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, n)))

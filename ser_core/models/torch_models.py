@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from .base import SERModel, balanced_class_weights, check_training_data, random_oversample
+from .base import SERModel, balanced_class_weights, check_training_data, random_oversample, usable_cores
 
 WEIGHTS_FILE = "weights.pt"
 Progress = Callable[[int, dict], None]
@@ -43,11 +43,7 @@ def _set_threads():
     """Intra-op threads: the cores this process may use minus one (left to the app and feature workers), at
     most 8; ``SER_TORCH_THREADS`` overrides. On a busy 2-core machine two spinning OpenMP threads made a
     transformer step ~7x slower than one thread, so oversubscription is worse than leaving a core idle."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    n = max(1, int(os.environ.get("SER_TORCH_THREADS") or min(cores - 1, 8)))
+    n = max(1, int(os.environ.get("SER_TORCH_THREADS") or min(usable_cores() - 1, 8)))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
