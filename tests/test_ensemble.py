@@ -56,7 +56,6 @@ def test_fit_pooling_balances_the_classes():
     assert np.mean(recall) > np.mean(raw)
 
 
-
 def test_pool_out_of_fold_never_lets_a_fold_see_its_own_labels():
     """Each fold is pooled with weights fitted on the other folds only: scrambling one fold's labels changes the
     other folds' pooled probabilities and leaves its own alone; a condition listed twice in ``fit_on`` counts
@@ -83,6 +82,7 @@ def test_pool_out_of_fold_never_lets_a_fold_see_its_own_labels():
     assert np.allclose(w, by_hand[0]) and np.allclose(b, by_hand[1])
     twice = pool_out_of_fold(probas, y, fold, ["clean", "phone", "phone"])
     assert np.allclose(twice["clean"][fold == 0], pool([p[fold == 0] for p in probas["clean"]], w, b))
+
 
 @pytest.fixture(scope="module")
 def members(shared_ravdess, tmp_path_factory):
@@ -318,6 +318,7 @@ def test_channel_out_of_fold_predictions_give_robustness_and_robust_weights(shar
     member_oofs = [load_oof(models / m) for m in ("lda", "random_forest")]
     order = [np.argsort(o["paths"]) for o in member_oofs]
     y_idx = label_indices(member_oofs[0]["y"][order[0]], list(member_oofs[0]["classes"]))
+
     def by_hand(counted):
         stacked = [np.concatenate([o[k][i] for k in counted]) for o, i in zip(member_oofs, order)]
         return fit_pooling(stacked, np.tile(y_idx, len(counted)))[0].tolist()
