@@ -14,7 +14,8 @@ import time
 from . import events
 from .ensemble import INPUTS as ENSEMBLE_INPUTS
 from .errors import ConfigError, SERError
-from .splits import SPLIT_CHOICES, SPLITS
+from .splits import LEAVE_CORPUS_OUT, SPLIT_CHOICES, SPLITS
+from .taxonomy import TAXONOMIES
 
 
 def _print_json(obj):
@@ -97,7 +98,7 @@ def cmd_train(a):
 
     from .channels import parse_channels
     from .cluster import describe, folds_runner, summary_line
-    from .corpora import load_corpus
+    from .corpora import load_corpora
     from .evaluation import DEFAULT_FOLDS, RunConfig, check_run, cross_validate, default_folds
     from .models import get_spec
     from .results import ResultsStore
@@ -108,7 +109,10 @@ def cmd_train(a):
     params = _parse_params(a.param)
     if a.test_data:  # train on one corpus, test on another
         return _train_cross_corpus(a, models, params)
-    corpus = load_corpus(a.data, corpus=a.corpus)
+    corpus = load_corpora(a.data, corpus=a.corpus, taxonomy=a.taxonomy)
+    if corpus.parts:
+        _err(f"{corpus.name}: {len(corpus.manifest)} clips, {corpus.manifest['speaker'].nunique()} speakers, labels "
+             f"by the {corpus.taxonomy} taxonomy ({', '.join(sorted(corpus.manifest['emotion'].unique()))})")
     folds = a.folds if a.folds is not None else default_folds(corpus, a.split)
     configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
                          folds=folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm,
@@ -128,12 +132,47 @@ def cmd_train(a):
                              progress=_train_progress(name), save_to=save_to(name), replace_shipped=a.replace_shipped,
                              folds_runner=runner)
         s = res.summary
+        _err(_scores_line(name, s) + (" (speaker-DEPENDENT split)" if SPLITS[a.split].speaker_dependent else ""))
+        if a.split == LEAVE_CORPUS_OUT:
+            rows = held_out_rows(res, corpus)
+            results += [{"model": name, "run_id": res.run_id, "cached": res.cached, "saved_model": res.saved_model,
+                         **r} for r in rows]
+            _print_held_out(name, rows)
+            continue
         results.append({"model": name, "run_id": res.run_id, "cached": res.cached, "split": a.split,
                         "folds": folds, "uar": s["uar"], "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
+                        **{m: s[m] for m in ("ece", "arousal_uar", "valence_uar") if m in s},
+                        **({"per_corpus": {c: _corpus_row(m) for c, m in s["per_corpus"].items()}}
+                           if "per_corpus" in s else {}),
                         "saved_model": res.saved_model})
-        _err(_scores_line(name, s) + (" (speaker-DEPENDENT split)" if SPLITS[a.split].speaker_dependent else ""))
+        for c, m in s.get("per_corpus", {}).items():
+            _err(f"[{name}]   {c:<10} UAR {m['uar']:.3f}, ECE {m['ece']:.3f}" +
+                 (f", arousal UAR {m['arousal_uar']:.3f}" if "arousal_uar" in m else "") + f" ({m['n']} clips)")
     if a.json:
         _print_json(results)
+
+
+CORPUS_METRICS = ("n", "speakers", "uar", "accuracy", "macro_f1", "ece", "brier", "wrong_over_90", "arousal_uar",
+                  "arousal_ece", "valence_uar", "valence_ece", "uncertain_fraction")  # a corpus's row, in order
+
+
+def _corpus_row(m: dict) -> dict:
+    return {k: m[k] for k in CORPUS_METRICS if k in m}
+
+
+def held_out_rows(res, corpus) -> list[dict]:
+    """`train --split corpus`: one row per corpus held out (its clips' calibrated out-of-fold predictions, by a
+    model trained on every other corpus): ``held_out``, ``train_corpora``, then ``CORPUS_METRICS``."""
+    per = res.summary.get("per_corpus") or {}
+    return [{"held_out": c, "train_corpora": [o for o in corpus.corpora if o != c], **_corpus_row(per[c])}
+            for c in corpus.corpora if c in per]
+
+
+def _print_held_out(name: str, rows: list[dict]) -> None:
+    for r in rows:
+        _err(f"[{name}] held out {r['held_out']:<10} UAR {r['uar']:.3f}, ECE {r['ece']:.3f}" +
+             (f", arousal UAR {r['arousal_uar']:.3f}" if "arousal_uar" in r else "") +
+             f" ({r['n']} clips; trained on {' + '.join(r['train_corpora'])})")
 
 
 def _train_progress(name: str):
@@ -167,13 +206,14 @@ def _train_cross_corpus(a, models: list[str], params: dict):
     """`train --test-data`: each model trained on every clip of --data and tested on every clip of --test-data
     (``ser_core.cross_corpus``); stored with split cross-corpus, no model saved. JSON: the test corpus's
     metrics, as the other runs give them (``{"mean", "std"}``; one test set: std 0)."""
-    from .corpora import load_corpus
+    from .corpora import load_corpora
     from .cross_corpus import check_cross_corpus, cross_corpus
     from .evaluation import RunConfig
     from .results import ResultsStore
     from .splits import CROSS_CORPUS
 
-    train, test = load_corpus(a.data, corpus=a.corpus), load_corpus(a.test_data, corpus=a.test_corpus)
+    train = load_corpora(a.data, corpus=a.corpus, taxonomy=a.taxonomy)
+    test = load_corpora([a.test_data], corpus=a.test_corpus, taxonomy=train.taxonomy)  # labels mapped alike
     configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=CROSS_CORPUS,
                          folds=1, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm) for name in models]
     for cfg in configs:  # every impossible choice is refused before anything trains
@@ -590,7 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_feature_sets)
 
     t = sub.add_parser("train", help="K-fold cross-validate models, store the results, save the final models")
-    t.add_argument("--data", required=True, help="corpus folder or CSV")
+    t.add_argument("--data", required=True, action="append", metavar="DIR",
+                   help="corpus folder or CSV; repeat it to train on several corpora as one (their speakers kept "
+                        "apart, their labels mapped by --taxonomy)")
+    t.add_argument("--taxonomy", default=None, choices=sorted(TAXONOMIES),
+                   help="; ".join(f"{t.name}: {t.description}" for t in TAXONOMIES.values()) +
+                        " (default: native for one corpus, shared for several)")
     t.add_argument("--test-data", default=None, metavar="DIR",
                    help="another corpus folder or CSV: train on every clip of --data, test on every clip of this one "
                         "(split cross-corpus: the emotions both have; --split and --folds do not apply; no model "
@@ -610,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score every test fold through these channels (e.g. phone,noise10): the model card "
                         "gets a robustness block, and an ensemble of such models fits its weights on them too")
     t.add_argument("--param", action="append", help="MODEL.NAME=VALUE hyperparameter override (repeatable)")
-    t.add_argument("--corpus", default="auto")
+    t.add_argument("--corpus", default="auto", help="force the adapter of every --data (default: auto-detect)")
     t.add_argument("--jobs", type=int, default=None)
     t.add_argument("--db", default=None, help="results database (default: $SER_RESULTS_DB or ~/.cache/ser_studio)")
     t.add_argument("--models-dir", default=None, help="where final models are saved (default: your models folder, "

@@ -31,31 +31,11 @@ import pandas as pd
 
 from .errors import ConfigError, CorpusError
 from .roots import OUTSIDE_REASON, is_inside, resolve_in_roots
+from .taxonomy import EMOTIONS, EXTRA_EMOTIONS, LABEL_ALIASES, get_taxonomy, normalize_label  # noqa: F401
 
-EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
-EXTRA_EMOTIONS = ("boredom", "contempt")
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".webm")  # preference order when a clip is duplicated
 VIDEO_EXTS = (".mp4", ".flv", ".avi", ".mov", ".mkv")  # listed only to report them as skipped
 MANIFEST_COLUMNS = ("path", "corpus", "speaker", "gender", "emotion", "intensity", "statement", "duration_s")
-
-# Label spellings of custom folders / CSVs mapped onto the shared taxonomy; anything else is kept lower-case.
-LABEL_ALIASES = {
-    "anger": "angry", "angry": "angry", "mad": "angry",
-    "happiness": "happy", "happy": "happy", "joy": "happy",
-    "sadness": "sad", "sad": "sad",
-    "fear": "fearful", "fearful": "fearful", "afraid": "fearful", "scared": "fearful",
-    "disgust": "disgust", "disgusted": "disgust",
-    "surprise": "surprised", "surprised": "surprised", "ps": "surprised",
-    "pleasant_surprise": "surprised", "pleasant_surprised": "surprised",
-    "neutral": "neutral", "neutrality": "neutral", "calm": "calm", "calmness": "calm",
-    "boredom": "boredom", "bored": "boredom", "contempt": "contempt",
-}
-
-
-def normalize_label(label: str) -> str:
-    """Map a free-form label onto the taxonomy where obvious (``"Anger"`` -> ``"angry"``), else lower-case it."""
-    key = str(label).strip().lower().replace(" ", "_").replace("-", "_")
-    return LABEL_ALIASES.get(key, key)
 
 
 class _Skip(Exception):
@@ -70,6 +50,13 @@ class Corpus:
     root: Path
     manifest: pd.DataFrame
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    parts: tuple[tuple[str, Path], ...] = ()  # several corpora read as one (load_corpora): (name, root) of each
+    taxonomy: str = "native"  # the ser_core.taxonomy mapping its labels went through
+
+    @property
+    def corpora(self) -> list[str]:
+        """The names of the corpora its clips come from (the manifest's ``corpus`` column), in reading order."""
+        return [name for name, _ in self.parts] if self.parts else [self.name]
 
     @property
     def has_speakers(self) -> bool:
@@ -80,6 +67,10 @@ class Corpus:
     def __repr__(self) -> str:
         return (f"Corpus(name={self.name!r}, root={str(self.root)!r}, clips={len(self.manifest)}, "
                 f"skipped={len(self.skipped)})")
+
+
+CORPUS_JOIN = "+"  # between the names of corpora read as one: "ravdess+tess+emodb"
+SPEAKER_SEP = ":"  # between a corpus's name and its own speaker id: "emodb:03" is not "ravdess:03"
 
 
 # -- one parser per corpus: (path, root) -> row fields, None when the name does not follow the convention ----
@@ -450,6 +441,51 @@ def load_corpus(root: str | Path, corpus: str = "auto", roots=None) -> Corpus:
     return Corpus(name=name, root=root, manifest=df, skipped=sorted(skipped))
 
 
+def load_corpora(roots_or_root, corpus="auto", roots=None, taxonomy: str | None = None) -> Corpus:
+    """Read one corpus or several as one :class:`Corpus` (several: ``["data/ravdess", "data/tess"]``).
+
+    corpus: ``"auto"`` or an adapter name for all of them, or a list with one per path. taxonomy: a name of
+    ``ser_core.taxonomy.TAXONOMIES`` (None: ``native`` for one corpus, ``shared`` for several); clips whose
+    label it leaves out are listed in ``skipped``. With several corpora each clip's ``corpus`` column names its
+    corpus (a name two of them share gets ``-2``, ``-3``), its ``speaker`` is namespaced by it (``emodb:03`` is
+    not ``ravdess:03``; ``unknown`` stays unknown) and ``native_emotion`` keeps the corpus's own label.
+    One path with the ``native`` taxonomy is exactly ``load_corpus``."""
+    paths = [roots_or_root] if isinstance(roots_or_root, (str, Path)) else list(roots_or_root)
+    if not paths:
+        raise ConfigError("No corpus given; pass at least one corpus folder or CSV file.")
+    kinds = [corpus] * len(paths) if isinstance(corpus, str) else list(corpus)
+    if len(kinds) != len(paths):
+        raise ConfigError(f"{len(kinds)} corpus names for {len(paths)} corpora; give one name, or one per corpus.")
+    tax = get_taxonomy(taxonomy, len(paths))
+    loaded = [load_corpus(p, corpus=k, roots=roots) for p, k in zip(paths, kinds)]
+    if len(loaded) == 1 and tax.name == "native":
+        return loaded[0]
+    names, parts, frames, skipped = [], [], [], []
+    for c in loaded:
+        name = c.name if c.name not in names else f"{c.name}-{sum(n.split('-')[0] == c.name for n in names) + 1}"
+        names.append(name)
+        parts.append((name, c.root))
+        m = c.manifest.copy()
+        m["corpus"], m["native_emotion"] = name, m["emotion"]
+        if len(loaded) > 1:
+            known = m["speaker"].astype(str) != "unknown"
+            m.loc[known, "speaker"] = name + SPEAKER_SEP + m.loc[known, "speaker"].astype(str)
+        frames.append(m)
+        skipped += c.skipped
+    df = pd.concat(frames, ignore_index=True)
+    df["emotion"] = df["emotion"].map(tax.map_label)
+    left_out = df["emotion"].isna()
+    skipped += [(p, f"label '{e}' is left out by the {tax.name} taxonomy")
+                for p, e in zip(df.loc[left_out, "path"], df.loc[left_out, "native_emotion"])]
+    df = df[~left_out].reset_index(drop=True)
+    if df.empty:
+        raise CorpusError(f"No clips left: the {tax.name} taxonomy leaves out every label of {', '.join(names)}.")
+    extra = [c for c in df.columns if c not in MANIFEST_COLUMNS]
+    df = df[list(MANIFEST_COLUMNS) + extra]
+    return Corpus(name=CORPUS_JOIN.join(names), root=loaded[0].root, manifest=df, skipped=sorted(skipped),
+                  parts=tuple(parts), taxonomy=tax.name)
+
+
 def clip_fields(paths, corpus: str, fields=("speaker", "gender", "intensity")) -> pd.DataFrame:
     """``fields`` of clips as their file names tell them under ``corpus``'s naming convention (e.g. the paths of a
     saved run's out-of-fold predictions, whose clips may no longer be on disk); ``"unknown"`` where the name says
@@ -489,5 +525,5 @@ def corpus_info(corpus: Corpus) -> dict:
 
 
 __all__ = ["EMOTIONS", "EXTRA_EMOTIONS", "AUDIO_EXTS", "MANIFEST_COLUMNS", "LABEL_ALIASES", "Corpus",
-           "CorpusError", "clip_fields", "load_corpus", "detect_corpus", "list_corpora", "corpus_info",
-           "normalize_label", "audio_duration"]
+           "CorpusError", "CORPUS_JOIN", "SPEAKER_SEP", "clip_fields", "load_corpus", "load_corpora",
+           "detect_corpus", "list_corpora", "corpus_info", "normalize_label", "audio_duration"]

@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .saved import load_oof
 
 from . import events
-from .splits import SPLITS, HoldoutBySpeaker, get_split, make_splitter  # noqa: F401  (importable from here too)
+from .splits import SPLITS, HoldoutBySpeaker, fold_groups, get_split, make_splitter  # noqa: F401  (importable here)
 
 
 def compute_metrics(y_true, y_pred, labels, *, proba=None, classes=None) -> dict:
@@ -63,9 +63,35 @@ def compute_metrics(y_true, y_pred, labels, *, proba=None, classes=None) -> dict
     }
 
 
+def dimension_metrics(y_true, proba, classes) -> dict:
+    """Arousal and valence scored like the categories (``ser_core.taxonomy``): the levels' probabilities are the
+    sums of their categories' columns of ``proba`` (``(n, len(classes))``), the answer their argmax, and
+    ``arousal_uar`` / ``valence_uar`` the recall averaged over the levels the true labels have, with
+    ``arousal_ece`` / ``valence_ece`` (top-level ECE). A dimension is left out where a class or a true label has
+    no level on it (a custom corpus's own labels)."""
+    from .calibration import expected_calibration_error, label_indices
+    from .taxonomy import DIMENSIONS, dimension_labels, dimension_proba, has_dimension
+
+    out = {}
+    y_true = np.asarray(y_true).astype(str)
+    for dim in DIMENSIONS:
+        if not len(y_true) or not has_dimension(list(classes), dim) or \
+                not all(str(l) in DIMENSIONS[dim] for l in set(y_true)):
+            continue
+        p, levels = dimension_proba(proba, classes, dim)
+        truth = dimension_labels(y_true, dim)
+        pred = np.asarray(levels)[p.argmax(1)]
+        present = [lv for lv in levels if (truth == lv).any()]
+        out[f"{dim}_uar"] = float(np.mean([np.mean(pred[truth == lv] == lv) for lv in present]))
+        out[f"{dim}_ece"] = expected_calibration_error(label_indices(truth, levels), p)
+    return out
+
+
 SUMMARY_METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "macro_f1")
 CALIBRATION_METRICS = ("ece", "brier", "wrong_over_90", "ece_uncalibrated")  # when every fold has them
-RUN_ENTRIES = ("calibration", "reliability", "reliability_uncalibrated", "robustness")  # summary entries, no metric
+DIMENSION_METRICS = ("arousal_uar", "arousal_ece", "valence_uar", "valence_ece")  # likewise (dimension_metrics)
+RUN_ENTRIES = ("calibration", "reliability", "reliability_uncalibrated", "robustness",
+               "per_corpus")  # summary entries that are no metric
 CHANNEL_PROBA = "proba@"  # out-of-fold arrays "proba@phone": the test folds through a channel (RunConfig.channels)
 CHANNEL_OOF_PROTOCOL = ("the cross-validation's own folds: each test clip also passed through the channel and "
                         "scored by its fold's model (unseen speakers), means over folds")
@@ -74,7 +100,8 @@ CHANNEL_OOF_PROTOCOL = ("the cross-validation's own folds: each test clip also p
 def summarize(fold_metrics: list[dict]) -> dict:
     """``{metric: {"mean", "std"}}`` over folds, including each class's recall; the calibration metrics too
     when every fold carries them (older stored runs do not)."""
-    present = [m for m in CALIBRATION_METRICS if fold_metrics and all(m in f for f in fold_metrics)]
+    present = [m for m in (*CALIBRATION_METRICS, *DIMENSION_METRICS)
+               if fold_metrics and all(m in f for f in fold_metrics)]
     out = {m: {"mean": float(np.mean([f[m] for f in fold_metrics])),
                "std": float(np.std([f[m] for f in fold_metrics]))} for m in (*SUMMARY_METRICS, *present)}
     classes = sorted({c for f in fold_metrics for c in f["per_class_recall"]})
@@ -200,6 +227,9 @@ def check_run(config: RunConfig, corpus) -> None:
                           "choose data with more emotions.")
     if not split.within_corpus:  # cross-corpus: no folds; the two corpora are checked by ser_core.cross_corpus
         return
+    if split.group_by == "corpus" and m["corpus"].nunique() < 2:
+        raise ConfigError(f"Leave-one-corpus-out needs at least two corpora and this data is one "
+                          f"({m['corpus'].iloc[0]}); add another corpus (--data A --data B).")
     n_spk = _n_speakers(m)
     if not split.speaker_dependent and n_spk < 2:
         has = "one speaker" if n_spk == 1 else "no speaker labels"
@@ -225,19 +255,24 @@ def _check_training_folds(config: RunConfig, manifest) -> None:
     from .augment import augment_copies
 
     per_clip = 1 + len(augment_copies(config.augment))
-    y, speakers = manifest["emotion"].to_numpy(), manifest["speaker"].astype(str).to_numpy()
+    y, groups = manifest["emotion"].to_numpy(), fold_groups(config.split, manifest)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sklearn warns of small classes; the checks above cover them
             splits = list(make_splitter(config.split, config.folds, config.seed).split(np.zeros(len(y)), y,
-                                                                                           speakers))
+                                                                                           groups))
     except ValueError:  # a limit of the splitter the checks above missed: still a sentence, not a traceback
         raise ConfigError(f"The split '{config.split}' cannot be drawn on this data ({len(y)} clips, "
                           f"{_n_speakers(manifest)} speakers); choose fewer folds or more data.") from None
     for train, _ in splits:
         emotions, n = np.unique(y[train], return_counts=True)
         have = dict(zip(emotions, n))
-        short = min(sorted(set(y)), key=lambda e: have.get(e, 0))
+        if len(have) < 2:
+            raise ConfigError(f"A training fold would hold only '{emotions[0]}' clips and training needs at least "
+                              "two emotions; choose data with more emotions in every corpus.")
+        # a corpus held out may have an emotion no other corpus has: those clips are left out of its test
+        needed = sorted(set(y)) if get_split(config.split).group_by != "corpus" else sorted(have)
+        short = min(needed, key=lambda e: have.get(e, 0))
         if have.get(short, 0) * per_clip < MIN_TRAIN_CLIPS:
             fewer = "fewer folds or " if get_split(config.split).uses_k and config.folds > 2 else ""
             clips = f"{have.get(short, 0)} clip{'' if have.get(short, 0) == 1 else 's'}"
@@ -307,8 +342,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             return cached
 
     data = fold_data(config, fs, manifest, emit, n_jobs, runner=folds_runner, should_stop=should_stop)
-    splitter = make_splitter(config.split, config.folds, config.seed)
-    splits = list(splitter.split(np.zeros(len(data.y)), data.y, data.speakers))
+    splits = draw_folds(config, manifest, emit)
     versions = package_versions()
     run_id = None
     if store is not None:
@@ -370,6 +404,28 @@ def _stored_result(config, store, chash, fingerprint, save_to, emit) -> RunResul
             f"Stored run {hit['id']} has this configuration but no saved model of its own any more (another "
             "run may have replaced it); training again to save one.")})
     return None
+
+
+def draw_folds(config: RunConfig, manifest, emit=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The run's ``(train, test)`` index pairs: the split's splitter on the manifest's labels, grouped by its
+    speakers (or corpora: ``Split.group_by``). Leaving a corpus out, its clips of an emotion that no other
+    corpus has are left out of its test (no model could name it; ``emit`` gets a ``LABELS`` event saying so)."""
+    y = manifest["emotion"].to_numpy()
+    splitter = make_splitter(config.split, config.folds, config.seed)
+    splits = list(splitter.split(np.zeros(len(y)), y, fold_groups(config.split, manifest)))
+    if get_split(config.split).group_by != "corpus":
+        return splits
+    out, said = [], []
+    for train, test in splits:
+        known = np.isin(y[test], np.unique(y[train]))
+        if not known.all():
+            held = manifest["corpus"].iloc[test[0]]
+            said.append(f"{held}'s {', '.join(sorted(set(y[test][~known])))} ({(~known).sum()} clips)")
+        out.append((train, test[known]))
+    if said and emit:
+        emit({"event": events.LABELS, "message": "Left out of the test of the corpus held out, as no other corpus "
+                                                 f"has that emotion: {'; '.join(said)}."})
+    return out
 
 
 @dataclass
@@ -514,8 +570,17 @@ def _run_fields(config: RunConfig, fs, corpus, fingerprint: str, *, k: int, vers
                 n_speakers=int(m["speaker"].astype(str).nunique()), split=config.split,
                 splitter=repr(make_splitter(config.split, config.folds, config.seed)), k=k, seed=config.seed,
                 speaker_dependent=get_split(config.split).speaker_dependent,
-                options={"augment": list(config.augment), "speaker_norm": config.speaker_norm},
+                options={"augment": list(config.augment), "speaker_norm": config.speaker_norm, **data_options(corpus)},
                 config_hash=config.hash(fs), versions=versions)
+
+
+def data_options(corpus) -> dict:
+    """What a run records of data read from several corpora (none for one corpus in its own labels): each
+    corpus's name and folder, and the taxonomy its labels went through."""
+    if not corpus.parts:
+        return {}
+    return {"corpora": [name for name, _ in corpus.parts], "data_roots": [str(root) for _, root in corpus.parts],
+            "taxonomy": corpus.taxonomy}
 
 
 def record_run(store, result: RunResult, corpus, *, sweep: str | None = None, trial: int | None = None) -> RunResult:
@@ -646,7 +711,7 @@ def in_label_order(proba, classes, labels) -> np.ndarray:
     return out
 
 
-CLIP_GROUPS = ("speaker", "gender", "intensity")  # manifest columns kept with the out-of-fold predictions
+CLIP_GROUPS = ("speaker", "gender", "intensity", "corpus")  # manifest columns kept with the out-of-fold predictions
 
 
 def _out_of_fold(paths, y, labels, proba, fold, manifest, channels=None) -> dict:
@@ -688,16 +753,40 @@ def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
     for f in folds:
         rows = oof["fold"] == f["fold"]
         f["metrics"].update(probability_metrics(y_idx[rows], calibrated[rows]),
-                            ece_uncalibrated=expected_calibration_error(y_idx[rows], raw[rows]))
+                            ece_uncalibrated=expected_calibration_error(y_idx[rows], raw[rows]),
+                            **dimension_metrics(oof["y"][rows], calibrated[rows], oof["classes"]))
     threshold = uncertainty_threshold(calibrated, y_idx)
     before = probability_metrics(y_idx, raw)
-    return {"calibration": {**ConfidenceCalibrator(method).fit(raw, y_idx).to_dict(),
-                            "fold_temperatures": temperatures.tolist(), "threshold": threshold,
-                            "uncertain_fraction": float(np.mean(calibrated.max(1) < threshold)),
-                            **probability_metrics(y_idx, calibrated), "ece_uncalibrated": before["ece"],
-                            "brier_uncalibrated": before["brier"], "ece_by_method": ece_by_method},
-            "reliability": reliability_curve(y_idx, calibrated),
-            "reliability_uncalibrated": reliability_curve(y_idx, raw)}
+    out = {"calibration": {**ConfidenceCalibrator(method).fit(raw, y_idx).to_dict(),
+                           "fold_temperatures": temperatures.tolist(), "threshold": threshold,
+                           "uncertain_fraction": float(np.mean(calibrated.max(1) < threshold)),
+                           **probability_metrics(y_idx, calibrated), "ece_uncalibrated": before["ece"],
+                           "brier_uncalibrated": before["brier"], "ece_by_method": ece_by_method,
+                           **dimension_metrics(oof["y"], calibrated, oof["classes"])},
+           "reliability": reliability_curve(y_idx, calibrated),
+           "reliability_uncalibrated": reliability_curve(y_idx, raw)}
+    if len(set(oof.get("corpus", ()))) > 1:
+        out["per_corpus"] = per_corpus_metrics(oof, calibrated, threshold)
+    return out
+
+
+def per_corpus_metrics(oof, calibrated, threshold: float | None = None) -> dict:
+    """``{corpus: metrics}`` of a run's out-of-fold predictions on each corpus's clips (``oof["corpus"]``) from
+    their calibrated probabilities: ``compute_metrics`` (UAR over the emotions that corpus has; an answer it
+    lacks counts as wrong), ``dimension_metrics``, ``n``, ``speakers`` and, with ``threshold``, the share of
+    "not sure" answers (``uncertain_fraction``)."""
+    out = {}
+    classes = [str(c) for c in oof["classes"]]
+    for corpus in dict.fromkeys(oof["corpus"]):  # in the order of the clips
+        rows = oof["corpus"] == corpus
+        y, p = oof["y"][rows], calibrated[rows]
+        labels = sorted(set(classes) | set(y))
+        m = compute_metrics(y, np.asarray(classes)[p.argmax(1)], labels, proba=p, classes=classes)
+        m.update(dimension_metrics(y, p, classes), speakers=int(len(set(oof["speaker"][rows]))))
+        if threshold is not None:
+            m["uncertain_fraction"] = float(np.mean(p.max(1) < threshold))
+        out[str(corpus)] = m
+    return out
 
 
 def fit_final(data: FoldData):
@@ -734,7 +823,8 @@ def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to
     card = {
         "training_data": {"corpus": corpus.name, "root": str(corpus.root), "clips": int(len(y)),
                           "speakers": int(len(set(speakers))), "fingerprint": fingerprint,
-                          "emotions": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))}},
+                          "emotions": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
+                          **training_corpora(corpus)},
         "cv": {"split": config.split, "split_description": get_split(config.split).description,
                "k": config.folds, "seed": config.seed, "speaker_dependent": get_split(config.split).speaker_dependent,
                "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, **stamp},
@@ -749,6 +839,20 @@ def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to
     folder = save_to(stamp["run_id"]) if callable(save_to) else save_to
     return save_trained(model, folder, card=card, speaker_norm=norm, oof=oof, on_saved=on_saved,
                         replace=not callable(save_to), replace_shipped=replace_shipped)
+
+
+def training_corpora(corpus) -> dict:
+    """What a model card records of training data read from several corpora: the taxonomy and, per corpus,
+    its folder, clips, speakers and clips per emotion (none for one corpus in its own labels)."""
+    if not corpus.parts:
+        return {}
+    m = corpus.manifest
+    return {"taxonomy": corpus.taxonomy, "corpora": {
+        name: {"root": str(root), "clips": int((m["corpus"] == name).sum()),
+               "speakers": int(m.loc[m["corpus"] == name, "speaker"].nunique()),
+               "emotions": {str(k): int(v) for k, v in m.loc[m["corpus"] == name, "emotion"].value_counts()
+                            .sort_index().items()}}
+        for name, root in corpus.parts}}
 
 
 def with_augmented(X, y, X_aug: dict, speakers, norm=None):

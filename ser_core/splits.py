@@ -3,8 +3,10 @@ the results store and the model cards read.
 
 Speaker-grouped stratified K-fold is the default everywhere: no speaker is in both the training and the test
 fold. ``random`` (stratified K-fold ignoring speakers) is offered for comparison with published figures and is
-always labelled *speaker-dependent* (optimistic). ``cross-corpus`` is no splitter: a model is trained on every
-clip of one corpus and tested on every clip of another (``ser_core.cross_corpus``).
+always labelled *speaker-dependent* (optimistic). ``corpus`` (leave one corpus out) holds out each corpus of a
+run on several corpora in turn, entirely: its folds are grouped by the manifest's ``corpus`` column instead of
+its speakers (``Split.group_by``). ``cross-corpus`` is no splitter: a model is trained on every clip of one
+corpus and tested on every clip of another (``ser_core.cross_corpus``).
 
     >>> get_split("loso").speaker_dependent
     False
@@ -29,6 +31,7 @@ class Split:
     speaker_dependent: bool = False  # the same speakers in training and test folds: optimistic scores
     uses_k: bool = True  # the user chooses K; False: the protocol fixes the folds
     build: Callable | None = field(default=None, repr=False)  # (n_splits, seed) -> splitter; None: cross-corpus
+    group_by: str = "speaker"  # the manifest column whose values never straddle a training and a test fold
 
     @property
     def within_corpus(self) -> bool:
@@ -85,6 +88,9 @@ def _holdout(n_splits, seed):
     return HoldoutBySpeaker(0.2, random_state=seed)
 
 
+LEAVE_CORPUS_OUT = "corpus"
+
+
 SPLITS: dict[str, Split] = {s.name: s for s in [
     Split("speaker", "speaker-grouped K-fold (speaker-independent)",
           "stratified K-fold grouped by speaker (speaker-independent)", build=_speaker),
@@ -95,6 +101,9 @@ SPLITS: dict[str, Split] = {s.name: s for s in [
           build=_loso),
     Split("holdout", "one 80/20 split by speaker", "one 80/20 split by speaker (speaker-independent)",
           uses_k=False, build=_holdout),
+    Split(LEAVE_CORPUS_OUT, "leave one corpus out (several corpora)",
+          "leave-one-corpus-out: each corpus in turn held out entirely, trained on the others (speaker- and "
+          "corpus-independent)", uses_k=False, build=_loso, group_by="corpus"),
     Split(CROSS_CORPUS, "train on one corpus, test on another",
           "trained on every clip of one corpus, tested on every clip of another (speaker-independent)",
           uses_k=False),
@@ -110,4 +119,10 @@ def make_splitter(split: str = "speaker", n_splits: int = 4, seed: int = 0):
     return get_split(split).build(n_splits, seed)
 
 
-__all__ = ["CROSS_CORPUS", "SPLIT_CHOICES", "SPLITS", "Split", "HoldoutBySpeaker", "get_split", "make_splitter"]
+def fold_groups(split: str, manifest):
+    """``(n,)`` str: what each clip of ``manifest`` is grouped by under ``split`` (its speaker, or its corpus for
+    leave-one-corpus-out), the ``groups`` of the splitter's ``split(X, y, groups)``."""
+    return manifest[get_split(split).group_by].astype(str).to_numpy()
+
+
+__all__ = ["CROSS_CORPUS", "LEAVE_CORPUS_OUT", "fold_groups", "SPLIT_CHOICES", "SPLITS", "Split", "HoldoutBySpeaker", "get_split", "make_splitter"]

@@ -8,6 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_RAVDESS = Path(os.environ.get("SER_SHARED_RAVDESS", REPO.parent / "shared" / "data" / "ravdess"))
+SHARED_DATA = SHARED_RAVDESS.parent  # beside it: tess/ and emodb/ (the multi-corpus tests read a few clips of each)
 
 
 @pytest.fixture(scope="session")
@@ -18,12 +19,23 @@ def shared_ravdess() -> Path:
     return SHARED_RAVDESS
 
 
+@pytest.fixture(scope="session")
+def shared_corpora(shared_ravdess) -> dict:
+    """``{"ravdess": Path, "tess": Path, "emodb": Path}``: the shared corpora (CI has them). Missing is a failure."""
+    out = {"ravdess": shared_ravdess, "tess": SHARED_DATA / "tess", "emodb": SHARED_DATA / "emodb"}
+    for name, path in out.items():
+        if not path.is_dir():
+            pytest.fail(f"shared {name} data not found at {path}")
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _data_roots(tmp_path_factory):
     """The app reads data only inside $SER_DATA_ROOTS: let it read the tests' temporary folders and the shared
-    RAVDESS (set for the whole session, so servers that browser tests start inherit it)."""
+    corpora (set for the whole session, so servers that browser tests start inherit it)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SER_DATA_ROOTS", os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(SHARED_RAVDESS)]))
+        mp.setenv("SER_DATA_ROOTS", os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(SHARED_RAVDESS),
+                                                     str(SHARED_DATA / "tess"), str(SHARED_DATA / "emodb")]))
         yield
 
 

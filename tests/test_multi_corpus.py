@@ -1,0 +1,176 @@
+"""Several corpora as one: the taxonomy that maps their labels, speakers kept apart by corpus, metrics per corpus,
+and leave-one-corpus-out (no held-out clip or speaker reaches the model, its scaler or its calibrator). On three
+tiny corpora in their official layouts: a few clips of the shared RAVDESS, TESS and EmoDB, linked."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_core import evaluation
+from ser_core.calibration import ConfidenceCalibrator, cross_fitted_calibration, label_indices
+from ser_core.cli import main
+from ser_core.corpora import load_corpora
+from ser_core.errors import ConfigError
+from ser_core.features import compute_files
+from ser_core.evaluation import RunConfig, check_run, compute_metrics, cross_validate, dimension_metrics
+from ser_core.results import ResultsStore
+from ser_core.taxonomy import dimension_proba, dimension_reading, get_taxonomy
+
+
+def _link(files, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (folder / f.name).symlink_to(f)
+
+
+@pytest.fixture(scope="module")
+def tiny(shared_corpora, tmp_path_factory):
+    """Three small corpora: RAVDESS actors 01-03 (every 3rd clip: 20 each, every emotion), TESS (6 words of each
+    emotion per speaker: 84 clips) and EmoDB speakers 03 and 10 (all their clips, boredom included). RAVDESS
+    actor 03 and EmoDB speaker 03 share the id "03"."""
+    base = tmp_path_factory.mktemp("multi")
+    rav, tess, emodb = base / "ravdess", base / "tess", base / "emodb" / "wav"
+    for actor in ("01", "02", "03"):
+        _link(sorted((shared_corpora["ravdess"] / f"Actor_{actor}").glob("*.flac"))[::3], rav / f"Actor_{actor}")
+    for folder in sorted(shared_corpora["tess"].iterdir()):
+        _link(sorted(folder.glob("*.flac"))[:6], tess / folder.name)
+    _link([f for f in sorted((shared_corpora["emodb"] / "wav").glob("*.flac")) if f.name[:2] in ("03", "10")], emodb)
+    return {"ravdess": rav, "tess": tess, "emodb": emodb.parent}
+
+
+def test_the_shared_taxonomy_maps_calm_to_neutral_and_leaves_boredom_out():
+    shared = get_taxonomy(None, n_corpora=3)
+    assert shared.name == "shared" and get_taxonomy(None, n_corpora=1).name == "native"
+    assert [shared.map_label(l) for l in ("calm", "boredom", "contempt", "angry", "surprised")] == \
+        ["neutral", None, None, "angry", "surprised"]
+    assert get_taxonomy("native").map_label("calm") == "calm"
+    with pytest.raises(ConfigError, match=r"^Unknown taxonomy 'basic'; choose from native, shared\.$"):
+        get_taxonomy("basic")
+
+
+def test_arousal_and_valence_are_sums_of_their_categories():
+    p, levels = dimension_proba(np.array([[0.5, 0.2, 0.2, 0.1]]), ["angry", "sad", "neutral", "happy"], "arousal")
+    assert levels == ("high", "low") and np.allclose(p, [[0.6, 0.4]])
+    reading = dimension_reading({"angry": 0.5, "sad": 0.2, "neutral": 0.2, "happy": 0.1})
+    assert reading["valence"] == pytest.approx({"negative": 0.7, "neutral": 0.2, "positive": 0.1})
+    assert dimension_reading({"frustrated": 0.6, "excited": 0.4}) == {}  # a custom corpus's own labels: none
+    # scored like the categories: recall per level averaged; a wrong category of the right level is right here
+    m = dimension_metrics(["angry", "fearful", "sad", "sad"], np.array([[0.1, 0.9, 0], [0.9, 0.1, 0],
+                                                                         [0, 0.2, 0.8], [0.6, 0, 0.4]]),
+                          ["angry", "fearful", "sad"])
+    assert m["arousal_uar"] == pytest.approx((1.0 + 0.5) / 2)
+    assert "arousal_ece" in m and "valence_uar" not in m  # all three are negative: no valence to tell apart
+
+
+def test_several_corpora_are_one_manifest_with_speakers_namespaced_and_labels_mapped(tiny):
+    c = load_corpora([tiny["ravdess"], tiny["tess"], tiny["emodb"]])
+    m = c.manifest
+    assert c.name == "ravdess+tess+emodb" and c.corpora == ["ravdess", "tess", "emodb"] and c.taxonomy == "shared"
+    assert list(m["corpus"].unique()) == ["ravdess", "tess", "emodb"]
+    # RAVDESS actor 03 and EmoDB speaker 03 are two people
+    assert {"ravdess:03", "emodb:03"} <= set(m["speaker"]) and "03" not in set(m["speaker"])
+    assert m.groupby("speaker")["corpus"].nunique().max() == 1
+    assert "calm" not in set(m["emotion"]) and "boredom" not in set(m["emotion"])
+    assert set(m.loc[m["native_emotion"] == "calm", "emotion"]) == {"neutral"}
+    boredom = [p for p, reason in c.skipped if "left out by the shared taxonomy" in reason]
+    assert boredom and all(p.endswith(("La.flac", "Lb.flac", "Lc.flac", "Ld.flac")) for p in boredom)
+    native = load_corpora([tiny["ravdess"], tiny["emodb"]], taxonomy="native")
+    assert {"calm", "boredom"} <= set(native.manifest["emotion"])
+    one = load_corpora(tiny["ravdess"])  # one corpus, own labels: exactly load_corpus (speakers not renamed)
+    assert one.parts == () and "01" in set(one.manifest["speaker"]) and "calm" in set(one.manifest["emotion"])
+    with pytest.raises(ConfigError, match="at least two corpora"):
+        check_run(RunConfig("lda", split="corpus"), load_corpora(tiny["ravdess"], taxonomy="shared"))
+
+
+class _Spy:
+    """Records every training matrix a run's models are fitted on (wraps the real model)."""
+
+    seen: list = []
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, X, y):
+        _Spy.seen.append(np.asarray(X).copy())
+        self.model.fit(X, y)
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+@pytest.fixture(scope="module")
+def loco(tiny, tmp_path_factory):
+    """A leave-one-corpus-out lda run on the three corpora, its training matrices recorded."""
+    corpus = load_corpora([tiny["ravdess"], tiny["tess"], tiny["emodb"]])
+    new_model = evaluation._new_model
+    _Spy.seen = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluation, "_new_model", lambda config, fs: _Spy(new_model(config, fs)))
+        res = cross_validate(RunConfig("lda", split="corpus", feature_set="prosody"), corpus,
+                             store=ResultsStore(tmp_path_factory.mktemp("loco") / "r.sqlite"))
+    return corpus, res, list(_Spy.seen)
+
+
+def test_leave_one_corpus_out_never_trains_or_calibrates_on_the_corpus_held_out(loco):
+    corpus, res, seen = loco
+    m = corpus.manifest
+    X = compute_files(m["path"].tolist(), "prosody", progress=False)
+    oof = res.oof
+    assert len(res.folds) == 3 and len(seen) == 3
+    for fold, fitted in zip(res.folds, seen):
+        held = set(oof["corpus"][oof["fold"] == fold["fold"]])
+        assert len(held) == 1  # a fold is one corpus, whole
+        held_rows = X[(m["corpus"] == held.pop()).to_numpy()]
+        # the model (and the scaler inside it) saw every clip of the other corpora and none of the held-out one
+        assert not {r.tobytes() for r in fitted} & {r.tobytes() for r in held_rows}
+        assert len(fitted) == len(m) - len(held_rows)
+        assert not set(fold["test_speakers"]) & set(np.unique(oof["speaker"][oof["fold"] != fold["fold"]]))
+    # each corpus's temperature is fitted on the other corpora's out-of-fold predictions only
+    y_idx = label_indices(oof["y"], oof["classes"])
+    for f, t in zip(np.unique(oof["fold"]), res.summary["calibration"]["fold_temperatures"]):
+        others = oof["fold"] != f
+        cal = ConfidenceCalibrator(res.summary["calibration"]["method"]).fit(oof["proba"][others], y_idx[others])
+        assert cal.temperature_ == pytest.approx(t)
+
+
+def test_metrics_per_corpus_are_those_of_its_own_clips(loco):
+    corpus, res, _ = loco
+    per, oof = res.summary["per_corpus"], res.oof
+    assert list(per) == ["ravdess", "tess", "emodb"]
+    calibrated, _ = cross_fitted_calibration(oof["proba"], label_indices(oof["y"], oof["classes"]), oof["fold"],
+                                             method=res.summary["calibration"]["method"])
+    classes = [str(c) for c in oof["classes"]]
+    for name, m in per.items():
+        rows = oof["corpus"] == name
+        assert m["n"] == rows.sum() == (corpus.manifest["corpus"] == name).sum()
+        p, y = calibrated[rows], oof["y"][rows]
+        expected = compute_metrics(y, np.asarray(classes)[p.argmax(1)], sorted(set(classes) | set(y)), proba=p,
+                                   classes=classes)
+        assert m["uar"] == pytest.approx(expected["uar"]) and m["ece"] == pytest.approx(expected["ece"])
+        assert m["arousal_uar"] == pytest.approx(dimension_metrics(y, p, classes)["arousal_uar"])
+        fold = res.folds[int(np.unique(oof["fold"][rows])[0])]["metrics"]  # leaving a corpus out: its fold
+        assert m["ece"] == pytest.approx(fold["ece"]) and m["arousal_uar"] == pytest.approx(fold["arousal_uar"])
+    # UAR over the emotions EmoDB has: an emotion it lacks is no class of its own there
+    assert set(per["emodb"]["per_class_recall"]) == set(np.unique(oof["y"][oof["corpus"] == "emodb"]))
+    assert "surprised" in classes and "surprised" not in per["emodb"]["per_class_recall"]
+
+
+def test_the_cli_prints_one_row_per_corpus_held_out(tiny, tmp_path, capsys):
+    code = main(["train", "--data", str(tiny["ravdess"]), "--data", str(tiny["tess"]), "--data", str(tiny["emodb"]),
+                 "--split", "corpus", "--models", "lda", "--feature-set", "prosody", "--no-save", "--json",
+                 "--db", str(tmp_path / "r.sqlite")])
+    assert code in (None, 0)
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["held_out"] for r in rows] == ["ravdess", "tess", "emodb"]
+    assert rows[2]["train_corpora"] == ["ravdess", "tess"]
+    for r in rows:
+        assert {"uar", "ece", "arousal_uar", "valence_uar", "n"} <= set(r) and 0 <= r["uar"] <= 1
+    # speaker-grouped CV on the same corpora: overall and per corpus
+    main(["train", "--data", str(tiny["ravdess"]), "--data", str(tiny["tess"]), "--data", str(tiny["emodb"]),
+          "--models", "lda", "--feature-set", "prosody", "--folds", "2", "--no-save", "--json",
+          "--db", str(tmp_path / "r.sqlite")])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert set(row["per_corpus"]) == {"ravdess", "tess", "emodb"} and "arousal_uar" in row
