@@ -515,6 +515,8 @@ def cmd_leaderboard(a):
     for column in ("dataset", "split", "source"):
         if getattr(a, column):
             df = df[df[column] == getattr(a, column)]
+    if a.matrix:
+        return _print_matrix(board, df, a.json)
     table = board.table(df)
     if a.json:
         _print_json(board.records(table))
@@ -524,6 +526,24 @@ def cmd_leaderboard(a):
         print(markdown_table(table) if a.markdown else latex_table(table), end="")
     else:
         _print_leaderboard(table)
+
+
+def _print_matrix(board, runs, as_json: bool) -> None:
+    """`leaderboard --matrix`: the transfer cells of ``runs`` (``ser_core.transfer``), as JSON rows or one
+    matrix per model and metric."""
+    from .transfer import MATRIX_METRICS, transfer_cells, transfer_matrix
+
+    cells = transfer_cells(board, runs)
+    if as_json:
+        _print_json(cells.astype(object).where(cells.notna(), None).to_dict("records"))
+        return
+    if cells.empty:
+        print("No run tested on unseen speakers; run `python -m ser_core train --data A --data B --split corpus`.")
+        return
+    for model in dict.fromkeys(cells["model"]):
+        for metric, label in MATRIX_METRICS.items():
+            print(f"\n{model}: {label} [95 % CI over the test speakers]")
+            print(transfer_matrix(cells, model, metric).to_string())
 
 
 def _print_leaderboard(table):
@@ -781,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--source", choices=["shipped", "yours"])
     lb.add_argument("--sweep", metavar="ID", help="every trial of this sweep (by default a sweep shows as its best "
                     "trial)")
+    lb.add_argument("--matrix", action="store_true", help="across corpora: for each model, trained on -> tested on "
+                    "(UAR, ECE, arousal UAR with 95 %% intervals over the test speakers), from its leave-one-corpus-"
+                    "out, cross-corpus and speaker-grouped runs; --json: one row per (run, test corpus)")
     out = lb.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="every run with ci, vs_best and breakdown")
     out.add_argument("--markdown", action="store_true", help="a table for papers: mean ± std [95 %% CI]")

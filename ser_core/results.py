@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluation import CALIBRATION_METRICS  # runs() columns too; None for runs stored before they existed
+from .evaluation import CALIBRATION_METRICS, DIMENSION_METRICS  # runs() columns too; None for runs stored before
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -287,7 +287,7 @@ class ResultsStore:
 
 
 RUN_COLUMNS = ["id", "created_at", "status", "model", "dataset", "split", "k", "speaker_dependent",
-               *[f"{m}_{s}" for m in (*METRICS, *CALIBRATION_METRICS) for s in ("mean", "std")],
+               *[f"{m}_{s}" for m in (*METRICS, *CALIBRATION_METRICS, *DIMENSION_METRICS) for s in ("mean", "std")],
                "train_time_s", "latency_ms", "model_size_bytes", "n_clips", "n_speakers", "seed", "params",
                "feature_set", "options", "saved_model", "error", "config_hash", "data_fingerprint", "sweep"]
 SWEEP_COLUMNS = ["id", "created_at", "finished_at", "model", "dataset", "data_fingerprint", "space", "settings",
@@ -299,7 +299,7 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for run in runs:
         r = dict(run)
-        for m in (*METRICS, *CALIBRATION_METRICS):
+        for m in (*METRICS, *CALIBRATION_METRICS, *DIMENSION_METRICS):
             s = (r.get("summary") or {}).get(m) or {}
             r[f"{m}_mean"], r[f"{m}_std"] = s.get("mean"), s.get("std")
         rows.append(r)

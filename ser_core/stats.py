@@ -109,6 +109,33 @@ def bootstrap_ci(y, pred, speaker, fold, labels, *, n_boot: int = N_BOOTSTRAP, s
     return {**out, "unit": kind, "n_units": len(cells)}
 
 
+def bootstrap_ece(y_idx, proba, speaker, *, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:
+    """Percentile ``CONFIDENCE`` interval of the pooled top-label ECE (``ser_core.calibration``) of ``proba``
+    (``(n, k)``, calibrated) against ``y_idx`` (``(n,)`` column of each true label, -1: none), resampling
+    speakers as ``bootstrap_ci`` does: ``{"estimate", "low", "high", "unit", "n_units"}``. Exact: each draw's
+    ECE comes from the drawn units' per-bin counts, confidence and correct answers."""
+    from .calibration import N_BINS
+
+    unit, kind = _units(speaker, len(y_idx))
+    proba = np.asarray(proba, dtype=float)
+    conf = proba.max(1)
+    correct = (proba.argmax(1) == np.asarray(y_idx)).astype(float)
+    bins = np.clip(np.ceil(conf * N_BINS).astype(int) - 1, 0, N_BINS - 1)
+    _, ui = np.unique(unit, return_inverse=True)
+    cells = np.zeros((ui.max(initial=-1) + 1, 3, N_BINS))  # per unit and bin: clips, confidence, correct
+    for row, values in enumerate((np.ones(len(conf)), conf, correct)):
+        np.add.at(cells[:, row], (ui, bins), values)
+    draws = np.random.default_rng(seed).multinomial(len(cells), np.full(len(cells), 1 / len(cells)), size=n_boot)
+
+    def ece(weights):
+        count, sconf, scorrect = np.einsum("ru,ubk->rbk", weights, cells).transpose(1, 0, 2)
+        return np.abs(scorrect - sconf).sum(-1) / np.maximum(count.sum(-1), 1)
+
+    low, high = _interval(ece(draws))
+    return {"estimate": float(ece(np.ones((1, len(cells))))[0]), "low": low, "high": high, "unit": kind,
+            "n_units": len(cells)}
+
+
 def paired_difference(y, pred_a, pred_b, speaker, fold, labels, *, n_boot: int = N_BOOTSTRAP,
                       n_perm: int = N_PERMUTATIONS, seed: int = 0) -> dict:
     """Run A minus run B, judged on the same clips in the same folds (rows aligned: ``y``, ``speaker`` and
@@ -157,5 +184,6 @@ def breakdown(y, pred, labels, **groups) -> dict:
     return {**out, "gender_gap": gap, "gender_gap_flag": gap is not None and gap > GENDER_GAP}
 
 
-__all__ = ["ALPHA", "CONFIDENCE", "GENDER_GAP", "N_BOOTSTRAP", "N_PERMUTATIONS", "bootstrap_ci", "breakdown",
+__all__ = ["ALPHA", "CONFIDENCE", "GENDER_GAP", "N_BOOTSTRAP", "N_PERMUTATIONS", "bootstrap_ci", "bootstrap_ece",
+           "breakdown",
            "confusion_metrics", "group_uar", "paired_difference"]

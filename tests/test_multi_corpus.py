@@ -107,15 +107,15 @@ def loco(tiny, tmp_path_factory):
     corpus = load_corpora([tiny["ravdess"], tiny["tess"], tiny["emodb"]])
     new_model = evaluation._new_model
     _Spy.seen = []
+    store = ResultsStore(tmp_path_factory.mktemp("loco") / "r.sqlite")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evaluation, "_new_model", lambda config, fs: _Spy(new_model(config, fs)))
-        res = cross_validate(RunConfig("lda", split="corpus", feature_set="prosody"), corpus,
-                             store=ResultsStore(tmp_path_factory.mktemp("loco") / "r.sqlite"))
-    return corpus, res, list(_Spy.seen)
+        res = cross_validate(RunConfig("lda", split="corpus", feature_set="prosody"), corpus, store=store)
+    return corpus, res, list(_Spy.seen), store
 
 
 def test_leave_one_corpus_out_never_trains_or_calibrates_on_the_corpus_held_out(loco):
-    corpus, res, seen = loco
+    corpus, res, seen, _ = loco
     m = corpus.manifest
     X = compute_files(m["path"].tolist(), "prosody", progress=False)
     oof = res.oof
@@ -137,7 +137,7 @@ def test_leave_one_corpus_out_never_trains_or_calibrates_on_the_corpus_held_out(
 
 
 def test_metrics_per_corpus_are_those_of_its_own_clips(loco):
-    corpus, res, _ = loco
+    corpus, res, _, _ = loco
     per, oof = res.summary["per_corpus"], res.oof
     assert list(per) == ["ravdess", "tess", "emodb"]
     calibrated, _ = cross_fitted_calibration(oof["proba"], label_indices(oof["y"], oof["classes"]), oof["fold"],
@@ -174,3 +174,23 @@ def test_the_cli_prints_one_row_per_corpus_held_out(tiny, tmp_path, capsys):
           "--db", str(tmp_path / "r.sqlite")])
     (row,) = json.loads(capsys.readouterr().out)
     assert set(row["per_corpus"]) == {"ravdess", "tess", "emodb"} and "arousal_uar" in row
+
+
+def test_the_transfer_matrix_has_a_cell_per_held_out_corpus_with_its_intervals(loco, tmp_path):
+    from ser_core.leaderboard import Leaderboard
+    from ser_core.transfer import transfer_cells, transfer_matrix
+
+    _, res, _, store = loco
+    cells = transfer_cells(Leaderboard(store, shipped_dir=tmp_path / "none"))
+    assert list(cells["test"]) == ["ravdess", "tess", "emodb"] and set(cells["protocol"]) == {"held out"}
+    assert list(cells["train"]) == ["tess+emodb", "ravdess+emodb", "ravdess+tess"]
+    per = res.summary["per_corpus"]
+    for c in cells.to_dict("records"):
+        m = per[c["test"]]
+        assert c["uar"] == pytest.approx(m["uar"]) and c["ece"] == pytest.approx(m["ece"])
+        assert c["arousal_uar"] == pytest.approx(m["arousal_uar"])
+        for k in ("uar", "ece", "arousal_uar"):
+            assert c[f"{k}_low"] <= c[k] + 1e-9 and c[k] <= c[f"{k}_high"] + 1e-9
+    matrix = transfer_matrix(cells, "lda")
+    assert matrix.loc["ravdess+tess", "emodb"].startswith(f"{per['emodb']['uar']:.2f} [")
+    assert matrix.loc["ravdess+tess", "ravdess"] == ""  # no run trained on both and tested on one of them

@@ -125,3 +125,18 @@ def test_group_uar_names_are_plain_strings():
     out = group_uar(np.array(["sad", "sad"]), np.array(["sad", "calm"]), np.array(["b", "a"]), LABELS)
     assert list(out) == ["a", "b"] and all(type(k) is str for k in out)
     assert out["a"]["uar"] == 0.0 and out["b"]["uar"] == 1.0
+
+
+def test_the_ece_interval_resamples_speakers_and_its_estimate_is_the_pooled_ece():
+    from ser_core.calibration import expected_calibration_error
+    from ser_core.stats import bootstrap_ece
+
+    rng = np.random.default_rng(3)
+    proba = rng.dirichlet(np.ones(4), 400)
+    y = np.where(rng.random(400) < 0.6, proba.argmax(1), rng.integers(0, 4, 400))
+    speaker = np.repeat(np.arange(8), 50).astype(str)
+    out = bootstrap_ece(y, proba, speaker, n_boot=300)
+    assert out["estimate"] == pytest.approx(expected_calibration_error(y, proba))
+    assert out["low"] < out["estimate"] < out["high"] and out["unit"] == "speaker" and out["n_units"] == 8
+    one = bootstrap_ece(y[:50], proba[:50], speaker[:50], n_boot=50)  # one speaker: clips are the unit
+    assert one["unit"] == "clip"
