@@ -22,6 +22,7 @@ from ser_core.live import LiveStream
 from ser_core.saved import SHIPPED, YOURS, delete_user_model, shipped_models_dir, user_models_dir
 from ser_core.segments import segment_table
 from ser_core.speech import NOT_SPEECH
+from ser_core.taxonomy import LEVEL_WORDS, dimension_reading
 
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
 MODES = ["Upload a file", "Record", "Live microphone"]
@@ -202,11 +203,26 @@ def answer(probs: dict, threshold: float | None):
     st.metric("top emotion", said["answer"], said["detail"], delta_color="off", delta_arrow="off")
 
 
+DIMENSION_TITLES = {"arousal": "Arousal (calm ↔ excited)", "valence": "Valence (negative ↔ positive)"}
+
+
+def dimension_lines(probs: dict) -> list[str]:
+    """Arousal and valence read from the emotions' probabilities (``taxonomy.dimension_reading``), one line each,
+    in the page's own words (no user text): "Arousal (calm ↔ excited): excited 72 %, calm 28 %"."""
+    out = []
+    for dim, levels in dimension_reading(probs).items():
+        ranked = sorted(levels.items(), key=lambda kv: -kv[1])
+        out.append(f"{DIMENSION_TITLES[dim]}: " + ", ".join(f"{LEVEL_WORDS[dim][lv]} {p:.0%}" for lv, p in ranked))
+    return out
+
+
 def model_card(name: str, probs: dict, key: str, timing: dict | None = None):
     with st.container(border=True):
         st.markdown(f"**{plain(model_label(name))}**")
         answer(probs, thresholds.get(name))
         prob_chart(probs, key=key)
+        for line in dimension_lines(probs):
+            st.caption(line)
         if name in cal_status:
             st.caption(f"calibrated to your voice ({predictor.n_calibration_clips} clips)" if cal_status[name]
                        else "uncalibrated: training speakers' statistics")
@@ -335,6 +351,8 @@ def lead_answer(res: dict):
     c1, c2 = st.columns([1, 2])
     with c1:
         answer(ens, thresholds.get(lead))
+        for line in dimension_lines(ens):
+            st.caption(line)
     if lead:
         c1.caption(plain(f"{model_label(lead)}; members: {', '.join(members[lead])}"))
     else:

@@ -10,6 +10,7 @@ import streamlit as st
 
 from app_shared import plain, public_mode, sweep_figure, trained_model_cards
 from ser_core.channels import CHANNELS
+from ser_core.corpora import CORPUS_JOIN
 from ser_core.cross_corpus import LabelAlignment
 from ser_core.errors import SERError
 from ser_core.leaderboard import (METRIC_NAMES, SHIPPED, Leaderboard, best_of_sweeps, latex_table, markdown_table,
@@ -18,6 +19,7 @@ from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
 from ser_core.robustness import robustness_table
 from ser_core.splits import CROSS_CORPUS
 from ser_core.stats import ALPHA, CONFIDENCE, GENDER_GAP
+from ser_core.transfer import MATRIX_METRICS, PROTOCOLS, transfer_cells, transfer_matrix
 
 CALIBRATION_LABELS = {"ece": "ECE", "brier": "Brier"}  # of calibrated probabilities; older runs have none
 OPTIMISTIC = "random ⚠"  # speaker-dependent (optimistic): the caption under the table says so
@@ -180,6 +182,31 @@ if cards:  # written by benchmarks/bench_robustness.py --write-cards
                + "Channels: " + "; ".join(f"{k}: {v}" for k, v in CHANNELS.items() if k in robust.columns) + ".")
 if view.empty:
     st.stop()
+
+
+# -- across corpora -----------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner="Scoring each corpus's speakers...", max_entries=32)
+def _transfer(db: str, runs_key: tuple) -> pd.DataFrame:
+    """``transfer_cells`` of the runs ``runs_key`` ((id, created_at) pairs: a finished run never changes)."""
+    board_ = Leaderboard(ResultsStore(db))
+    all_runs = board_.runs()
+    return transfer_cells(board_, all_runs[all_runs["id"].isin([rid for rid, _ in runs_key])])
+
+
+across = view[view["split"].isin(list(PROTOCOLS)) | view["dataset"].str.contains(CORPUS_JOIN, regex=False)]
+cells = _transfer(str(board.store.path), _key(across)) if not across.empty else pd.DataFrame()
+if not cells.empty:  # runs on several corpora, or tested on another corpus
+    st.markdown("##### Across corpora: trained on → tested on")
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    chosen = c1.selectbox("Model", list(dict.fromkeys(cells["model"])), key="lb_transfer_model")
+    metric = c2.radio("Score", list(MATRIX_METRICS), format_func=MATRIX_METRICS.get, horizontal=True,
+                      key="lb_transfer_metric")
+    st.dataframe(transfer_matrix(cells, chosen, metric), width="stretch")
+    st.caption(f"{MATRIX_METRICS[metric]} [{CONFIDENCE * 100:.0f} % interval from resampling the test corpus's "
+               "speakers] of each corpus's clips, from the run's calibrated out-of-fold predictions. A row of "
+               "several corpora left the column's corpus out (leave-one-corpus-out) or is a cross-corpus run; the "
+               "same corpus in the row and the column: its unseen speakers (speaker-grouped K-fold). A corpus of "
+               "two speakers (TESS) gives a wide interval. Chance UAR is 1 / the number of emotions.")
 
 
 # -- one run ------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from app_shared import corpus_at, current_corpus, data_root, job_executor, local
 from ser_core import events
 from ser_core.augment import AUGMENTATIONS
 from ser_core.cluster import summary_line
-from ser_core.corpora import Corpus
+from ser_core.corpora import Corpus, combine_corpora
 from ser_core.cross_corpus import align_labels
 from ser_core.errors import OutsideRootsError, SERError
 from ser_core.evaluation import default_folds
@@ -26,6 +26,7 @@ from ser_core.models import MODEL_SPECS, list_models
 from ser_core.roots import configured_roots, weights_source
 from ser_core.splits import CROSS_CORPUS, SPLIT_CHOICES, SPLITS
 from ser_core.sweep import DISTRIBUTIONS, MAX_TRIALS, SUGGESTED_SPACES, format_params, trials_table
+from ser_core.taxonomy import DEFAULT_MULTI, TAXONOMIES
 
 OWN_FEATURES = "(each model's own)"
 GLOBAL_PARAMS = {"feature_set", "seed", "oversample", "focal_gamma", "device", "n_jobs"}  # set elsewhere
@@ -99,6 +100,35 @@ if sweep:
                              help="ASHA: stop a trial whose running UAR over its first folds trails the others' "
                                   "(stopped trials are not stored).")
     sweep_spec = {"space": space, "trials": int(trials), "early_stop": early_stop}
+more_roots, more_problem = [], None
+if st.toggle("Train on several corpora", key=_keep("train_multi", False),
+             help="Read more corpora with the sidebar's data as one: their speakers kept apart, their labels "
+                  "mapped by one taxonomy. Then 'leave one corpus out' holds each corpus out in turn."):
+    c1, c2 = st.columns([3, 1])
+    more_text = c1.text_area("More corpora (a folder or CSV per line)", key=_keep("train_more", ""),
+                             placeholder="/path/to/tess\n/path/to/emodb", height=90,
+                             help="This server reads data inside: " + ", ".join(plain(r) for r in roots) + ".")
+    taxonomy = c2.selectbox("Taxonomy", list(TAXONOMIES), index=list(TAXONOMIES).index(DEFAULT_MULTI),
+                            key=_keep("train_taxonomy", DEFAULT_MULTI),
+                            help="; ".join(f"{t.name}: {t.description}" for t in TAXONOMIES.values()) + ".")
+    loaded = [corpus]
+    for line in [x.strip() for x in more_text.splitlines() if x.strip()]:
+        try:
+            name_, manifest_, _ = corpus_at(line)
+            loaded.append(Corpus(name_, Path(line).expanduser(), manifest_))
+            more_roots.append(line)
+        except SERError as exc:
+            more_problem = str(exc)
+    if len(loaded) > 1 and not more_problem:
+        try:
+            corpus = combine_corpora(loaded, taxonomy)
+            m = corpus.manifest
+            st.caption(plain(f"{corpus.name}: {len(m)} clips, {m['speaker'].nunique()} speakers, labels by the "
+                             f"{corpus.taxonomy} taxonomy ({', '.join(sorted(m['emotion'].unique()))})"))
+        except SERError as exc:
+            more_problem = str(exc)
+else:
+    taxonomy = None
 test, test_problem = None, None
 if cross:
     test_path = st.text_input("Test corpus (folder or CSV)", key=_keep("train_test_path", ""),
@@ -177,13 +207,16 @@ if bad:
 for k in [k for k in st.session_state if k.startswith(("train_", "hp_"))]:
     st.session_state["_keep_" + k] = st.session_state[k]  # see _keep
 
-job = Job(data_root=str(root), models=params, feature_set=None if feature_set == OWN_FEATURES else feature_set,
+job = Job(data_root=str(root), more_data_roots=tuple(more_roots), taxonomy=taxonomy if more_roots else None,
+          models=params, feature_set=None if feature_set == OWN_FEATURES else feature_set,
           folds=1 if cross else int(folds), split=CROSS_CORPUS if cross else split, augment=tuple(augment),
           speaker_norm=speaker_norm, seed=int(seed), force=force, save=not cross, data_roots=[str(r) for r in roots],
           test_data_root=str(test.root) if test is not None else None, sweep=sweep_spec)
 reason = None  # why Run is refused: one sentence, before any job starts
 if not models:
     reason = "Choose at least one model to train."
+elif more_problem:
+    reason = more_problem
 elif cross and test is None:
     reason = test_problem or "Choose the corpus to test on: a folder or CSV file."
 elif not bad and not refused:
@@ -242,7 +275,8 @@ def job_panel(job_id: str, was_active: bool):
     split = SPLITS.get(spec.get("split"))
     protocol = f"tested on {plain(spec['test_data_root'])}" if spec.get("test_data_root") else \
         f"{split.label if split else spec.get('split')}, K={spec.get('folds')}"
-    head.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · {plain(spec.get('data_root'))} · {protocol}, "
+    data = " + ".join([spec.get("data_root") or "?", *spec.get("more_data_roots", [])])
+    head.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · {plain(data)} · {protocol}, "
                   f"seed {spec.get('seed')}{' · forced rerun' if spec.get('force') else ''}")
     if state in ACTIVE and btn.button("Cancel", key=f"cancel_{job_id}"):
         st_ = executor.cancel(job_id)

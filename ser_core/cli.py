@@ -304,14 +304,19 @@ def _sweep_progress(config):
 
 def cmd_evaluate(a):
     from .channels import parse_channels
-    from .corpora import load_corpus
+    from .corpora import load_corpora
     from .inference import evaluate_model
     from .robustness import model_inputs
     from .saved import load_speaker_norm, load_trained, resolve
 
     conditions = parse_channels(a.perturb)
     model, card = load_trained(a.model, a.models_dir)
-    corpus = load_corpus(a.data, corpus=a.corpus)
+    # the corpus's labels mapped as the model's training data were (calm counted as neutral, boredom left out...)
+    taxonomy = (card.get("training_data") or {}).get("taxonomy", "native")
+    corpus = load_corpora([a.data], corpus=a.corpus, taxonomy=taxonomy)
+    if taxonomy != "native":
+        _err(f"labels mapped by the {taxonomy} taxonomy the model was trained with"
+             + (f"; {len(corpus.skipped)} clips left out (e.g. {corpus.skipped[0][1]})" if corpus.skipped else ""))
     y = corpus.manifest["emotion"].to_numpy()
     # features, or for an ensemble its members' probabilities (raw or calibrated, as it pools them)
     X = model_inputs(model, card, corpus.manifest["path"].tolist(), root=a.models_dir, n_jobs=a.jobs)
@@ -331,7 +336,8 @@ def cmd_evaluate(a):
         _print_json(m)
     else:
         print(f"{card['name']} on {corpus.name} ({m['n']} clips): UAR {m['uar']:.3f}, accuracy {m['accuracy']:.3f}, "
-              f"macro F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}, Brier {m['brier']:.3f}")
+              f"macro F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}, Brier {m['brier']:.3f}" +
+              "".join(f", {d} UAR {m[f'{d}_uar']:.3f}" for d in ("arousal", "valence") if f"{d}_uar" in m))
         for c, r in m.get("perturbations", {}).items():
             print(f"  {c:<10} UAR {r['uar']:.3f}, accuracy {r['accuracy']:.3f}, ECE {r['ece']:.3f}")
 
@@ -356,6 +362,7 @@ def cmd_ensemble(a):
 def cmd_predict(a):
     from .inference import Predictor, describe_prediction, ensemble
     from .speech import NOT_SPEECH, speech_check_file
+    from .taxonomy import dimension_reading
 
     names = None if a.model == "all" else [m.strip() for m in a.model.split(",")]
     predictor = Predictor.from_dir(names, a.models_dir)
@@ -387,7 +394,8 @@ def cmd_predict(a):
         out += [{"file": f, **row} for row in predictor.rows(preds)]
         if a.ensemble and predictor.saved_ensemble() is None:  # a saved ensemble already has its row
             ens = ensemble(preds, predictor.weights())
-            out.append({"file": f, "model": "ensemble", "label": max(ens, key=ens.get), "probabilities": ens})
+            out.append({"file": f, "model": "ensemble", "label": max(ens, key=ens.get), "probabilities": ens,
+                        **dimension_reading(ens)})
     if a.json:
         _print_json(out)
     else:
@@ -400,10 +408,19 @@ def cmd_predict(a):
             else:
                 said = describe_prediction(r["probabilities"], thresholds.get(r["model"]))
                 where = f"\t{r['start']:.2f}-{r['end']:.2f} s" if "start" in r else ""
-                print(f"{r['file']}{where}\t{r['model']:<20} {said['text']}")
+                print(f"{r['file']}{where}\t{r['model']:<20} {said['text']}{_dimension_text(r)}")
     if failed:
         _err(f"{failed} of {len(a.files)} files could not be analysed (exit status 1)")
     return 1 if failed else 0
+
+
+def _dimension_text(row: dict) -> str:
+    """`predict`'s arousal and valence after the emotion: "  (excited 72 %, negative 61 %)"; "" without them."""
+    from .taxonomy import DIMENSIONS, LEVEL_WORDS
+
+    said = [f"{LEVEL_WORDS[d][max(row[d], key=row[d].get)]} {max(row[d].values()):.0%}" for d in DIMENSIONS
+            if row.get(d)]
+    return f"  ({', '.join(said)})" if said else ""
 
 
 def _segment_rows(f, predictor, mean_row: bool) -> list[dict]:

@@ -445,19 +445,25 @@ def load_corpora(roots_or_root, corpus="auto", roots=None, taxonomy: str | None 
     """Read one corpus or several as one :class:`Corpus` (several: ``["data/ravdess", "data/tess"]``).
 
     corpus: ``"auto"`` or an adapter name for all of them, or a list with one per path. taxonomy: a name of
-    ``ser_core.taxonomy.TAXONOMIES`` (None: ``native`` for one corpus, ``shared`` for several); clips whose
-    label it leaves out are listed in ``skipped``. With several corpora each clip's ``corpus`` column names its
-    corpus (a name two of them share gets ``-2``, ``-3``), its ``speaker`` is namespaced by it (``emodb:03`` is
-    not ``ravdess:03``; ``unknown`` stays unknown) and ``native_emotion`` keeps the corpus's own label.
-    One path with the ``native`` taxonomy is exactly ``load_corpus``."""
+    ``ser_core.taxonomy.TAXONOMIES`` (None: ``native`` for one corpus, ``shared`` for several). See
+    :func:`combine_corpora`; one path with the ``native`` taxonomy is exactly ``load_corpus``."""
     paths = [roots_or_root] if isinstance(roots_or_root, (str, Path)) else list(roots_or_root)
     if not paths:
         raise ConfigError("No corpus given; pass at least one corpus folder or CSV file.")
     kinds = [corpus] * len(paths) if isinstance(corpus, str) else list(corpus)
     if len(kinds) != len(paths):
         raise ConfigError(f"{len(kinds)} corpus names for {len(paths)} corpora; give one name, or one per corpus.")
-    tax = get_taxonomy(taxonomy, len(paths))
-    loaded = [load_corpus(p, corpus=k, roots=roots) for p, k in zip(paths, kinds)]
+    get_taxonomy(taxonomy, len(paths))  # an unknown name fails before anything is read
+    return combine_corpora([load_corpus(p, corpus=k, roots=roots) for p, k in zip(paths, kinds)], taxonomy)
+
+
+def combine_corpora(loaded: list[Corpus], taxonomy: str | None = None) -> Corpus:
+    """Loaded corpora as one :class:`Corpus`, their labels mapped by ``taxonomy`` (None: ``native`` for one,
+    ``shared`` for several); clips whose label it leaves out are listed in ``skipped``. With several corpora
+    each clip's ``corpus`` column names its corpus (a name two of them share gets ``-2``, ``-3``), its
+    ``speaker`` is namespaced by it (``emodb:03`` is not ``ravdess:03``; ``unknown`` stays unknown) and
+    ``native_emotion`` keeps the corpus's own label. One corpus with the ``native`` taxonomy comes back as it is."""
+    tax = get_taxonomy(taxonomy, len(loaded))
     if len(loaded) == 1 and tax.name == "native":
         return loaded[0]
     names, parts, frames, skipped = [], [], [], []
@@ -525,5 +531,5 @@ def corpus_info(corpus: Corpus) -> dict:
 
 
 __all__ = ["EMOTIONS", "EXTRA_EMOTIONS", "AUDIO_EXTS", "MANIFEST_COLUMNS", "LABEL_ALIASES", "Corpus",
-           "CorpusError", "CORPUS_JOIN", "SPEAKER_SEP", "clip_fields", "load_corpus", "load_corpora",
+           "CorpusError", "CORPUS_JOIN", "SPEAKER_SEP", "clip_fields", "combine_corpora", "load_corpus", "load_corpora",
            "detect_corpus", "list_corpora", "corpus_info", "normalize_label", "audio_duration"]

@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .features import SpeakerNormalizer, compute, get_feature_set
 from .saved import list_trained, load_speaker_norm, load_trained, models_lock, resolve
 from .speech import speech_check, speech_check_file
+from .taxonomy import dimension_reading
 
 
 @dataclass
@@ -189,11 +190,13 @@ class Predictor:
 
     def rows(self, preds: dict) -> list[dict]:
         """``predict``'s ``preds`` as the command line reports them: one ``{"model", "label", "probabilities"}``
-        per model, plus ``"uncertain": True`` below the model's "not sure" threshold (absent otherwise) and, for
+        per model with its ``"arousal"`` and ``"valence"`` (``taxonomy.dimension_reading``: the levels'
+        probabilities, where its labels have them), plus ``"uncertain": True`` below the model's "not sure" threshold (absent otherwise) and, for
         speaker-adaptive models, ``"calibrated"`` (``calibration_status``)."""
         thresholds, status, out = self.thresholds(), self.calibration_status(), []
         for name, probs in preds.items():
-            row = {"model": name, "label": max(probs, key=probs.get), "probabilities": probs}
+            row = {"model": name, "label": max(probs, key=probs.get), "probabilities": probs,
+                   **dimension_reading(probs)}
             if is_uncertain(probs, thresholds.get(name)):
                 row["uncertain"] = True
             out.append({**row, "calibrated": status[name]} if name in status else row)
@@ -303,16 +306,16 @@ def describe_prediction(probs: dict, threshold: float | None = None) -> dict:
 def evaluate_model(model, card: dict, X, y) -> dict:
     """``compute_metrics`` of a saved model (``load_trained``'s ``(model, card)``) on features ``X`` -- already
     normalised as the model expects -- against true labels ``y``, from its calibrated probabilities: UAR,
-    accuracy, ..., ``ece``, ``brier``, ``wrong_over_90``, plus ``unknown_labels`` (labels of ``y`` the model
-    does not know; they count as errors)."""
-    from .evaluation import compute_metrics
+    accuracy, ..., ``ece``, ``brier``, ``wrong_over_90``, arousal and valence (``dimension_metrics``), plus
+    ``unknown_labels`` (labels of ``y`` the model does not know; they count as errors)."""
+    from .evaluation import compute_metrics, dimension_metrics
 
     proba = calibrated_proba(model, card, X)
     classes = [str(c) for c in model.classes_]
     y = np.asarray(y).astype(str)
     pred = np.asarray(classes)[proba.argmax(1)]
     m = compute_metrics(y, pred, sorted(set(classes) | set(y)), proba=proba, classes=classes)
-    m["unknown_labels"] = sorted(set(y) - set(classes))
+    m.update(dimension_metrics(y, proba, classes), unknown_labels=sorted(set(y) - set(classes)))
     return m
 
 

@@ -66,7 +66,8 @@ def _now() -> str:
 @dataclass
 class Job:
     """What to run: every model of ``models`` ({registry name: parameter overrides}) cross-validated on the
-    corpus at ``data_root`` with the same protocol. ``results_db``/``models_dir`` None: the defaults at submit
+    corpus at ``data_root`` (and the corpora of ``more_data_roots``, read as one) with the same protocol.
+    ``results_db``/``models_dir`` None: the defaults at submit
     time ($SER_RESULTS_DB, your models folder ``saved.user_models_dir()``), pinned into the job so the worker
     writes where the app reads. Each model is saved in ``models_dir`` under a name of its own
     (``saved.user_model_name``: ``<name_prefix><model>-<data>-run<id>``), never over another model, and never
@@ -76,6 +77,9 @@ class Job:
     data_root: str
     models: dict  # {"svm": {"C": 10}, "cnn": {}}; insertion order is the order of training
     corpus: str = "auto"
+    more_data_roots: tuple = ()  # more corpora read with data_root as one (corpora.load_corpora; their own adapters)
+    taxonomy: str | None = None  # how their labels are mapped (ser_core.taxonomy; None: native for one, shared for
+    #                              several)
     feature_set: str | None = None  # None: each model's own
     folds: int = 4
     split: str = "speaker"  # speaker-grouped by default; "random" is speaker-dependent (optimistic)
@@ -168,8 +172,13 @@ class Job:
         self.augment = parse_augment(self.augment)
         if self.sweep is not None:
             self.sweep_config().check()
-        if not Path(self.data_root).expanduser().exists():
-            raise ConfigError(f"'{self.data_root}' does not exist; choose a corpus folder or CSV file.")
+        for root in (self.data_root, *self.more_data_roots):
+            if not Path(root).expanduser().exists():
+                raise ConfigError(f"'{root}' does not exist; choose a corpus folder or CSV file.")
+        if self.taxonomy is not None:
+            from .taxonomy import get_taxonomy
+
+            get_taxonomy(self.taxonomy)
         executor_name(self.executor)
         return self
 
@@ -310,6 +319,7 @@ class LocalProcessExecutor:
 
         job.validate()
         job.data_root = str(Path(job.data_root).expanduser().resolve())
+        job.more_data_roots = tuple(str(Path(r).expanduser().resolve()) for r in job.more_data_roots)
         job.results_db = str(Path(job.results_db or default_db_path()).resolve())
         job.models_dir = str(Path(job.models_dir or user_models_dir()).resolve())
         check_writable(job.models_dir)  # a job never writes into the shipped models folder
@@ -675,16 +685,20 @@ class _Worker:
     def load_corpora(self):
         """The corpus to train on and the one to test on (None but for a cross-corpus job), checked against every
         run of the job: an impossible choice stops the job before any model trains."""
-        from .corpora import load_corpus
+        from .corpora import load_corpora
 
         job = self.job
-        self.log(f"loading the corpus at {job.data_root}")
-        corpus = load_corpus(job.data_root, corpus=job.corpus, roots=job.data_roots)
-        self.log(f"{corpus.name}: {len(corpus.manifest)} clips, {corpus.manifest['speaker'].nunique()} speakers")
+        roots = [job.data_root, *job.more_data_roots]
+        self.log(f"loading the corpus at {', '.join(roots)}")
+        corpus = load_corpora(roots, corpus=[job.corpus] + ["auto"] * len(job.more_data_roots),
+                              roots=job.data_roots, taxonomy=job.taxonomy)
+        self.log(f"{corpus.name}: {len(corpus.manifest)} clips, {corpus.manifest['speaker'].nunique()} speakers"
+                 + (f", labels by the {corpus.taxonomy} taxonomy" if corpus.parts else ""))
         test = None
         if job.test_data_root:
             self.log(f"loading the test corpus at {job.test_data_root}")
-            test = load_corpus(job.test_data_root, corpus=job.test_corpus, roots=job.data_roots)
+            test = load_corpora([job.test_data_root], corpus=job.test_corpus, roots=job.data_roots,
+                                taxonomy=corpus.taxonomy)
         job.check(corpus, test)
         return corpus, test
 

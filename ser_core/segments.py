@@ -27,6 +27,7 @@ from .audio import load_audio, prepare
 from .errors import LowSampleRateError, SilentAudioError
 from .inference import describe_prediction
 from .speech import MIN_SPEECH_S
+from .taxonomy import dimension_reading
 
 SR = 16000  # Silero VAD judges 16 kHz audio in 512-sample (32 ms) chunks
 CHUNK = 512
@@ -142,7 +143,8 @@ def segment_rows(segments: list[dict], predictor, *, mean_row: bool = False) -> 
         out += [{**where, **row} for row in predictor.rows(seg["models"])]
         if mean_row:
             mean = seg["ensemble"]
-            out.append({**where, "model": "ensemble", "label": max(mean, key=mean.get), "probabilities": mean})
+            out.append({**where, "model": "ensemble", "label": max(mean, key=mean.get), "probabilities": mean,
+                        **dimension_reading(mean)})
     return out
 
 
