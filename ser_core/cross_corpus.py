@@ -125,7 +125,8 @@ def cross_corpus(config: RunConfig, train, test, *, store=None, use_cache: bool 
             config_hash=chash, versions=package_versions())
     try:
         emit({"event": events.FOLD_START, "fold": 0, "folds": 1, "run_id": run_id})
-        fold, proba, size = _fit_and_score(config, fs, labels.shared, X_tr, y_tr, spk_tr, X_aug, X_te, y_te, spk_te)
+        fold, proba, size = _fit_and_score(config, fs, labels.shared, X_tr, y_tr, spk_tr, X_aug, X_te, y_te, spk_te,
+                                           tr["corpus"].astype(str).to_numpy())
         oof = {"proba": proba, "classes": np.asarray(labels.shared, dtype=str), "fold": np.zeros(len(te), int),
                "y": y_te.astype(str), "paths": te["path"].to_numpy(dtype=str),
                **{g: te[g].to_numpy(dtype=str) for g in CLIP_GROUPS}}
@@ -157,10 +158,10 @@ def _features(config, fs, tr, te, emit, n_jobs):
     return (X[:len(tr)], X[len(tr):], tr["emotion"].to_numpy(), te["emotion"].to_numpy(), spk_tr, spk_te, X_aug)
 
 
-def _fit_and_score(config, fs, labels, X_tr, y_tr, spk_tr, X_aug, X_te, y_te, spk_te):
+def _fit_and_score(config, fs, labels, X_tr, y_tr, spk_tr, X_aug, X_te, y_te, spk_te, dom_tr=None):
     """Fit on the training corpus, score the test corpus: ``(fold entry, (n_test, k) probabilities in ``labels``
     order, saved size in bytes)``."""
-    model, X_te, _, train_time = fit_fold(config, fs, X_tr, y_tr, spk_tr, X_aug, X_te, spk_te)
+    model, X_te, _, train_time = fit_fold(config, fs, X_tr, y_tr, spk_tr, X_aug, X_te, spk_te, dom_tr)
     t0 = time.perf_counter()
     raw = model.predict_proba(X_te)
     latency = 1000 * (time.perf_counter() - t0) / max(1, len(X_te))

@@ -443,6 +443,7 @@ class FoldData:
     labels: list
     X_aug: dict
     X_channels: dict
+    corpora: np.ndarray  # (n,) each clip's corpus (the manifest's corpus column)
 
 
 _FEATURES_LOCK = threading.Lock()  # one run of this process computes features at a time (see fold_data)
@@ -466,7 +467,8 @@ def fold_data(config: RunConfig, fs, manifest, emit, n_jobs=None, *, runner=None
                         compute_misses=partial(compute, emit=emit, should_stop=should_stop) if compute else None)
         X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
         X_channels = channel_copies(paths, fs, config.channels, speakers, n_jobs)
-    return FoldData(config, fs, X, y, speakers, sorted(np.unique(y)), X_aug, X_channels)
+    return FoldData(config, fs, X, y, speakers, sorted(np.unique(y)), X_aug, X_channels,
+                    manifest["corpus"].astype(str).to_numpy())
 
 
 def run_fold(data: FoldData, fold: int, train, test) -> dict:
@@ -479,7 +481,7 @@ def run_fold(data: FoldData, fold: int, train, test) -> dict:
     y, speakers = data.y, data.speakers
     model, X_test, _, t_train = fit_fold(data.config, data.fs, data.X[train], y[train], speakers[train],
                                          {k: a[train] for k, a in data.X_aug.items()}, data.X[test],
-                                         speakers[test])
+                                         speakers[test], data.corpora[train])
     t0 = time.perf_counter()
     proba = model.predict_proba(X_test)
     latency = 1000 * (time.perf_counter() - t0) / max(1, len(test))
@@ -628,20 +630,40 @@ def _record_saved_model(store, run_id, folder, previous) -> None:
     _unclaim_replaced(store, run_id, folder, previous)
 
 
-def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_test, spk_test):
+def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_test, spk_test, dom_train=None):
     """One training step of a run (a CV fold, or a cross-corpus train/test pair): per-speaker normalisation when
     the config asks for it, the training clips' augmented copies (``X_aug``: kind -> rows aligned with
-    ``X_train``), then a fresh model of the config fitted on them. Returns ``(model, X_test as the model
-    expects it, the fitted SpeakerNormalizer or None, training seconds)``: the normaliser transforms other
-    rows of the test speakers the same way (e.g. their clips through a channel)."""
+    ``X_train``), then a fresh model of the config fitted on them (with each row's corpus, ``dom_train``, where
+    the model learns from it: ``fit_model``). Returns ``(model, X_test as the model expects it, the fitted
+    SpeakerNormalizer or None, training seconds)``: the normaliser transforms other rows of the test speakers
+    the same way (e.g. their clips through a channel)."""
     norm = None
     if config.speaker_norm:
         X_train, X_test, norm = speaker_normalise(X_train, spk_train, X_test, spk_test)
     X_fit, y_fit = with_augmented(X_train, y_train, X_aug, spk_train, norm)
     model = _new_model(config, fs)
     t0 = time.perf_counter()
-    model.fit(X_fit, y_fit)
+    fit_model(model, X_fit, y_fit, _with_copies(dom_train, len(y_fit)))
     return model, X_test, norm, time.perf_counter() - t0
+
+
+def fit_model(model, X, y, domains=None):
+    """``model.fit(X, y)``, with ``domains=`` (each row's corpus, ``(n,)``) for a model whose ``fit`` takes it
+    (domain-adversarial training, mixup across corpora); the others never see it."""
+    import inspect
+
+    if domains is not None and "domains" in inspect.signature(model.fit).parameters:
+        return model.fit(X, y, domains=np.asarray(domains, dtype=str))
+    return model.fit(X, y)
+
+
+def _with_copies(values, n: int):
+    """``values`` (one per training clip) repeated for the augmented copies that follow the clips in a fit of
+    ``n`` rows (``with_augmented``); None stays None."""
+    if values is None:
+        return None
+    values = np.asarray(values)
+    return np.tile(values, n // len(values)) if len(values) else values
 
 
 def _new_model(config: RunConfig, fs):
@@ -803,7 +825,7 @@ def fit_final(data: FoldData):
     X, y = with_augmented(X, y, data.X_aug, speakers, norm)
     model = _new_model(data.config, data.fs)
     t0 = time.perf_counter()
-    model.fit(X, y)
+    fit_model(model, X, y, _with_copies(data.corpora, len(y)))
     return model, norm, time.perf_counter() - t0
 
 
