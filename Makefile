@@ -10,6 +10,7 @@ $(STAMP): requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps resemblyzer==0.1.4  # only its speaker encoder's weights (Apache-2.0) are read
 	touch $(STAMP)
 
 run: $(STAMP)

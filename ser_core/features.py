@@ -412,6 +412,8 @@ class FeatureSet:
     f0_fmax: float = 600.0  # covers shouted female voices; a narrow range keeps YIN fast
     max_frames: int | None = None  # sequence/image: pad or centre-crop to this many frames
     max_samples: int | None = None  # raw: pad or centre-crop to this many samples
+    extractor: str = ""  # utterance features another package computes (ser_core.external_features), not blocks
+    parts: tuple[str, ...] = ()  # utterance sets side by side, each computed as registered (e.g. expressive + egemaps)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -421,7 +423,9 @@ class FeatureSet:
                   [x for x in self.summaries if x not in SUMMARY_DIMS]
         if unknown:
             raise ConfigError(f"Feature set '{self.name}': unknown block or functional {unknown}.")
-        if self.kind in ("utterance", "sequence") and not self.blocks:
+        if (self.extractor or self.parts) and self.kind != "utterance":
+            raise ConfigError(f"Feature set '{self.name}': an extractor or parts make utterance features only.")
+        if self.kind in ("utterance", "sequence") and not (self.blocks or self.extractor or self.parts):
             raise ConfigError(f"Feature set '{self.name}' needs at least one block.")
         if self.kind in ("sequence", "image") and not self.max_frames:
             raise ConfigError(f"Feature set '{self.name}' of kind {self.kind} needs max_frames.")
@@ -429,10 +433,10 @@ class FeatureSet:
             raise ConfigError(f"Feature set '{self.name}' of kind raw needs max_samples.")
 
     def params(self) -> dict:
-        """The fields that define the features (everything but ``description``). ``denoise`` appears only when
-        set, so that the sets defined before it existed keep their cache keys."""
+        """The fields that define the features (everything but ``description``). ``denoise``, ``extractor`` and
+        ``parts`` appear only when set, so that the sets defined before they existed keep their cache keys."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "description" and not (f.name == "denoise" and not self.denoise)}
+                if f.name != "description" and not (f.name in _ADDED_LATER and not getattr(self, f.name))}
 
     def key(self) -> str:
         """Stable id of the fields and ``FEATURE_VERSION``, e.g. ``"rich-3f2a9c0b1d4e5f67"``."""
@@ -447,6 +451,12 @@ class FeatureSet:
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of one clip's array, known without computing anything."""
+        if self.parts:
+            return (sum(get_feature_set(p).dim for p in self.parts),)
+        if self.extractor:
+            from .external_features import EXTRACTORS
+
+            return (EXTRACTORS[self.extractor].dim,)
         if self.kind == "utterance":
             return (self.frame_dim * len(self.functionals) + sum(SUMMARY_DIMS[x] for x in self.summaries),)
         if self.kind == "sequence":
@@ -462,6 +472,12 @@ class FeatureSet:
 
     def feature_names(self) -> list[str]:
         """Column names of an utterance vector (``"mfcc3_std"``) or of a sequence frame (``"mfcc3"``)."""
+        if self.parts:
+            return [f"{p}:{n}" for p in self.parts for n in get_feature_set(p).feature_names()]
+        if self.extractor:
+            from .external_features import EXTRACTORS
+
+            return EXTRACTORS[self.extractor].names()
         cols = [f"{b}{i}" if BLOCK_DIMS[b](self) > 1 else b for b in self.blocks
                 for i in range(BLOCK_DIMS[b](self))]
         if self.kind != "utterance":
@@ -503,12 +519,28 @@ _SETS = [
     FeatureSet("raw_audio", "raw", description="The prepared 16 kHz waveform, 4 s (64000 samples), for "
                "wav2vec2-style models.", max_samples=64000),
 ]
+# features other packages compute (ser_core.external_features; optional packages), alone and beside ours
+_SETS += [
+    FeatureSet("egemaps", "utterance", description="openSMILE's eGeMAPS v02: 88 functionals of pitch, loudness, "
+               "voice quality, formants and spectral balance (the `opensmile` package, research licence).",
+               extractor="egemaps"),
+    FeatureSet("compare", "utterance", description="openSMILE's ComParE 2016: 6,373 functionals of low-level "
+               "descriptors (the `opensmile` package, research licence).", extractor="compare"),
+    FeatureSet("voice_encoder", "utterance", description="A pretrained GE2E speaker encoder (resemblyzer's "
+               "weights): mean and spread over time of its three LSTM layers' states, and its embedding (1,792).",
+               extractor="voice_encoder"),
+    FeatureSet("expressive_egemaps", "utterance", description="expressive and egemaps side by side (1,294).",
+               parts=("expressive", "egemaps")),
+    FeatureSet("expressive_voice", "utterance", description="expressive and voice_encoder side by side (2,998).",
+               parts=("expressive", "voice_encoder")),
+]
 # the same sets computed after the denoising front end (reduce_noise): less affected by fans, hiss and street noise
 _SETS += [fs.replace(name=f"{fs.name}_denoised", denoise=2.0,
                      description=f"{fs.name} computed after spectral subtraction of the recording's stationary "
                                  "noise floor (estimated in its pauses and lead-in).")
           for fs in _SETS if fs.name in ("expressive", "mfcc_seq", "logmel_image")]
 FEATURE_SETS: dict[str, FeatureSet] = {fs.name: fs for fs in _SETS}
+_ADDED_LATER = ("denoise", "extractor", "parts")  # FeatureSet fields left out of params() (and keys) when unset
 
 
 def list_feature_sets(kind: str | None = None) -> list[str]:
@@ -642,6 +674,10 @@ def compute_prepared(y: np.ndarray, fs) -> np.ndarray:
     images with the clip's lowest dB value (silence rather than a loud 0 dB).
     """
     fs = get_feature_set(fs)
+    if fs.extractor:
+        from .external_features import extract
+
+        return extract(fs.extractor, y, fs.sr)
     if fs.kind == "raw":
         return _fit_length(np.asarray(y, dtype=np.float32), fs.max_samples)
     a = _Analysis(np.asarray(y, dtype=np.float32), fs)
@@ -704,7 +740,11 @@ def prepare_for(y, sr: int, fs) -> np.ndarray:
 
 
 def compute(y, sr: int, fs) -> np.ndarray:
-    """Raw signal at any rate -> prepared with ``fs``'s audio options -> ``fs.shape`` float32 array."""
+    """Raw signal at any rate -> prepared with ``fs``'s audio options -> ``fs.shape`` float32 array (a set of
+    ``parts``: each part prepared and computed as registered, side by side)."""
+    fs = get_feature_set(fs)
+    if fs.parts:
+        return np.concatenate([compute(y, sr, p) for p in fs.parts]).astype(np.float32)
     return compute_prepared(prepare_for(y, sr, fs), fs)
 
 

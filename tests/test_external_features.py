@@ -1,0 +1,48 @@
+"""Feature sets other packages compute: openSMILE's eGeMAPS and a pretrained speaker encoder's states, run in
+numpy from the weights resemblyzer ships (checked against PyTorch's own LSTM with the same weights)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ser_core.audio import load_audio
+from ser_core.features import compute_file, get_feature_set
+
+CLIP = "samples/ravdess/Actor_01/03-01-05-01-01-01-01.flac"
+
+
+def test_egemaps_gives_its_88_named_functionals():
+    fs = get_feature_set("egemaps")
+    x = compute_file(CLIP, fs)
+    assert x.shape == fs.shape == (88,) and np.isfinite(x).all() and np.abs(x).sum() > 0
+    assert len(fs.feature_names()) == 88 and fs.feature_names()[0].startswith("F0semitone")
+
+
+def test_the_numpy_speaker_encoder_is_pytorchs_lstm_with_the_wheels_weights():
+    import torch
+
+    from ser_core.external_features import ENCODER_HIDDEN, encoder_mel, encoder_states, encoder_weights
+
+    mel = encoder_mel(load_audio(CLIP, sr=16000))
+    lstm = torch.nn.LSTM(40, ENCODER_HIDDEN, 3, batch_first=True)
+    lstm.load_state_dict({k.removeprefix("lstm."): torch.from_numpy(v) for k, v in encoder_weights().items()
+                          if k.startswith("lstm.")})
+    with torch.no_grad():
+        out, _ = lstm(torch.from_numpy(mel[None]))
+    states = encoder_states(mel)
+    assert len(states) == 3 and states[-1].shape == (len(mel), ENCODER_HIDDEN)
+    assert np.abs(out[0].numpy() - states[-1]).max() < 1e-4
+
+
+def test_a_set_of_parts_is_its_parts_side_by_side():
+    both = compute_file(CLIP, "expressive_egemaps")
+    assert np.allclose(both, np.concatenate([compute_file(CLIP, "expressive"), compute_file(CLIP, "egemaps")]))
+    assert get_feature_set("expressive_egemaps").feature_names()[-1].startswith("egemaps:")
+    # the sets defined before extractors and parts existed keep their cache keys
+    assert not {"extractor", "parts", "denoise"} & set(get_feature_set("expressive").params())
+
+
+def test_voice_encoder_features_are_means_spreads_and_a_unit_embedding():
+    x = compute_file(CLIP, "voice_encoder")
+    assert x.shape == (1792,) and np.isfinite(x).all()
+    assert np.linalg.norm(x[-256:]) == pytest.approx(1.0, abs=1e-4) and (x[-256:] >= 0).all()
