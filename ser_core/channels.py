@@ -1,5 +1,5 @@
-"""Realistic recording and transmission channels: telephone, noise, babble, reverberation, lossy codecs, gain,
-a browser capture chain.
+"""Realistic recording and transmission channels: telephone, noise, babble, reverberation, simulated rooms, a
+laptop microphone, lossy codecs, gain, a browser capture chain.
 
 ``apply_channel(y, sr, name, seed)`` passes a clean signal through one named condition of ``CHANNELS``. It is
 deterministic for a seed (the cache of perturbed features relies on it), returns float32 mono at the same
@@ -15,13 +15,14 @@ from __future__ import annotations
 import io
 import zlib
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
+from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError
 
-CHANNEL_VERSION = 2  # bump when any condition changes: cached perturbed / channel-augmented features then miss
+CHANNEL_VERSION = 3  # bump when any condition changes: cached perturbed / channel-augmented features then miss
 BABBLE_TALKERS = 4  # talkers mixed into babble (more sounds like a crowd, fewer like competing speakers)
 _ACTIVE_DB = 40.0  # frames within this many dB of the loudest count as speech for the SNR
 
@@ -135,6 +136,63 @@ def _reverb(y, sr, rng):
     return _at_power(wet, sr, speech_power(y, sr)).astype(np.float32)
 
 
+ROOMS = Path(__file__).with_name("assets") / "rooms.npz"  # made by scripts/make_rooms.py (pyroomacoustics)
+
+
+@lru_cache(maxsize=1)
+def room_bank() -> tuple[list[np.ndarray], np.ndarray, int]:
+    """``(impulse responses, their measured RT60 in s, rate)`` of the bundled simulated rooms."""
+    with np.load(ROOMS) as z:
+        edges = np.concatenate([[0], np.cumsum(z["lengths"])])
+        flat = z["rirs"].astype(np.float64)
+        return [flat[a:b] for a, b in zip(edges[:-1], edges[1:])], z["rt60"].astype(float), int(z["sr"])
+
+
+def _room(y, sr, rng):
+    """A simulated room: the clip convolved with one of the bundled impulse responses (shoebox rooms, image
+    sources and ray tracing, talker 0.7-3 m from the microphone, RT60 0.2-1.2 s, median 0.6), aligned on the
+    direct path; the output keeps the input's speech power."""
+    from scipy.signal import fftconvolve
+
+    rirs, _, rate = room_bank()
+    h = rirs[int(rng.integers(len(rirs)))]
+    if rate != sr:
+        from .audio import resample
+
+        h = resample(h.astype(np.float32), rate, sr).astype(np.float64)
+    onset = int(np.argmax(np.abs(h)))
+    wet = fftconvolve(y, h)[onset:onset + len(y)]
+    return _at_power(wet, sr, speech_power(y, sr)).astype(np.float32)
+
+
+def _mic(y, sr, rng):
+    """A laptop's built-in microphone: a 120-7000 Hz band (2nd-order slopes, a random few hundred Hz either
+    way), the fan and room noise as pink noise 15-25 dB below the speech, and a fast compressor (ratio 3-4,
+    threshold 15-25 dB below the peak, 5 ms attack, 100 ms release), as 16-bit samples."""
+    low, high = rng.uniform(90, 250), min(rng.uniform(6000, 7500), 0.45 * sr)
+    x = _butter(y, sr, [low, high], "bandpass", 2)
+    x = _mix_at_snr(x, sr, _butter(_pink(len(x), rng), sr, [low, high], "bandpass", 2), rng.uniform(15, 25))
+    env, level = np.abs(x), np.empty(len(x))
+    attack, release = np.exp(-1 / (0.005 * sr)), np.exp(-1 / (0.1 * sr))
+    from scipy.signal import lfilter
+
+    # a peak follower: the attack coefficient while the level rises, release while it falls (two passes of
+    # one-pole filters bound it from above and below; exact enough for a compressor's gain)
+    level = np.maximum(lfilter([1 - attack], [1, -attack], env), lfilter([1 - release], [1, -release], env))
+    level_db = 20 * np.log10(level + 1e-9)
+    threshold = level_db.max() - rng.uniform(15, 25)
+    ratio = rng.uniform(3, 4)
+    gain_db = np.where(level_db > threshold, (threshold - level_db) * (1 - 1 / ratio), 0.0)
+    x = x * 10 ** (gain_db / 20)
+    x = x / (np.max(np.abs(x)) or 1.0) * 10 ** (rng.uniform(-6, -1) / 20)  # make-up gain
+    return (np.round(x * 32767) / 32767).astype(np.float32)
+
+
+def _room_mic(y, sr, rng):
+    """A room (``_room``), then a laptop microphone (``_mic``)."""
+    return _mic(_room(y, sr, rng), sr, rng)
+
+
 def _codec(y, sr, rng, codec, container, bit_rate, rate):
     """Encode and decode in memory with FFmpeg (PyAV) at ``bit_rate``; the codec's frame boundaries fall at a
     random offset and its delay is removed, so the output lines up with the input."""
@@ -205,6 +263,9 @@ _CHANNELS = {
     "babble10": Channel(f"babble of {BABBLE_TALKERS} other speakers at 10 dB SNR", partial(_babble, snr_db=10),
                         needs_babble=True),
     "reverb": Channel("synthetic room, RT60 0.2-0.8 s", _reverb),
+    "room": Channel("simulated room (image sources and ray tracing), talker 0.7-3 m away, RT60 0.2-1.2 s", _room),
+    "mic": Channel("laptop microphone: 120-7000 Hz, pink noise 15-25 dB down, compression", _mic),
+    "room_mic": Channel("a simulated room heard through a laptop microphone", _room_mic),
     "mp3": Channel("MP3 at 32 kbit/s (LAME)", partial(_codec, codec="libmp3lame", container="mp3",
                                                       bit_rate=32000, rate=16000)),
     "opus": Channel("Opus at 16 kbit/s", partial(_codec, codec="libopus", container="ogg", bit_rate=16000,

@@ -122,9 +122,10 @@ def test_channel_family_augmentation_draws_only_that_family():
     assert channel_families()["noise"] == ["noise0", "noise5", "noise10", "noise20"]
     assert {random_channel(s, "noise") for s in range(200)} == set(channel_families()["noise"])
     assert {random_channel(s, "phone") for s in range(20)} == {"phone"}
-    # the plain draw is unchanged by the family option (cached channel copies stay valid)
-    assert [random_channel(s) for s in range(8)] == ["noise20", "noise5", "gain", "reverb", "mp3", "browser",
-                                                     "babble10", "phone"]
+    # the plain draw is unchanged by the family option (cached channel copies stay valid); the room and
+    # microphone families (CHANNEL_VERSION 3) changed it once
+    assert [random_channel(s) for s in range(8)] == ["noise20", "noise5", "mic", "room_mic", "mp3", "browser",
+                                                     "babble10", "room"]
     assert parse_augment("speed*2,channel:noise*2,channel:phone") == ("speed*2", "channel:noise*2", "channel:phone")
     for bad in ("channel:foo", "channel:noise10", "chanel:noise"):
         with pytest.raises(ConfigError, match="choose from"):
@@ -309,3 +310,20 @@ def test_cross_validated_robustness_calibrates_on_clean_other_folds(shared_ravde
             assert 0 <= scores["ece"] <= 1 and 0 <= scores["ece_uncalibrated"] <= 1
     # LDA's raw probabilities are over-confident: calibration (fitted on clean clips of other folds) helps
     assert res["summary"]["clean"]["ece"]["mean"] < np.mean([f["clean"]["ece_uncalibrated"] for f in res["folds"]])
+
+
+def test_rooms_are_bundled_impulse_responses_and_the_microphone_band_limits():
+    from ser_core.channels import room_bank
+
+    rirs, rt60, rate = room_bank()
+    assert rate == SR and len(rirs) == len(rt60) >= 30 and 0.15 < rt60.min() and rt60.max() < 1.5
+    y = _voice()
+    wet = apply_channel(y, SR, "room", seed=4)
+    assert not np.allclose(wet, y) and len(wet) == len(y)
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+
+    def top_share(x):  # the share of the energy above the laptop microphone's band (7.5 kHz)
+        power = np.abs(np.fft.rfft(x)) ** 2
+        return power[f > 7600].sum() / power.sum()
+
+    assert top_share(apply_channel(y, SR, "mic", seed=4)) < 0.25 * top_share(y)  # 2nd-order slopes: gentle
