@@ -14,6 +14,7 @@ import time
 from . import events
 from .ensemble import INPUTS as ENSEMBLE_INPUTS
 from .errors import ConfigError, SERError
+from .evaluation import BALANCE, NORM_BY
 from .splits import LEAVE_CORPUS_OUT, SPLIT_CHOICES, SPLITS
 from .taxonomy import TAXONOMIES
 
@@ -116,7 +117,8 @@ def cmd_train(a):
     folds = a.folds if a.folds is not None else default_folds(corpus, a.split)
     configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
                          folds=folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm,
-                         channels=parse_channels(a.channels)) for name in models]
+                         channels=parse_channels(a.channels), norm_by=a.norm_by, balance=a.balance)
+               for name in models]
     for cfg in configs:  # every impossible choice is refused before anything trains
         check_run(cfg, corpus)
     if folds < DEFAULT_FOLDS and a.folds is None and SPLITS[a.split].uses_k:
@@ -215,7 +217,8 @@ def _train_cross_corpus(a, models: list[str], params: dict):
     train = load_corpora(a.data, corpus=a.corpus, taxonomy=a.taxonomy)
     test = load_corpora([a.test_data], corpus=a.test_corpus, taxonomy=train.taxonomy)  # labels mapped alike
     configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=CROSS_CORPUS,
-                         folds=1, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm) for name in models]
+                         folds=1, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm, norm_by=a.norm_by,
+                         balance=a.balance) for name in models]
     for cfg in configs:  # every impossible choice is refused before anything trains
         dropped = check_cross_corpus(cfg, train, test).to_dict()["dropped"]
     store = ResultsStore(a.db)
@@ -321,9 +324,11 @@ def cmd_evaluate(a):
     # features, or for an ensemble its members' probabilities (raw or calibrated, as it pools them)
     X = model_inputs(model, card, corpus.manifest["path"].tolist(), root=a.models_dir, n_jobs=a.jobs)
     if card.get("speaker_norm"):  # as in CV: each speaker by its own clips (speakers with < 5: training stats)
-        speakers = corpus.manifest["speaker"].astype(str).to_numpy()
+        by_corpus = (card.get("options") or {}).get("norm_by") == "corpus"  # trained so: the corpus as one group
+        speakers = corpus.manifest["corpus" if by_corpus else "speaker"].astype(str).to_numpy()
         X = load_speaker_norm(resolve(a.model, a.models_dir), unseen="self").transform(X, speakers)
-        _err(f"speaker-adaptive model: each of the {len(set(speakers))} speakers normalised with its own clips")
+        _err(f"speaker-adaptive model: each of the {len(set(speakers))} {'corpora' if by_corpus else 'speakers'} "
+             "normalised with its own clips")
     m = evaluate_model(model, card, X, y)  # calibrated probabilities (the card's temperature), as predict uses
     m.update(model=card["name"], corpus=corpus.name)
     if conditions:
@@ -688,6 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", default="",
                    help="training-fold augmentation, comma-separated: " + ", ".join(AUGMENTATIONS))
     t.add_argument("--speaker-norm", action="store_true", help="per-speaker z-scoring (utterance features)")
+    t.add_argument("--norm-by", default="speaker", choices=NORM_BY,
+                   help="with --speaker-norm: z-score each clip by its speaker's statistics (default) or by its "
+                        "whole corpus's")
+    t.add_argument("--balance", default="", choices=BALANCE, help="corpus: weigh training clips so that every "
+                   "corpus counts alike (models that take sample weights: svm, random_forest, decision_tree)")
     t.add_argument("--channels", default="", metavar="LIST",
                    help="also score every test fold through these channels (e.g. phone,noise10): the model card "
                         "gets a robustness block, and an ensemble of such models fits its weights on them too")

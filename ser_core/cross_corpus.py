@@ -119,7 +119,7 @@ def cross_corpus(config: RunConfig, train, test, *, store=None, use_cache: bool 
             splitter=f"train on {train.name} ({len(tr)} clips, {tr['speaker'].nunique()} speakers), test on "
                      f"{test.name} ({len(te)} clips, {te['speaker'].nunique()} speakers)",
             k=1, seed=config.seed, speaker_dependent=get_split(CROSS_CORPUS).speaker_dependent,
-            options={"augment": list(config.augment), "speaker_norm": config.speaker_norm,
+            options={"augment": list(config.augment), "speaker_norm": config.speaker_norm, **config.later_options(),
                      "train_dataset": train.name, "test_dataset": test.name, "test_data_root": str(test.root),
                      "train_clips": len(tr), **labels.to_dict()},
             config_hash=chash, versions=package_versions())
@@ -161,7 +161,10 @@ def _features(config, fs, tr, te, emit, n_jobs):
 def _fit_and_score(config, fs, labels, X_tr, y_tr, spk_tr, X_aug, X_te, y_te, spk_te, dom_tr=None):
     """Fit on the training corpus, score the test corpus: ``(fold entry, (n_test, k) probabilities in ``labels``
     order, saved size in bytes)``."""
-    model, X_te, _, train_time = fit_fold(config, fs, X_tr, y_tr, spk_tr, X_aug, X_te, spk_te, dom_tr)
+    groups_tr, groups_te = spk_tr, spk_te  # what per-speaker normalisation groups by: speakers, or whole corpora
+    if config.norm_by == "corpus":
+        groups_tr, groups_te = dom_tr, np.full(len(spk_te), "test:corpus")
+    model, X_te, _, train_time = fit_fold(config, fs, X_tr, y_tr, groups_tr, X_aug, X_te, groups_te, dom_tr)
     t0 = time.perf_counter()
     raw = model.predict_proba(X_te)
     latency = 1000 * (time.perf_counter() - t0) / max(1, len(X_te))

@@ -153,6 +153,8 @@ class RunConfig:
     augment: tuple = ()  # subset of ser_core.augment.AUGMENTATIONS, training folds only
     speaker_norm: bool = False  # per-speaker z-scoring of utterance features (stats from each speaker's clips)
     channels: tuple = ()  # ser_core.channels conditions the test folds are also scored through (robust ensembles)
+    norm_by: str = "speaker"  # with speaker_norm: z-score by each clip's speaker, or by its whole corpus ("corpus")
+    balance: str = ""  # "corpus": training clips weighted so that every corpus counts alike (models taking weights)
 
     def resolved(self):
         from .features import get_feature_set
@@ -165,7 +167,16 @@ class RunConfig:
         from .augment import parse_augment
 
         self.augment = parse_augment(self.augment)
+        if self.norm_by not in NORM_BY:
+            raise ConfigError(f"Normalise by {', '.join(NORM_BY)}, not '{self.norm_by}'.")
+        if self.balance not in BALANCE:
+            raise ConfigError(f"balance must be one of {', '.join(repr(b) for b in BALANCE)}, not '{self.balance}'.")
         return spec, fs
+
+    def later_options(self) -> dict:
+        """The options added after runs were first stored (``LATER_OPTIONS``) that differ from their defaults:
+        what a run's options and a model card record of them, and what its hash includes."""
+        return {k: getattr(self, k) for k, default in LATER_OPTIONS.items() if getattr(self, k) != default}
 
     def hash(self, fs) -> str:
         d = asdict(self)
@@ -175,9 +186,15 @@ class RunConfig:
             del d["channels"]
         else:
             d["channels"] = list(d["channels"])
+        for name in LATER_OPTIONS:  # likewise, at their defaults
+            if name not in self.later_options():
+                del d[name]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+LATER_OPTIONS = {"norm_by": "speaker", "balance": ""}  # RunConfig fields added after runs were stored, and defaults
+NORM_BY = ("speaker", "corpus")  # the manifest column per-speaker normalisation groups by (RunConfig.norm_by)
+BALANCE = ("", "corpus")  # RunConfig.balance: none, or every corpus weighing alike in training
 DEFAULT_FOLDS = 4  # K when the user names none and the data allows it (see default_folds)
 MIN_TRAIN_CLIPS = 2  # clips of every emotion a training fold needs (the SVM's calibration cross-validates on them)
 
@@ -445,6 +462,12 @@ class FoldData:
     X_channels: dict
     corpora: np.ndarray  # (n,) each clip's corpus (the manifest's corpus column)
 
+    @property
+    def norm_groups(self) -> np.ndarray:
+        """``(n,)`` what per-speaker normalisation groups clips by: their speakers, or their corpora
+        (``RunConfig.norm_by``)."""
+        return self.corpora if self.config.norm_by == "corpus" else self.speakers
+
 
 _FEATURES_LOCK = threading.Lock()  # one run of this process computes features at a time (see fold_data)
 
@@ -479,9 +502,10 @@ def run_fold(data: FoldData, fold: int, train, test) -> dict:
     model, else None; fold time: this whole call, seconds)."""
     t_fold = time.perf_counter()
     y, speakers = data.y, data.speakers
-    model, X_test, _, t_train = fit_fold(data.config, data.fs, data.X[train], y[train], speakers[train],
+    groups = data.norm_groups
+    model, X_test, _, t_train = fit_fold(data.config, data.fs, data.X[train], y[train], groups[train],
                                          {k: a[train] for k, a in data.X_aug.items()}, data.X[test],
-                                         speakers[test], data.corpora[train])
+                                         groups[test], data.corpora[train])
     t0 = time.perf_counter()
     proba = model.predict_proba(X_test)
     latency = 1000 * (time.perf_counter() - t0) / max(1, len(test))
@@ -572,7 +596,8 @@ def _run_fields(config: RunConfig, fs, corpus, fingerprint: str, *, k: int, vers
                 n_speakers=int(m["speaker"].astype(str).nunique()), split=config.split,
                 splitter=repr(make_splitter(config.split, config.folds, config.seed)), k=k, seed=config.seed,
                 speaker_dependent=get_split(config.split).speaker_dependent,
-                options={"augment": list(config.augment), "speaker_norm": config.speaker_norm, **data_options(corpus)},
+                options={"augment": list(config.augment), "speaker_norm": config.speaker_norm, **data_options(corpus),
+                         **config.later_options()},
                 config_hash=config.hash(fs), versions=versions)
 
 
@@ -643,18 +668,27 @@ def fit_fold(config: RunConfig, fs, X_train, y_train, spk_train, X_aug: dict, X_
     X_fit, y_fit = with_augmented(X_train, y_train, X_aug, spk_train, norm)
     model = _new_model(config, fs)
     t0 = time.perf_counter()
-    fit_model(model, X_fit, y_fit, _with_copies(dom_train, len(y_fit)))
+    fit_model(model, X_fit, y_fit, _with_copies(dom_train, len(y_fit)), balance=config.balance)
     return model, X_test, norm, time.perf_counter() - t0
 
 
-def fit_model(model, X, y, domains=None):
+def fit_model(model, X, y, domains=None, *, balance: str = ""):
     """``model.fit(X, y)``, with ``domains=`` (each row's corpus, ``(n,)``) for a model whose ``fit`` takes it
-    (domain-adversarial training, mixup across corpora); the others never see it."""
+    (domain-adversarial training, mixup across corpora); the others never see it. ``balance="corpus"``: each
+    row weighs ``n / (corpora * rows of its corpus)`` (``sample_weight=``; a model that takes no weights is a
+    ``ConfigError``)."""
     import inspect
 
-    if domains is not None and "domains" in inspect.signature(model.fit).parameters:
-        return model.fit(X, y, domains=np.asarray(domains, dtype=str))
-    return model.fit(X, y)
+    kw, takes = {}, inspect.signature(model.fit).parameters
+    if domains is not None and "domains" in takes:
+        kw["domains"] = np.asarray(domains, dtype=str)
+    if balance == "corpus":
+        if "sample_weight" not in takes:
+            raise ConfigError(f"Model '{model.name}' takes no sample weights, so it cannot balance the corpora; "
+                              "choose svm, random_forest or decision_tree, or leave balance off.")
+        _, index, counts = np.unique(np.asarray(domains, dtype=str), return_inverse=True, return_counts=True)
+        kw["sample_weight"] = len(index) / (len(counts) * counts[index])
+    return model.fit(X, y, **kw)
 
 
 def _with_copies(values, n: int):
@@ -816,7 +850,7 @@ def fit_final(data: FoldData):
     copies). With speaker normalisation every training speaker is z-scored with its own statistics. Returns
     ``(model, the fitted SpeakerNormalizer or None, training seconds)``; no side effect, so a Ray task can run it
     (``ser_core.cluster.RayRunner.fit_final``, which returns the model as a ``saved.PackedModel``)."""
-    X, y, speakers, norm = data.X, data.y, data.speakers, None
+    X, y, speakers, norm = data.X, data.y, data.norm_groups, None
     if data.config.speaker_norm:
         from .features import SpeakerNormalizer
 
@@ -825,7 +859,7 @@ def fit_final(data: FoldData):
     X, y = with_augmented(X, y, data.X_aug, speakers, norm)
     model = _new_model(data.config, data.fs)
     t0 = time.perf_counter()
-    fit_model(model, X, y, _with_copies(data.corpora, len(y)))
+    fit_model(model, X, y, _with_copies(data.corpora, len(y)), balance=data.config.balance)
     return model, norm, time.perf_counter() - t0
 
 
@@ -854,7 +888,8 @@ def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to
         **({"robustness": summary["robustness"], "robustness_protocol": CHANNEL_OOF_PROTOCOL}
            if "robustness" in summary else {}),
         "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm,
-                    **({"channels": list(config.channels)} if config.channels else {})},
+                    **({"channels": list(config.channels)} if config.channels else {}),
+                    **config.later_options()},
         "final_train_time_s": train_s,
         "versions": versions,
     }

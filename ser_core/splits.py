@@ -125,4 +125,5 @@ def fold_groups(split: str, manifest):
     return manifest[get_split(split).group_by].astype(str).to_numpy()
 
 
-__all__ = ["CROSS_CORPUS", "LEAVE_CORPUS_OUT", "fold_groups", "SPLIT_CHOICES", "SPLITS", "Split", "HoldoutBySpeaker", "get_split", "make_splitter"]
+__all__ = ["CROSS_CORPUS", "LEAVE_CORPUS_OUT", "fold_groups", "SPLIT_CHOICES", "SPLITS", "Split", "HoldoutBySpeaker",
+           "get_split", "make_splitter"]

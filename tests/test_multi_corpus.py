@@ -194,3 +194,32 @@ def test_the_transfer_matrix_has_a_cell_per_held_out_corpus_with_its_intervals(l
     matrix = transfer_matrix(cells, "lda")
     assert matrix.loc["ravdess+tess", "emodb"].startswith(f"{per['emodb']['uar']:.2f} [")
     assert matrix.loc["ravdess+tess", "ravdess"] == ""  # no run trained on both and tested on one of them
+
+
+def test_corpus_normalisation_and_balance_reach_the_model(tiny, monkeypatch):
+    """norm_by="corpus" z-scores each corpus by its own statistics; balance="corpus" weighs every corpus alike."""
+    corpus = load_corpora([tiny["ravdess"], tiny["tess"], tiny["emodb"]])
+    seen = {}
+
+    class Recorder:
+        name = "svm"
+
+        def fit(self, X, y, sample_weight=None):
+            seen.update(X=np.asarray(X), w=sample_weight)
+            return self
+
+    monkeypatch.setattr(evaluation, "_new_model", lambda config, fs: Recorder())
+    config = RunConfig("svm", feature_set="prosody", speaker_norm=True, norm_by="corpus", balance="corpus")
+    data = evaluation.fold_data(config, config.resolved()[1], corpus.manifest, lambda e: None)
+    evaluation.fit_final(data)
+    names = corpus.manifest["corpus"].to_numpy()
+    for c in corpus.corpora:  # each corpus z-scored with its own mean
+        assert np.allclose(seen["X"][names == c].mean(0), 0, atol=1e-4)
+        assert seen["w"][names == c].sum() == pytest.approx(len(names) / 3)
+    assert RunConfig("svm", balance="corpus").hash(data.fs) != RunConfig("svm").hash(data.fs)
+    assert "balance" not in RunConfig("svm").later_options()  # runs stored before the options keep their hash
+    from ser_core.models import create_model
+
+    with pytest.raises(ConfigError, match="takes no sample weights"):
+        evaluation.fit_model(create_model("lda", feature_set="prosody"), data.X, data.y, data.corpora,
+                             balance="corpus")

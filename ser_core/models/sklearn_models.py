@@ -49,16 +49,19 @@ class SklearnModel(SERModel):
         if self.class_weight not in (None, "balanced"):
             raise ConfigError(f"class_weight must be 'balanced' or None, not {self.class_weight!r}.")
 
-    def fit(self, X, y, progress=None):
-        """``X`` (n, d) or (n, ...) flattened; ``y`` (n,) labels. Returns ``self``. ``progress(epoch, logs)``
+    def fit(self, X, y, progress=None, sample_weight=None):
+        """``X`` (n, d) or (n, ...) flattened; ``y`` (n,) labels; ``sample_weight`` (n,) or None (the estimator
+        weighs each row so; the scaler's statistics stay unweighted). Returns ``self``. ``progress(epoch, logs)``
         (as for the neural families) is called once, after the single pass of fitting."""
         self._check_params()
         X, y = check_training_data(X, y, self.name, min_classes=1 if self.name == "majority" else 2)
         X = _flatten(X)
         if self.oversample:
+            if sample_weight is not None:
+                raise ConfigError(f"Model '{self.name}': oversampling and sample weights do not mix; choose one.")
             X, y = random_oversample(X, y, seed=self.seed)
         self.pipeline_ = Pipeline([("scale", StandardScaler()), ("clf", self._estimator(y))])
-        self.pipeline_.fit(X, y)
+        self.pipeline_.fit(X, y, **({} if sample_weight is None else {"clf__sample_weight": sample_weight}))
         self.classes_ = np.asarray(self.pipeline_.classes_).astype(str)
         self.n_features_ = X.shape[1]
         if progress is not None:
@@ -227,7 +230,7 @@ class LDAModel(SklearnModel):
 
         return LinearDiscriminantAnalysis(solver="lsqr", shrinkage=self.shrinkage)
 
-    def fit(self, X, y, progress=None):
+    def fit(self, X, y, progress=None):  # no sample_weight: scikit-learn's LDA takes none
         super().fit(X, y, progress)
         drop_covariance(self.pipeline_)
         return self
