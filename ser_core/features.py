@@ -363,6 +363,7 @@ def functionals(X: np.ndarray, names=FUNCTIONALS, *, frame_rate: float = 100.0) 
 
 # -- feature sets ----------------------------------------------------------------------------------------
 KINDS = ("utterance", "sequence", "image", "raw")
+CMN_BLOCKS = ("mfcc", "mel", "mel40")  # spectral envelopes a microphone or room colours (FeatureSet.frame_norm)
 # Frame-feature blocks and their per-frame size given a FeatureSet.
 BLOCK_DIMS = {
     "mfcc": lambda fs: fs.n_mfcc, "mfcc_delta": lambda fs: fs.n_mfcc, "mfcc_delta2": lambda fs: fs.n_mfcc,
@@ -412,6 +413,7 @@ class FeatureSet:
     f0_fmax: float = 600.0  # covers shouted female voices; a narrow range keeps YIN fast
     max_frames: int | None = None  # sequence/image: pad or centre-crop to this many frames
     max_samples: int | None = None  # raw: pad or centre-crop to this many samples
+    frame_norm: bool = False  # per utterance: subtract each spectral block's mean over the clip's frames (CMN)
     extractor: str = ""  # utterance features another package computes (ser_core.external_features), not blocks
     parts: tuple[str, ...] = ()  # utterance sets side by side, each computed as registered (e.g. expressive + egemaps)
 
@@ -529,6 +531,12 @@ _SETS += [
     FeatureSet("voice_encoder", "utterance", description="A pretrained GE2E speaker encoder (resemblyzer's "
                "weights): mean and spread over time of its three LSTM layers' states, and its embedding (1,792).",
                extractor="voice_encoder"),
+    FeatureSet("expressive_cmn", "utterance", ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "contrast", "tonnetz",
+                                               "zcr", "centroid", "rms", "f0", "voicing", "mel40", "spectral_shape",
+                                               "energy"), _FULL,
+               "expressive with per-utterance mean normalisation of the MFCC and log-mel frames (their mean over "
+               "the clip subtracted first: a microphone's or room's fixed colouring is gone, their movement kept).",
+               n_mfcc=20, summaries=("voice", "voiced_spectrum"), frame_norm=True),
     FeatureSet("expressive_egemaps", "utterance", description="expressive and egemaps side by side (1,294).",
                parts=("expressive", "egemaps")),
     FeatureSet("expressive_voice", "utterance", description="expressive and voice_encoder side by side (2,998).",
@@ -540,7 +548,7 @@ _SETS += [fs.replace(name=f"{fs.name}_denoised", denoise=2.0,
                                  "noise floor (estimated in its pauses and lead-in).")
           for fs in _SETS if fs.name in ("expressive", "mfcc_seq", "logmel_image")]
 FEATURE_SETS: dict[str, FeatureSet] = {fs.name: fs for fs in _SETS}
-_ADDED_LATER = ("denoise", "extractor", "parts")  # FeatureSet fields left out of params() (and keys) when unset
+_ADDED_LATER = ("denoise", "frame_norm", "extractor", "parts")  # FeatureSet fields left out of params() (and keys) when unset
 
 
 def list_feature_sets(kind: str | None = None) -> list[str]:
@@ -692,6 +700,8 @@ def compute_prepared(y: np.ndarray, fs) -> np.ndarray:
         X = a.block(b)
         if b == "f0":  # statistics of voiced frames only
             X = X[:, a.pitch[1]]
+        if fs.frame_norm and b in CMN_BLOCKS:  # the recording chain's fixed spectral colouring, removed
+            X = X - X.mean(axis=1, keepdims=True)
         parts.append(functionals(X, fs.functionals, frame_rate=rate).reshape(len(fs.functionals), -1))
     grouped = np.concatenate(parts, axis=1).ravel()  # grouped by functional, as feature_names()
     return np.concatenate([grouped] + [a.summary(x) for x in fs.summaries]).astype(np.float32)
