@@ -106,15 +106,16 @@ def _softmax(z) -> np.ndarray:
 
 def apply_temperature(proba, temperature: float) -> np.ndarray:
     """``softmax(log(p) / T)`` row by row, ``(n, k)`` -> ``(n, k)`` (or one clip ``(k,)`` -> ``(k,)``); ``T > 1``
-    flattens, ``T < 1`` sharpens.
+    flattens, ``T < 1`` sharpens. ``temperature``: one number, or one per row ``(n,)``.
 
     >>> apply_temperature([[0.9, 0.1]], 2.0)   # array([[0.75, 0.25]])"""
-    if not temperature > 0:
+    t = np.asarray(temperature, dtype=np.float64)
+    if not np.all(t > 0):
         raise ValueError(f"The temperature must be > 0; got {temperature}.")
     proba = np.asarray(proba, dtype=np.float64)
     if proba.size == 0:
         return proba.copy()
-    return _softmax(_log_proba(proba) / float(temperature))
+    return _softmax(_log_proba(proba) / (t[..., None] if t.ndim else float(t)))
 
 
 class TemperatureScaler:
@@ -156,7 +157,8 @@ class TemperatureScaler:
         return f"TemperatureScaler(bounds={self.bounds})"
 
 
-CALIBRATION_METHODS = ("temperature", "ece_temperature", "top_label", "top_logistic")
+CALIBRATION_METHODS = ("temperature", "ece_temperature", "top_label", "top_logistic", "familiarity")
+FAMILIARITY_SLOPE_BOUNDS = (0.0, 5.0)  # the temperature never shrinks as a clip grows stranger
 _ECE_TEMPERATURES = np.exp(np.linspace(np.log(0.1), np.log(10.0), 81))  # ece_temperature's grid
 
 
@@ -197,10 +199,18 @@ class ConfidenceCalibrator:
         self.method = method
         self.ceiling = ceiling  # allow the 90 % ceiling where the fitting clips ask for it
 
-    def fit(self, proba, y_idx) -> "ConfidenceCalibrator":
+    def fit(self, proba, y_idx, familiarity=None) -> "ConfidenceCalibrator":
+        """``familiarity`` (``(n,)``, ``ser_core.familiarity`` scores of the clips): needed by the method
+        ``familiarity``, whose temperature is ``T * exp(slope * familiarity)``; ignored by the others."""
         y, proba = _check(y_idx, proba)
-        self.temperature_ = (_ece_temperature(proba, y) if self.method == "ece_temperature" and len(y)
-                             else TemperatureScaler().fit(proba, y).temperature_)
+        self.slope_ = None
+        if self.method == "familiarity":
+            if familiarity is None:
+                raise ValueError("The familiarity calibration needs each clip's familiarity score.")
+            self.temperature_, self.slope_ = _fit_familiarity(proba, y, np.asarray(familiarity, float))
+        else:
+            self.temperature_ = (_ece_temperature(proba, y) if self.method == "ece_temperature" and len(y)
+                                 else TemperatureScaler().fit(proba, y).temperature_)
         self.confidence_in_ = self.confidence_out_ = self.logistic_ = self.ceiling_ = None
         if self.method == "top_logistic" and len(y):
             scaled = apply_temperature(proba, self.temperature_)
@@ -213,14 +223,23 @@ class ConfidenceCalibrator:
             fitted = _increasing_fit(right / count, count)
             keep = np.r_[True, fitted[1:] != fitted[:-1]] | np.r_[fitted[:-1] != fitted[1:], True]  # step ends
             self.confidence_in_, self.confidence_out_ = conf[keep], fitted[keep]
-        if self.ceiling and len(y) and overconfident_errors(y, self.transform(proba)) > OVERCONFIDENT_LIMIT:
+        if self.ceiling and len(y) and overconfident_errors(y, self.transform(proba, familiarity)) > \
+                OVERCONFIDENT_LIMIT:
             self.ceiling_ = OVERCONFIDENT
         return self
 
-    def transform(self, proba) -> np.ndarray:
+    def temperatures(self, familiarity=None):
+        """The temperature, or one per clip of ``familiarity`` (``(n,)``) for the ``familiarity`` method (a clip
+        whose score is unknown gets ``temperature_``, a typical training clip's)."""
+        slope = getattr(self, "slope_", None)
+        if slope is None or familiarity is None:
+            return self.temperature_
+        return self.temperature_ * np.exp(slope * np.asarray(familiarity, dtype=np.float64))
+
+    def transform(self, proba, familiarity=None) -> np.ndarray:
         if not hasattr(self, "temperature_"):
             raise ValueError("ConfidenceCalibrator is not fitted yet; call fit() first.")
-        out = apply_temperature(proba, self.temperature_)
+        out = apply_temperature(proba, self.temperatures(familiarity))
         ceiling = getattr(self, "ceiling_", None)
         if (self.confidence_in_ is None and self.logistic_ is None and ceiling is None) or out.size == 0:
             return out
@@ -246,6 +265,8 @@ class ConfidenceCalibrator:
 
     def to_dict(self) -> dict:
         d = {"method": self.method, "temperature": float(self.temperature_)}
+        if getattr(self, "slope_", None) is not None:
+            d["familiarity_slope"] = float(self.slope_)
         if self.confidence_in_ is not None:
             d["confidence_map"] = {"in": self.confidence_in_.tolist(), "out": self.confidence_out_.tolist()}
         if self.logistic_ is not None:
@@ -258,6 +279,7 @@ class ConfidenceCalibrator:
     def from_dict(cls, d: dict) -> "ConfidenceCalibrator":
         cal = cls(d.get("method", "temperature"))
         cal.temperature_ = float(d.get("temperature", 1.0))
+        cal.slope_ = float(d["familiarity_slope"]) if d.get("familiarity_slope") is not None else None
         cmap = d.get("confidence_map") if cal.method == "top_label" else None
         cal.confidence_in_ = np.asarray(cmap["in"], float) if cmap else None
         cal.confidence_out_ = np.asarray(cmap["out"], float) if cmap else None
@@ -267,11 +289,33 @@ class ConfidenceCalibrator:
         return cal
 
 
-def apply_calibration(proba, calibration: dict | None) -> np.ndarray:
-    """``proba`` calibrated as a model card's ``calibration`` says (unchanged without one)."""
+def apply_calibration(proba, calibration: dict | None, familiarity=None) -> np.ndarray:
+    """``proba`` calibrated as a model card's ``calibration`` says (unchanged without one); ``familiarity``: the
+    clips' scores, read by the ``familiarity`` method (without them it uses a typical training clip's)."""
     if not calibration:
         return np.asarray(proba, dtype=np.float64)
-    return ConfidenceCalibrator.from_dict(calibration).transform(proba)
+    return ConfidenceCalibrator.from_dict(calibration).transform(proba, familiarity)
+
+
+def _fit_familiarity(proba, y, familiarity) -> tuple[float, float]:
+    """``(T, slope)`` minimising the log-likelihood of ``softmax(log(p) / (T exp(slope u)))``, ``T`` within
+    ``TEMPERATURE_BOUNDS`` and ``slope`` within ``FAMILIARITY_SLOPE_BOUNDS``."""
+    from scipy.optimize import minimize
+
+    known = (y >= 0) & (y < proba.shape[1])
+    if not known.any():
+        return 1.0, 0.0
+    logits, y, u = _log_proba(proba[known]), y[known], familiarity[known]
+    rows = np.arange(len(y))
+
+    def nll(theta):
+        z = logits / np.exp(theta[0] + theta[1] * u)[:, None]
+        z = z - z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[rows, y]))
+
+    res = minimize(nll, [0.0, 0.0], method="L-BFGS-B",
+                   bounds=[tuple(np.log(TEMPERATURE_BOUNDS)), FAMILIARITY_SLOPE_BOUNDS])
+    return float(np.exp(res.x[0])), float(res.x[1])
 
 
 def cross_fitted_calibration(proba, y_idx, fold_ids, method: str = "temperature",
@@ -296,13 +340,35 @@ def cross_fitted_calibration(proba, y_idx, fold_ids, method: str = "temperature"
     return out, np.asarray(temps)
 
 
-def best_cross_fitted(proba, y_idx, fold_ids):
-    """Cross-fit every ``CALIBRATION_METHODS`` and keep the one with the lowest pooled ECE (temperature on a
-    tie). Returns ``(method, calibrated (n, k), temperatures, {method: pooled ECE})``."""
+def cross_fitted_by_clip(proba, y_idx, familiarity, blocks, clips, method: str = "familiarity"):
+    """Out-of-fold predictions of two protocols stacked (the same clips tested twice: among new speakers and in
+    a corpus held out), calibrated block by block, each block (``blocks``: one value per row, e.g. a fold or a
+    held-out corpus) with a calibrator fitted on the rows of OTHER clips only (``clips``: one id per row), so
+    that no clip's label calibrates either of its predictions. Returns ``(calibrated (n, k), {block: (T,
+    slope)})``."""
     y, proba = _check(y_idx, proba)
-    fitted = {m: cross_fitted_calibration(proba, y, fold_ids, method=m) for m in CALIBRATION_METHODS}
+    blocks, clips = np.asarray(blocks).ravel(), np.asarray(clips).ravel()
+    out, params = proba.copy(), {}
+    for b in dict.fromkeys(blocks.tolist()):
+        own = blocks == b
+        fit = ~np.isin(clips, clips[own])
+        if fit.any():
+            cal = ConfidenceCalibrator(method).fit(proba[fit], y[fit], familiarity[fit])
+            out[own] = cal.transform(proba[own], familiarity[own])
+            params[b] = (cal.temperature_, cal.slope_)
+    return out, params
+
+
+SINGLE_PROTOCOL_METHODS = tuple(m for m in CALIBRATION_METHODS if m != "familiarity")  # need no familiarity
+
+
+def best_cross_fitted(proba, y_idx, fold_ids):
+    """Cross-fit every ``SINGLE_PROTOCOL_METHODS`` and keep the one with the lowest pooled ECE (temperature on
+    a tie). Returns ``(method, calibrated (n, k), temperatures, {method: pooled ECE})``."""
+    y, proba = _check(y_idx, proba)
+    fitted = {m: cross_fitted_calibration(proba, y, fold_ids, method=m) for m in SINGLE_PROTOCOL_METHODS}
     ece_by_method = {m: expected_calibration_error(y, cal) for m, (cal, _) in fitted.items()}
-    method = min(CALIBRATION_METHODS, key=lambda m: (round(ece_by_method[m], 4), m != "temperature"))
+    method = min(SINGLE_PROTOCOL_METHODS, key=lambda m: (round(ece_by_method[m], 4), m != "temperature"))
     return method, fitted[method][0], fitted[method][1], ece_by_method
 
 

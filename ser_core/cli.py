@@ -117,8 +117,8 @@ def cmd_train(a):
     folds = a.folds if a.folds is not None else default_folds(corpus, a.split)
     configs = [RunConfig(model=name, params=params.get(name, {}), feature_set=a.feature_set, split=a.split,
                          folds=folds, seed=a.seed, augment=a.augment, speaker_norm=a.speaker_norm,
-                         channels=parse_channels(a.channels), norm_by=a.norm_by, balance=a.balance)
-               for name in models]
+                         channels=parse_channels(a.channels), norm_by=a.norm_by, balance=a.balance,
+                         ood_calibration=a.ood_calibration) for name in models]
     for cfg in configs:  # every impossible choice is refused before anything trains
         check_run(cfg, corpus)
     if folds < DEFAULT_FOLDS and a.folds is None and SPLITS[a.split].uses_k:
@@ -192,6 +192,10 @@ def _train_progress(name: str):
                  "(use --force to retrain)")
         elif e["event"] in (events.CACHED_WITHOUT_MODEL, events.LABELS, events.FEATURES_NOT_SHARED):
             _err(f"[{name}] {e['message']}")
+        elif e["event"] == events.HELD_OUT:
+            m = e["metrics"]
+            _err(f"[{name}] held out {e['corpus']} ({e['fold'] + 1}/{e['folds']}): UAR {m['uar']:.3f} "
+                 f"({el:.0f} s elapsed)")
         elif e["event"] in (events.FEATURES, events.FINAL):
             _err(f"[{name}] {'computing features' if e['event'] == events.FEATURES else 'training final model'}"
                  f" ({el:.0f} s elapsed)")
@@ -310,7 +314,7 @@ def cmd_evaluate(a):
     from .corpora import load_corpora
     from .inference import evaluate_model
     from .robustness import model_inputs
-    from .saved import load_speaker_norm, load_trained, resolve
+    from .saved import load_familiarity, load_speaker_norm, load_trained, resolve
 
     conditions = parse_channels(a.perturb)
     model, card = load_trained(a.model, a.models_dir)
@@ -329,7 +333,15 @@ def cmd_evaluate(a):
         X = load_speaker_norm(resolve(a.model, a.models_dir), unseen="self").transform(X, speakers)
         _err(f"speaker-adaptive model: each of the {len(set(speakers))} {'corpora' if by_corpus else 'speakers'} "
              "normalised with its own clips")
-    m = evaluate_model(model, card, X, y)  # calibrated probabilities (the card's temperature), as predict uses
+    familiarity = None
+    fam = load_familiarity(resolve(a.model, a.models_dir))
+    if fam is not None:  # its confidence follows how strange each clip is to its training clips
+        from .familiarity import REFERENCE_SET
+        from .features import compute_files
+
+        familiarity = fam.score(compute_files(corpus.manifest["path"].tolist(), REFERENCE_SET, n_jobs=a.jobs,
+                                              progress=False))
+    m = evaluate_model(model, card, X, y, familiarity)  # calibrated as predict calibrates
     m.update(model=card["name"], corpus=corpus.name)
     if conditions:
         from .robustness import evaluate_perturbed
@@ -696,6 +708,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--norm-by", default="speaker", choices=NORM_BY,
                    help="with --speaker-norm: z-score each clip by its speaker's statistics (default) or by its "
                         "whole corpus's")
+    t.add_argument("--ood-calibration", action="store_true",
+                   help="several corpora: calibrate confidence on corpora held out too (each corpus left out in "
+                        "turn first, stored as a run of its own); the saved model's temperature grows with how "
+                        "strange a clip is to its training clips")
     t.add_argument("--balance", default="", choices=BALANCE, help="corpus: weigh training clips so that every "
                    "corpus counts alike (models that take sample weights: svm, random_forest, decision_tree)")
     t.add_argument("--channels", default="", metavar="LIST",

@@ -237,6 +237,7 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
 
     counted = [c for c in probas for _ in range(CONDITION_WEIGHTS.get(c, 1))]
     pooled = pool_out_of_fold(probas, y_idx, fold, counted)
+    transfer = _held_out_pooled(members, root, cards, oofs, probas, y_idx, counted, inputs)
     folds = []
     for f in np.unique(fold):
         test = fold == f
@@ -246,7 +247,8 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
     oof = {"proba": pooled[CLEAN], "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths,
            **{g: oofs[0][g] for g in CLIP_GROUPS if g in oofs[0]},  # members saved before them have none
            **{CHANNEL_PROBA + c: pooled[c] for c in conditions}}
-    entries = calibrate_out_of_fold(folds, oof)
+    oof.update({"familiarity": oofs[0]["familiarity"]} if transfer is not None else {})
+    entries = calibrate_out_of_fold(folds, oof, transfer=transfer)
     if conditions:
         entries["robustness"] = channel_summary(oof)
     summary = {**summarize([f["metrics"] for f in folds]), **entries}
@@ -277,8 +279,39 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
         data = card["training_data"]
         name = user_model_name(ENSEMBLE, data_label(data.get("corpus", "data"), data.get("root") or "."),
                                run_id) if new else ENSEMBLE
-    folder = save_trained(model, out / name, card=card, oof=oof, replace=not new, replace_shipped=replace_shipped)
+    familiarity = None
+    if transfer is not None:
+        from .saved import load_familiarity, resolve
+
+        familiarity = load_familiarity(resolve(members[0], root))  # the members share their training clips
+        card["transfer"] = summary["transfer"]
+    folder = save_trained(model, out / name, card=card, oof=oof, replace=not new, replace_shipped=replace_shipped,
+                          transfer_oof=transfer, familiarity=familiarity)
     return json.loads((folder / "card.json").read_text())
+
+
+def _held_out_pooled(members, root, cards, oofs, probas, y_idx, counted, inputs) -> dict | None:
+    """The ensemble's own predictions on corpora held out (None unless every member kept its leave-one-corpus-out
+    predictions, ``saved.TRANSFER_OOF``, on the same clips): each corpus's clips pooled with the weights fitted on
+    the members' cross-validation predictions of the OTHER corpora, so neither the members nor the pooling ever
+    learnt from the corpus scored."""
+    from .saved import TRANSFER_OOF, load_oof, resolve
+
+    loaded = [load_oof(resolve(m, root), TRANSFER_OOF) for m in members]
+    if any(t is None or "familiarity" not in t for t in loaded) or "corpus" not in oofs[0]:
+        return None
+    order = [np.argsort(t["paths"]) for t in loaded]
+    held = [{k: (v if k == "classes" else v[o]) for k, v in t.items()} for t, o in zip(loaded, order)]
+    ref = held[0]
+    if any(not np.array_equal(t["paths"], ref["paths"]) or list(t["classes"]) != list(ref["classes"]) for t in held):
+        return None
+    member_probas = [member_input(t["proba"], card, inputs) for t, card in zip(held, cards)]
+    pooled = np.zeros_like(member_probas[0], dtype=np.float64)
+    for corpus in np.unique(ref["corpus"]):
+        rows = ref["corpus"] == corpus
+        w, b = fit_pooling_on(probas, y_idx, oofs[0]["corpus"] != corpus, counted)
+        pooled[rows] = pool([p[rows] for p in member_probas], w, b)
+    return {**{k: v for k, v in ref.items() if not k.startswith("proba")}, "proba": pooled}
 
 
 def _record(store, cards, members, pooling, folds, summary, classes, oof, inputs) -> int:

@@ -22,7 +22,8 @@ from .errors import ConfigError
 from .saved import load_oof
 
 from . import events
-from .splits import SPLITS, HoldoutBySpeaker, fold_groups, get_split, make_splitter  # noqa: F401  (importable here)
+from .splits import (LEAVE_CORPUS_OUT, SPLITS, HoldoutBySpeaker, fold_groups, get_split,  # noqa: F401  (here too)
+                     make_splitter)
 
 
 def compute_metrics(y_true, y_pred, labels, *, proba=None, classes=None) -> dict:
@@ -91,7 +92,7 @@ SUMMARY_METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "
 CALIBRATION_METRICS = ("ece", "brier", "wrong_over_90", "ece_uncalibrated")  # when every fold has them
 DIMENSION_METRICS = ("arousal_uar", "arousal_ece", "valence_uar", "valence_ece")  # likewise (dimension_metrics)
 RUN_ENTRIES = ("calibration", "reliability", "reliability_uncalibrated", "robustness",
-               "per_corpus")  # summary entries that are no metric
+               "per_corpus", "transfer")  # summary entries that are no metric
 CHANNEL_PROBA = "proba@"  # out-of-fold arrays "proba@phone": the test folds through a channel (RunConfig.channels)
 CHANNEL_OOF_PROTOCOL = ("the cross-validation's own folds: each test clip also passed through the channel and "
                         "scored by its fold's model (unseen speakers), means over folds")
@@ -155,6 +156,7 @@ class RunConfig:
     channels: tuple = ()  # ser_core.channels conditions the test folds are also scored through (robust ensembles)
     norm_by: str = "speaker"  # with speaker_norm: z-score by each clip's speaker, or by its whole corpus ("corpus")
     balance: str = ""  # "corpus": training clips weighted so that every corpus counts alike (models taking weights)
+    ood_calibration: bool = False  # several corpora: calibrate on held-out corpora too (leave-one-corpus-out first)
 
     def resolved(self):
         from .features import get_feature_set
@@ -192,7 +194,8 @@ class RunConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-LATER_OPTIONS = {"norm_by": "speaker", "balance": ""}  # RunConfig fields added after runs were stored, and defaults
+LATER_OPTIONS = {"norm_by": "speaker", "balance": "",  # RunConfig fields added after runs were stored, and defaults
+                 "ood_calibration": False}
 NORM_BY = ("speaker", "corpus")  # the manifest column per-speaker normalisation groups by (RunConfig.norm_by)
 BALANCE = ("", "corpus")  # RunConfig.balance: none, or every corpus weighing alike in training
 DEFAULT_FOLDS = 4  # K when the user names none and the data allows it (see default_folds)
@@ -247,6 +250,9 @@ def check_run(config: RunConfig, corpus) -> None:
     if split.group_by == "corpus" and m["corpus"].nunique() < 2:
         raise ConfigError(f"Leave-one-corpus-out needs at least two corpora and this data is one "
                           f"({m['corpus'].iloc[0]}); add another corpus (--data A --data B).")
+    if config.ood_calibration and (m["corpus"].nunique() < 2 or split.group_by == "corpus"):
+        raise ConfigError("Calibrating out of domain holds each corpus out in turn, so it needs at least two corpora "
+                          "and a split within them (speaker-grouped K-fold); add a corpus or turn it off.")
     n_spk = _n_speakers(m)
     if not split.speaker_dependent and n_spk < 2:
         has = "one speaker" if n_spk == 1 else "no speaker labels"
@@ -358,6 +364,15 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         if cached is not None:
             return cached
 
+    transfer = None
+    if config.ood_calibration:  # first each corpus held out in turn: predictions on corpora never trained on
+        transfer = cross_validate(replace(config, split=LEAVE_CORPUS_OUT, ood_calibration=False), corpus, store=store,
+                                  use_cache=use_cache, n_jobs=n_jobs, progress=_held_out_progress(emit),
+                                  should_stop=should_stop, folds_runner=folds_runner)
+        if transfer.oof is None:  # served from the store without them (stored by an older version)
+            transfer = cross_validate(replace(config, split=LEAVE_CORPUS_OUT, ood_calibration=False), corpus,
+                                      store=store, use_cache=False, n_jobs=n_jobs, progress=_held_out_progress(emit),
+                                      should_stop=should_stop, folds_runner=folds_runner)
     data = fold_data(config, fs, manifest, emit, n_jobs, runner=folds_runner, should_stop=should_stop)
     splits = draw_folds(config, manifest, emit)
     versions = package_versions()
@@ -368,8 +383,11 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
         results = _run_folds(data, splits, folds_runner or local_folds, store, run_id, emit, should_stop)
         folds = [_fold_record(r) for r in results]
         oof = _out_of_fold(manifest["path"].tolist(), data.y, data.labels, *_oof_arrays(data, splits, results),
-                           manifest, _oof_channels(data, splits, results))
-        calibration = calibrate_out_of_fold(folds, oof)  # also adds the calibrated metrics to every fold's
+                           manifest, _oof_channels(data, splits, results), _oof_familiarity(data, splits, results))
+        # also adds the calibrated metrics to every fold's
+        calibration = calibrate_out_of_fold(folds, oof, transfer=transfer.oof if transfer is not None else None)
+        if transfer is not None:
+            calibration["transfer"]["run_id"] = transfer.run_id
         robustness = {}
         if data.X_channels:
             from .robustness import channel_summary
@@ -392,6 +410,7 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
             fit = getattr(folds_runner, "fit_final", None)
             saved = _train_final(data, corpus, summary, fingerprint, versions, save_to,
                                  _run_stamp(store, run_id, chash), oof,
+                                 transfer_oof=transfer.oof if transfer is not None else None,
                                  on_saved=None if store is None else partial(_record_saved, store, run_id, record),
                                  replace_shipped=replace_shipped,
                                  fit=partial(fit, should_stop=should_stop) if fit else fit_final)
@@ -405,6 +424,19 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                      saved_model=str(saved) if saved else None, calibration=summary["calibration"], oof=oof)
 
 
+def _held_out_progress(emit):
+    """The ``progress`` of the leave-one-corpus-out run a calibration out of domain starts with: each fold's end
+    as a ``HELD_OUT`` event (the corpus and its metrics); features pass through; the rest is its own business."""
+    def progress(e):
+        if e["event"] == events.FOLD_DONE:
+            emit({"event": events.HELD_OUT, "fold": e["fold"], "folds": e["folds"], "metrics": e["metrics"],
+                  "corpus": (e.get("test_corpora") or ["?"])[0], "run_id": e.get("run_id")})
+        elif e["event"] in (events.FEATURES, events.FEATURES_PROGRESS, events.LABELS):
+            emit(e)
+
+    return progress
+
+
 def _stored_result(config, store, chash, fingerprint, save_to, emit) -> RunResult | None:
     """The stored run of this configuration on this data, when it can serve the call (with a saved model of its
     own when ``save_to`` asks for one); None: train."""
@@ -415,7 +447,7 @@ def _stored_result(config, store, chash, fingerprint, save_to, emit) -> RunResul
         return RunResult(hit["id"], config, hit["summary"], hit["folds"], hit["labels"], hit["confusion"],
                          hit["train_time_s"], hit["latency_ms"], hit["model_size_bytes"], cached=True,
                          saved_model=own_model, calibration=hit["summary"].get("calibration"),
-                         oof=load_oof(own_model) if own_model else None)
+                         oof=load_oof(own_model) if own_model else store.oof(hit["id"]))
     if hit is not None:
         emit({"event": events.CACHED_WITHOUT_MODEL, "run_id": hit["id"], "message": (
             f"Stored run {hit['id']} has this configuration but no saved model of its own any more (another "
@@ -461,6 +493,7 @@ class FoldData:
     X_aug: dict
     X_channels: dict
     corpora: np.ndarray  # (n,) each clip's corpus (the manifest's corpus column)
+    R: np.ndarray | None = None  # (n, d) reference features of a run on several corpora (ser_core.familiarity)
 
     @property
     def norm_groups(self) -> np.ndarray:
@@ -490,8 +523,24 @@ def fold_data(config: RunConfig, fs, manifest, emit, n_jobs=None, *, runner=None
                         compute_misses=partial(compute, emit=emit, should_stop=should_stop) if compute else None)
         X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
         X_channels = channel_copies(paths, fs, config.channels, speakers, n_jobs)
+        R = reference_features(paths, fs, X, manifest, n_jobs)
     return FoldData(config, fs, X, y, speakers, sorted(np.unique(y)), X_aug, X_channels,
-                    manifest["corpus"].astype(str).to_numpy())
+                    manifest["corpus"].astype(str).to_numpy(), R)
+
+
+def reference_features(paths, fs, X, manifest, n_jobs=None):
+    """The features every clip's familiarity score reads (``ser_core.familiarity.REFERENCE_SET``; ``X`` itself
+    when the run reads that set) for a run on several corpora, the only runs whose calibration learns how
+    confidence should fall on unfamiliar clips; None for a run on one corpus."""
+    from .familiarity import REFERENCE_SET
+
+    if manifest["corpus"].nunique() < 2:
+        return None
+    if fs.name == REFERENCE_SET:
+        return X
+    from .features import compute_files
+
+    return compute_files(paths, REFERENCE_SET, n_jobs=n_jobs, progress=False)
 
 
 def run_fold(data: FoldData, fold: int, train, test) -> dict:
@@ -499,7 +548,8 @@ def run_fold(data: FoldData, fold: int, train, test) -> dict:
     the ``test`` rows and on their channel copies. Returns ``{"fold", "metrics", "n_train", "n_test",
     "test_speakers", "train_time_s", "latency_ms", "proba": (n_test, len(labels)) in label order, "channels":
     {condition: (n_test, len(labels))}, "model_size_bytes", "fold_time_s"}`` (model size: on disk, of fold 0's
-    model, else None; fold time: this whole call, seconds)."""
+    model, else None; fold time: this whole call, seconds), and for a run on several corpora ``"familiarity"``
+    (``(n_test,)``: how strange each test clip is to the fold's training clips, ``ser_core.familiarity``)."""
     t_fold = time.perf_counter()
     y, speakers = data.y, data.speakers
     groups = data.norm_groups
@@ -516,8 +566,14 @@ def run_fold(data: FoldData, fold: int, train, test) -> dict:
 
         with tempfile.TemporaryDirectory() as tmp:
             size = _dir_size(model.save(Path(tmp) / "m"))
+    familiarity = {}
+    if data.R is not None:
+        from .familiarity import fold_familiarity
+
+        familiarity = {"familiarity": fold_familiarity(data.R, train, test)}
     return {"fold": fold, "metrics": compute_metrics(y[test], pred, data.labels), "n_train": len(train),
-            "n_test": len(test), "test_speakers": sorted(set(speakers[test])), "train_time_s": t_train,
+            **familiarity, "n_test": len(test), "test_speakers": sorted(set(speakers[test])),
+            "test_corpora": sorted(set(data.corpora[test])), "train_time_s": t_train,
             "latency_ms": latency, "proba": in_label_order(proba, model.classes_, data.labels),
             "channels": {c: in_label_order(model.predict_proba(Xc[test]), model.classes_, data.labels)
                          for c, Xc in data.X_channels.items()},
@@ -541,8 +597,8 @@ def local_folds(data: FoldData, splits, *, on_start=None, should_stop=None):
 
 
 FOLD_FIELDS = ("fold", "metrics", "n_train", "n_test", "test_speakers", "train_time_s", "latency_ms")
-FOLD_EXTRAS = ("fold_time_s", "node", "host", "started_at")  # not stored: the fold's wall time; where and when
-#                                                               (time.time() there) a cluster ran it
+FOLD_EXTRAS = ("fold_time_s", "test_corpora", "node", "host", "started_at")  # not stored: the fold's wall time,
+#                  its test clips' corpora; where and when (time.time() there) a cluster ran it
 
 
 def _fold_record(result: dict) -> dict:
@@ -576,6 +632,16 @@ def _oof_arrays(data, splits, results):
     for (_, test), r in zip(splits, results):
         proba[test], fold[test] = r["proba"], r["fold"]
     return proba, fold
+
+
+def _oof_familiarity(data, splits, results) -> dict:
+    """``{"familiarity": (n,)}`` from the folds' results of a run on several corpora, else ``{}``."""
+    if data.R is None:
+        return {}
+    out = np.zeros(len(data.y))
+    for (_, test), r in zip(splits, results):
+        out[test] = r["familiarity"]
+    return {"familiarity": out}
 
 
 def _oof_channels(data, splits, results) -> dict:
@@ -770,50 +836,74 @@ def in_label_order(proba, classes, labels) -> np.ndarray:
 CLIP_GROUPS = ("speaker", "gender", "intensity", "corpus")  # manifest columns kept with the out-of-fold predictions
 
 
-def _out_of_fold(paths, y, labels, proba, fold, manifest, channels=None) -> dict:
+def _out_of_fold(paths, y, labels, proba, fold, manifest, channels=None, per_clip=None) -> dict:
     """The run's out-of-fold predictions, one row per clip that was in a test fold (every clip of a K-fold or
     LOSO run, in manifest order): ``{"proba": (n, k) float, "classes": (k,) str, "fold": (n,) int, "y": (n,)
     str true labels, "paths": (n,) str}`` plus each clip's ``CLIP_GROUPS`` (``(n,)`` str, for the speaker
     bootstrap and breakdowns of ``ser_core.stats``) and, per channel of ``channels`` ({condition: (n, k)}),
-    ``"proba@<condition>"`` -- numpy arrays, as ``ser_core.saved.load_oof`` returns them."""
+    ``"proba@<condition>"`` -- numpy arrays, as ``ser_core.saved.load_oof`` returns them; ``per_clip``: more
+    ``{name: (n,) array}`` in manifest order (the clips' ``familiarity``)."""
     tested = fold >= 0
     return {"proba": proba[tested], "classes": np.asarray(labels, dtype=str), "fold": fold[tested],
             "y": np.asarray(y, dtype=str)[tested], "paths": np.asarray(paths, dtype=str)[tested],
             **{g: manifest[g].to_numpy(dtype=str)[tested] for g in CLIP_GROUPS},
-            **{f"{CHANNEL_PROBA}{c}": p[tested] for c, p in (channels or {}).items()}}
+            **{f"{CHANNEL_PROBA}{c}": p[tested] for c, p in (channels or {}).items()},
+            **{k: np.asarray(v)[tested] for k, v in (per_clip or {}).items()}}
 
 
-def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
+def calibrate_out_of_fold(folds, oof, method: str | None = None, transfer: dict | None = None) -> dict:
     """Calibration of the out-of-fold probabilities, cross-fitted: each fold is calibrated on the other folds.
-    Every ``CALIBRATION_METHODS`` is cross-fitted and the one with the lowest pooled ECE is kept (temperature
-    on a tie), or only ``method`` when given (a saved run's own, to derive its per-fold metrics again). Adds the
-    calibrated ``ece``, ``brier``, ``wrong_over_90`` and the raw ``ece_uncalibrated`` to each fold's metrics, and
-    returns the run's summary entries:
+    Every ``SINGLE_PROTOCOL_METHODS`` is cross-fitted and the one with the lowest pooled ECE is kept
+    (temperature on a tie), or only ``method`` when given (a saved run's own, to derive its per-fold metrics
+    again). With ``transfer`` -- the out-of-fold predictions of the same configuration leaving each corpus out
+    (the run's ``ood_calibration``), both with each clip's ``familiarity`` -- the method is ``familiarity``:
+    one temperature that grows with how strange a clip is, fitted on both kinds of predictions at once and
+    cross-fitted so that no clip's label calibrates either of its own predictions (``cross_fitted_by_clip``).
+    Adds the calibrated ``ece``, ``brier``, ``wrong_over_90``, the raw ``ece_uncalibrated`` and the arousal and
+    valence scores to each fold's metrics, and returns the run's summary entries:
 
-    - ``calibration``: ``method``, ``temperature`` (and ``confidence_map`` or ``confidence_logistic``, and
-      ``ceiling`` where one was needed) fitted on every fold: the final model's; ``fold_temperatures``;
-      ``threshold`` (top probability below which an answer is "not sure", see ``uncertainty_threshold``); ``uncertain_fraction`` (of the clips, calibrated); ``ece``,
-      ``brier``, ``wrong_over_90`` of all calibrated out-of-fold predictions pooled, with
-      ``ece_uncalibrated``, ``brier_uncalibrated`` and ``ece_by_method`` (every method's pooled ECE);
-    - ``reliability``, ``reliability_uncalibrated``: ``reliability_curve`` of the pooled predictions."""
+    - ``calibration``: ``method``, ``temperature`` (and ``confidence_map``, ``confidence_logistic`` or
+      ``familiarity_slope``, and ``ceiling`` where one was needed) fitted on every fold: the final model's;
+      ``fold_temperatures``; ``threshold`` (top probability below which an answer is "not sure", see
+      ``uncertainty_threshold``; chosen on the held-out corpora's predictions too with ``transfer``);
+      ``uncertain_fraction`` (of the clips, calibrated); ``ece``, ``brier``, ``wrong_over_90`` of all calibrated
+      out-of-fold predictions pooled, with ``ece_uncalibrated``, ``brier_uncalibrated`` and ``ece_by_method``
+      (every method's pooled ECE);
+    - ``reliability``, ``reliability_uncalibrated``: ``reliability_curve`` of the pooled predictions;
+    - ``per_corpus`` (several corpora): ``per_corpus_metrics``; ``transfer`` (with ``transfer``): the same for
+      each corpus held out, and the pooled ``ece`` and ``uar`` of those predictions."""
     from .calibration import (ConfidenceCalibrator, best_cross_fitted, cross_fitted_calibration,
                               expected_calibration_error, label_indices, probability_metrics, reliability_curve,
                               uncertainty_threshold)
 
     y_idx, raw = label_indices(oof["y"], oof["classes"]), oof["proba"]
-    if method is None:
-        method, calibrated, temperatures, ece_by_method = best_cross_fitted(raw, y_idx, oof["fold"])
-    else:
-        calibrated, temperatures = cross_fitted_calibration(raw, y_idx, oof["fold"], method=method)
+    if transfer is not None or method == "familiarity":
+        if transfer is None:
+            raise ConfigError("A familiarity calibration is fitted on the held-out corpora's predictions too; pass "
+                              "the run's leave-one-corpus-out predictions (transfer).")
+        method = "familiarity"
+        stacked = _stacked(oof, transfer)
+        calibrated_all, params = _cross_fit_stacked(stacked)
+        calibrated, calibrated_t = calibrated_all[:len(raw)], calibrated_all[len(raw):]
+        temperatures = np.asarray([params[f"cv:{f}"][0] for f in np.unique(oof["fold"])])
+        final = ConfidenceCalibrator(method).fit(stacked["proba"], stacked["y_idx"], stacked["familiarity"])
         ece_by_method = {method: expected_calibration_error(y_idx, calibrated)}
+        threshold = uncertainty_threshold(calibrated_all, stacked["y_idx"])  # new corpora's answers count too
+    else:
+        if method is None:
+            method, calibrated, temperatures, ece_by_method = best_cross_fitted(raw, y_idx, oof["fold"])
+        else:
+            calibrated, temperatures = cross_fitted_calibration(raw, y_idx, oof["fold"], method=method)
+            ece_by_method = {method: expected_calibration_error(y_idx, calibrated)}
+        final = ConfidenceCalibrator(method).fit(raw, y_idx)
+        threshold = uncertainty_threshold(calibrated, y_idx)
     for f in folds:
         rows = oof["fold"] == f["fold"]
         f["metrics"].update(probability_metrics(y_idx[rows], calibrated[rows]),
                             ece_uncalibrated=expected_calibration_error(y_idx[rows], raw[rows]),
                             **dimension_metrics(oof["y"][rows], calibrated[rows], oof["classes"]))
-    threshold = uncertainty_threshold(calibrated, y_idx)
     before = probability_metrics(y_idx, raw)
-    out = {"calibration": {**ConfidenceCalibrator(method).fit(raw, y_idx).to_dict(),
+    out = {"calibration": {**final.to_dict(),
                            "fold_temperatures": temperatures.tolist(), "threshold": threshold,
                            "uncertain_fraction": float(np.mean(calibrated.max(1) < threshold)),
                            **probability_metrics(y_idx, calibrated), "ece_uncalibrated": before["ece"],
@@ -823,7 +913,40 @@ def calibrate_out_of_fold(folds, oof, method: str | None = None) -> dict:
            "reliability_uncalibrated": reliability_curve(y_idx, raw)}
     if len(set(oof.get("corpus", ()))) > 1:
         out["per_corpus"] = per_corpus_metrics(oof, calibrated, threshold)
+    if transfer is not None:
+        t_idx = label_indices(transfer["y"], transfer["classes"])
+        out["transfer"] = {"per_corpus": per_corpus_metrics(transfer, calibrated_t, threshold),
+                           **probability_metrics(t_idx, calibrated_t),
+                           "uncertain_fraction": float(np.mean(calibrated_t.max(1) < threshold))}
     return out
+
+
+def _stacked(oof: dict, transfer: dict) -> dict:
+    """A run's out-of-fold predictions and its leave-one-corpus-out ones as one set of rows (``proba``, ``y_idx``,
+    ``familiarity``, ``blocks``: ``cv:<fold>`` / ``out:<corpus>``, ``clips``: the paths), ``transfer``'s columns
+    put in ``oof``'s class order."""
+    from .calibration import label_indices
+
+    for name, o in (("the run", oof), ("its leave-one-corpus-out run", transfer)):
+        if "familiarity" not in o:
+            raise ConfigError(f"The out-of-fold predictions of {name} carry no familiarity scores; train it on "
+                              "several corpora with this version.")
+    classes = [str(c) for c in oof["classes"]]
+    t_proba = in_label_order(transfer["proba"], [str(c) for c in transfer["classes"]], classes)
+    proba = np.concatenate([oof["proba"], t_proba])
+    y = np.concatenate([np.asarray(oof["y"], str), np.asarray(transfer["y"], str)])
+    return {"proba": proba, "y_idx": label_indices(y, classes),
+            "familiarity": np.concatenate([oof["familiarity"], transfer["familiarity"]]).astype(float),
+            "blocks": np.concatenate([[f"cv:{f}" for f in oof["fold"]],
+                                      [f"out:{c}" for c in transfer["corpus"]]]),
+            "clips": np.concatenate([np.asarray(oof["paths"], str), np.asarray(transfer["paths"], str)])}
+
+
+def _cross_fit_stacked(stacked: dict):
+    from .calibration import cross_fitted_by_clip
+
+    return cross_fitted_by_clip(stacked["proba"], stacked["y_idx"], stacked["familiarity"], stacked["blocks"],
+                                stacked["clips"])
 
 
 def per_corpus_metrics(oof, calibrated, threshold: float | None = None) -> dict:
@@ -864,7 +987,7 @@ def fit_final(data: FoldData):
 
 
 def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to, stamp, oof, on_saved=None,
-                 replace_shipped=False, fit=fit_final):
+                 replace_shipped=False, fit=fit_final, transfer_oof=None):
     """Train on every clip (``fit(data)``: :func:`fit_final` here, or a folds runner's ``fit_final`` where the
     folds ran) and save with a model card carrying the CV metrics it was judged by and the run that produced it
     (``stamp``, see ``_run_stamp``), the temperature and "not sure" threshold calibrated on its out-of-fold
@@ -885,6 +1008,7 @@ def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to
                "k": config.folds, "seed": config.seed, "speaker_dependent": get_split(config.split).speaker_dependent,
                "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, **stamp},
         "calibration": summary["calibration"],
+        **({"transfer": summary["transfer"]} if "transfer" in summary else {}),
         **({"robustness": summary["robustness"], "robustness_protocol": CHANNEL_OOF_PROTOCOL}
            if "robustness" in summary else {}),
         "options": {"augment": list(config.augment), "speaker_norm": config.speaker_norm,
@@ -894,8 +1018,14 @@ def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to
         "versions": versions,
     }
     folder = save_to(stamp["run_id"]) if callable(save_to) else save_to
+    familiarity = None
+    if summary["calibration"].get("method") == "familiarity":  # its calibration reads each clip's score
+        from .familiarity import Familiarity
+
+        familiarity = Familiarity().fit(data.R)
     return save_trained(model, folder, card=card, speaker_norm=norm, oof=oof, on_saved=on_saved,
-                        replace=not callable(save_to), replace_shipped=replace_shipped)
+                        replace=not callable(save_to), replace_shipped=replace_shipped, transfer_oof=transfer_oof,
+                        familiarity=familiarity)
 
 
 def training_corpora(corpus) -> dict:

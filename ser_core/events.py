@@ -18,6 +18,8 @@ FOLD_DONE = "fold_done"  # fold, folds, run_id, metrics, n_train, n_test, test_s
 FINAL = "final"  # run_id: training the final model on every clip
 DONE = "done"  # run_id, summary
 LABELS = "labels"  # labels, dropped, message: the emotions a cross-corpus run keeps and drops (ser_core.cross_corpus)
+HELD_OUT = "held_out"  # corpus, fold, folds, metrics, run_id: a run calibrated out of domain first leaves each
+#                        corpus out in turn (RunConfig.ood_calibration); one event per corpus held out
 
 # -- a job (ser_core.jobs), around its models' runs ------------------------------------------------------------
 QUEUED = "queued"  # another job holds the runner

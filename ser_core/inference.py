@@ -30,7 +30,8 @@ from .calibration import apply_calibration
 from .ensemble import ENSEMBLE
 from .errors import ConfigError
 from .features import SpeakerNormalizer, compute, get_feature_set
-from .saved import list_trained, load_speaker_norm, load_trained, models_lock, resolve
+from .familiarity import REFERENCE_SET
+from .saved import list_trained, load_familiarity, load_speaker_norm, load_trained, models_lock, resolve
 from .speech import speech_check, speech_check_file
 from .taxonomy import dimension_reading
 
@@ -43,6 +44,7 @@ class LoadedModel:
     load_time_s: float
     speaker_norm: SpeakerNormalizer | None = None  # the training data's statistics (speaker-adaptive models)
     auxiliary: bool = False  # loaded only as an ensemble's member: computed, not reported by predict()
+    familiarity: object = None  # ser_core.familiarity.Familiarity its calibration reads (several corpora), or None
 
     @property
     def uar(self):
@@ -76,7 +78,9 @@ class Predictor:
             with models_lock(directory.parent, shared=True):  # the model and its statistics from one save
                 model, card = load_trained(directory)
                 norm = load_speaker_norm(directory) if card.get("speaker_norm") else None
-            loaded[name] = LoadedModel(card["name"], model, card, time.perf_counter() - t0, norm, auxiliary)
+                familiarity = load_familiarity(directory)
+            loaded[name] = LoadedModel(card["name"], model, card, time.perf_counter() - t0, norm, auxiliary,
+                                       familiarity)
             queue += [(member, True) for member in getattr(model, "members", [])]
         ensembles = [m for m in loaded.values() if m.model.feature_set is None]
         return cls([m for m in loaded.values() if m.model.feature_set is not None] + ensembles)
@@ -134,9 +138,14 @@ class Predictor:
                 if fs_name not in feats:
                     feats[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
                 X = self.normalise(m, feats[fs_name])
+            familiarity = None
+            if m.familiarity is not None:  # how strange this clip is to the model's training clips
+                if REFERENCE_SET not in feats:
+                    feats[REFERENCE_SET] = compute(y, sr, get_feature_set(REFERENCE_SET))[None]
+                familiarity = m.familiarity.score(feats[REFERENCE_SET])
             t1 = time.perf_counter()
             raw = m.model.predict_proba(X)
-            proba = apply_calibration(raw, m.card.get("calibration"))[0]
+            proba = apply_calibration(raw, m.card.get("calibration"), familiarity)[0]
             t2 = time.perf_counter()
             if timings is not None:
                 timings[m.name] = {"features_ms": 1000 * (t1 - t0), "model_ms": 1000 * (t2 - t1)}
@@ -269,10 +278,11 @@ def analyse_audio(src, predictor, *, max_duration_s: float = MAX_RECORDING_S,
             "segments": segments}
 
 
-def calibrated_proba(model, card: dict, X) -> np.ndarray:
+def calibrated_proba(model, card: dict, X, familiarity=None) -> np.ndarray:
     """``model.predict_proba(X)`` calibrated as its card's ``calibration`` says (temperature, or temperature
-    plus top-label map; unchanged when the card has none: models saved before calibration existed)."""
-    return apply_calibration(model.predict_proba(X), card.get("calibration"))
+    plus top-label map, or a temperature that grows with the clips' ``familiarity`` scores; unchanged when the
+    card has none: models saved before calibration existed)."""
+    return apply_calibration(model.predict_proba(X), card.get("calibration"), familiarity)
 
 
 def is_uncertain(probs: dict, threshold: float | None) -> bool:
@@ -303,14 +313,15 @@ def describe_prediction(probs: dict, threshold: float | None = None) -> dict:
             "text": f"{NOT_SURE}: {listed}" if uncertain else f"{label} {confidence:.0%}"}
 
 
-def evaluate_model(model, card: dict, X, y) -> dict:
+def evaluate_model(model, card: dict, X, y, familiarity=None) -> dict:
     """``compute_metrics`` of a saved model (``load_trained``'s ``(model, card)``) on features ``X`` -- already
     normalised as the model expects -- against true labels ``y``, from its calibrated probabilities: UAR,
     accuracy, ..., ``ece``, ``brier``, ``wrong_over_90``, arousal and valence (``dimension_metrics``), plus
-    ``unknown_labels`` (labels of ``y`` the model does not know; they count as errors)."""
+    ``unknown_labels`` (labels of ``y`` the model does not know; they count as errors). ``familiarity``: the
+    clips' scores (``ser_core.familiarity``), for a model whose calibration reads them."""
     from .evaluation import compute_metrics, dimension_metrics
 
-    proba = calibrated_proba(model, card, X)
+    proba = calibrated_proba(model, card, X, familiarity)
     classes = [str(c) for c in model.classes_]
     y = np.asarray(y).astype(str)
     pred = np.asarray(classes)[proba.argmax(1)]

@@ -295,7 +295,7 @@ def shipped_run(folder) -> dict | None:
 @lru_cache(maxsize=128)
 def _shipped_run(folder: str, digest: str) -> dict | None:
     from .evaluation import calibrate_out_of_fold, compute_metrics
-    from .saved import load_oof, read_card
+    from .saved import TRANSFER_OOF, load_oof, read_card
 
     card, oof = read_card(folder), load_oof(folder)
     cv, data = card.get("cv") or {}, card.get("training_data") or {}
@@ -312,7 +312,9 @@ def _shipped_run(folder: str, digest: str) -> dict | None:
                       "latency_ms": None})
     summary = dict(cv["metrics"])
     if card.get("calibration"):  # per-fold ECE, Brier, ... and the reliability curves, as the run computed them
-        entries = calibrate_out_of_fold(folds, oof, method=card["calibration"].get("method", "temperature"))
+        method = card["calibration"].get("method", "temperature")
+        transfer = with_clip_groups(load_oof(folder, TRANSFER_OOF), "?") if method == "familiarity" else None
+        entries = calibrate_out_of_fold(folds, oof, method=method, transfer=transfer)
         summary |= {**entries, "calibration": card["calibration"]}
     return {
         "id": SHIPPED_PREFIX + Path(folder).name, "source": SHIPPED, "status": "done",

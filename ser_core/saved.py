@@ -34,6 +34,7 @@ CARD_JSON = "card.json"
 LOCK_NAME = ".ser-models.lock"  # see models_lock
 SPEAKER_NORM = "speaker_norm.npz"  # global feature statistics of a speaker-adaptive model's training data
 OOF = "oof.npz"  # the cross-validation's out-of-fold predictions (proba, classes, fold, y, paths), for stacking
+TRANSFER_OOF = "transfer_oof.npz"  # those of its leave-one-corpus-out run (models trained on several corpora)
 CALIBRATION_PRIOR_CLIPS = 10  # a calibrated speaker's spread is shrunk toward the training speakers' (see
 # SpeakerNormalizer: with 5 calibration clips UAR 0.50 instead of 0.15 on held-out RAVDESS actors)
 SHIPPED, YOURS = "shipped", "yours"  # where a saved model comes from (a card's ``source`` in list_trained)
@@ -91,8 +92,8 @@ def model_roots(root=None) -> list[tuple[str, Path]]:
     return [(SHIPPED, shipped_models_dir()), (YOURS, user_models_dir())]
 
 
-def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None,
-                 on_saved=None, replace: bool = True, replace_shipped: bool = False) -> Path:
+def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None, transfer_oof=None,
+                 familiarity=None, on_saved=None, replace: bool = True, replace_shipped: bool = False) -> Path:
     """Save a fitted model into ``directory`` with its model card; returns the folder (absolute).
 
     The model is written into a temporary folder of its own beside ``directory`` (``.<name>.tmp-...``, which
@@ -108,13 +109,26 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     speaker_norm: the ``SpeakerNormalizer`` fitted on the training data of a model trained on per-speaker
     z-scored features; its global statistics are saved (``speaker_norm.npz``) as the un-calibrated fallback.
     oof: the out-of-fold predictions of the cross-validation that judged it, saved as ``oof.npz`` (arrays
-    ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``)."""
+    ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``); transfer_oof: those of its
+    leave-one-corpus-out run, ``transfer_oof.npz`` (``load_oof(directory, TRANSFER_OOF)``); familiarity: the
+    ``ser_core.familiarity.Familiarity`` of its training clips, ``familiarity.npz``, which its calibration
+    reads (``load_familiarity``)."""
     directory = Path(os.path.abspath(directory))
     check_writable(directory.parent, replace_shipped=replace_shipped)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_dir(directory, "tmp")
     try:
         _write_model(model, tmp, directory.name, card, speaker_norm, oof)
+        if transfer_oof is not None:
+            import numpy as np
+
+            np.savez(tmp / TRANSFER_OOF, **{k: np.asarray(v) for k, v in transfer_oof.items()})
+        if familiarity is not None:
+            from .familiarity import FAMILIARITY_FILE
+
+            familiarity.save(tmp / FAMILIARITY_FILE)
+        if transfer_oof is not None or familiarity is not None:
+            _resize_card(tmp)
         with models_lock(directory.parent):
             _remove_stale_temps(directory)
             if not replace:
@@ -404,12 +418,30 @@ def load_speaker_norm(directory, unseen: str = "global"):
                                             prior_clips=CALIBRATION_PRIOR_CLIPS)
 
 
-def load_oof(directory) -> dict | None:
+def load_familiarity(directory):
+    """The ``ser_core.familiarity.Familiarity`` saved with a model, or None (a model whose calibration reads no
+    familiarity score)."""
+    from .familiarity import FAMILIARITY_FILE, Familiarity
+
+    path = Path(directory) / FAMILIARITY_FILE
+    return Familiarity.load(path) if path.is_file() else None
+
+
+def _resize_card(folder: Path) -> None:
+    """The card's ``size_bytes`` again, after more files were written beside the model."""
+    card = json.loads((folder / CARD_JSON).read_text())
+    card["size_bytes"] = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    (folder / CARD_JSON).write_text(json.dumps(card, indent=2, default=str))
+    (folder / "README.md").write_text(render_card(card))
+
+
+def load_oof(directory, name: str = OOF) -> dict | None:
     """A saved model's out-of-fold predictions ``{"proba": (n, k) float, "classes": (k,) str, "fold": (n,) int,
-    "y": (n,) str, "paths": (n,) str}`` (numpy arrays), or None when the folder has none (older models)."""
+    "y": (n,) str, "paths": (n,) str}`` (numpy arrays; ``name``: ``OOF``, or ``TRANSFER_OOF`` for its
+    leave-one-corpus-out run), or None when the folder has none (older models)."""
     import numpy as np
 
-    path = Path(directory) / OOF
+    path = Path(directory) / name
     if not path.is_file():
         return None
     with np.load(path) as z:

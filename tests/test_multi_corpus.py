@@ -223,3 +223,71 @@ def test_corpus_normalisation_and_balance_reach_the_model(tiny, monkeypatch):
     with pytest.raises(ConfigError, match="takes no sample weights"):
         evaluation.fit_model(create_model("lda", feature_set="prosody"), data.X, data.y, data.corpora,
                              balance="corpus")
+
+
+def test_familiarity_scores_strange_clips_higher_and_survives_a_save(tmp_path):
+    from ser_core.familiarity import Familiarity
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(400, 30))
+    fam = Familiarity(10).fit(train)
+    same, strange = fam.score(rng.normal(size=(200, 30))), fam.score(rng.normal(1.5, 1.0, size=(200, 30)))
+    assert np.median(strange) > np.median(same) + 0.5
+    again = Familiarity.load(fam.save(tmp_path / "f.npz"))
+    assert np.allclose(again.score(train[:5]), fam.score(train[:5]))
+
+
+def test_the_familiarity_temperature_grows_on_strange_clips_and_no_clip_calibrates_itself(monkeypatch):
+    from ser_core import calibration
+    from ser_core.calibration import cross_fitted_by_clip
+
+    rng = np.random.default_rng(1)
+    n = 600
+    u = np.r_[rng.normal(0, 0.2, n // 2), rng.normal(1.5, 0.2, n // 2)]  # familiar, then strange clips
+    y = rng.integers(0, 4, n)
+    right = rng.random(n) < np.where(u < 0.75, 0.8, 0.3)  # the strange clips are mostly wrong
+    guess = np.where(right, y, (y + 1) % 4)
+    proba = np.full((n, 4), 0.05)
+    proba[np.arange(n), guess] = 0.85
+    cal = ConfidenceCalibrator("familiarity").fit(proba, y, u)
+    assert cal.slope_ > 0.3
+    p = cal.transform(proba, u)
+    assert p[u > 0.75].max(1).mean() < p[u < 0.75].max(1).mean() - 0.2  # less sure where it is less often right
+    assert ConfidenceCalibrator.from_dict(cal.to_dict()).transform(proba[:3], u[:3]) == pytest.approx(p[:3])
+    # stacked protocols: each clip appears twice; a block is never calibrated with its own clips' labels
+    fitted = []
+    real_fit = calibration.ConfidenceCalibrator.fit
+
+    def spy(self, proba_, y_, familiarity=None):
+        fitted.append(len(y_))
+        return real_fit(self, proba_, y_, familiarity)
+
+    monkeypatch.setattr(calibration.ConfidenceCalibrator, "fit", spy)
+    clips = np.r_[np.arange(n // 2), np.arange(n // 2)]  # the second half: the same clips again
+    blocks = np.r_[np.repeat(["cv:0", "cv:1"], n // 4), np.repeat(["out:a", "out:b"], n // 4)]
+    cross_fitted_by_clip(proba, y, u, blocks, clips)
+    assert fitted == [n // 2] * 4  # each block: the rows of the other half of the clips, in both protocols
+
+
+def test_a_run_calibrated_out_of_domain_saves_what_prediction_needs(tiny, tmp_path):
+    from ser_core.inference import Predictor
+    from ser_core.saved import TRANSFER_OOF, load_oof
+
+    corpus = load_corpora([tiny["ravdess"], tiny["tess"], tiny["emodb"]])
+    store = ResultsStore(tmp_path / "r.sqlite")
+    res = cross_validate(RunConfig("lda", feature_set="prosody", ood_calibration=True), corpus, store=store,
+                         save_to=tmp_path / "models" / "lda")
+    cal, transfer = res.summary["calibration"], res.summary["transfer"]
+    assert cal["method"] == "familiarity" and cal["familiarity_slope"] >= 0
+    assert set(transfer["per_corpus"]) == {"ravdess", "tess", "emodb"} and 0 <= transfer["ece"] <= 1
+    loco = store.get_run(transfer["run_id"])  # the leave-one-corpus-out run is stored as a run of its own
+    assert loco["split"] == "corpus" and "familiarity" in store.oof(loco["id"])
+    folder = tmp_path / "models" / "lda"
+    assert (folder / "familiarity.npz").is_file() and load_oof(folder, TRANSFER_OOF) is not None
+    assert "familiarity" in res.oof and len(res.oof["familiarity"]) == len(corpus.manifest)
+    predictor = Predictor.from_dir(["lda"], tmp_path / "models")
+    assert predictor.models[0].familiarity is not None
+    probs = predictor.predict_file(str(corpus.manifest["path"].iloc[0]))["lda"]
+    assert sum(probs.values()) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="needs at least two corpora"):
+        check_run(RunConfig("lda", feature_set="prosody", ood_calibration=True), load_corpora(tiny["ravdess"]))
