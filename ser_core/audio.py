@@ -155,16 +155,30 @@ def trim_silence(y: np.ndarray, top_db: float = 20) -> tuple[np.ndarray, tuple[i
     y = np.asarray(y)
     if y.size == 0:
         return y, (0, 0)
-    padded = np.pad(y, _TRIM_FRAME // 2)
-    csum = np.concatenate([[0.0], np.cumsum(np.square(padded, dtype=np.float64))])
-    starts = np.arange(1 + y.size // _TRIM_HOP) * _TRIM_HOP  # centred frames, as librosa
-    power = (csum[starts + _TRIM_FRAME] - csum[starts]) / _TRIM_FRAME
+    power = _frame_power(y)
     if power.max() <= 0:
         return y[:0], (0, 0)
     loud = np.flatnonzero(10 * np.log10(np.maximum(power, 1e-20) / power.max()) > -top_db)
     start = int(loud[0] * _TRIM_HOP)
     end = int(min(y.size, (loud[-1] + 1) * _TRIM_HOP))
     return y[start:end], (start, end)
+
+
+def _frame_power(y: np.ndarray) -> np.ndarray:
+    """The mean power of ``trim_silence``'s centred frames, from one running sum of squares computed a block at a
+    time (``_BLOCK_SAMPLES``): the same float64 sums as one cumulative sum over the whole signal, in memory that
+    does not grow with it."""
+    padded = np.pad(y, _TRIM_FRAME // 2)
+    starts = np.arange(1 + y.size // _TRIM_HOP) * _TRIM_HOP  # centred frames, as librosa
+    power, carry, step = np.empty(len(starts)), 0.0, _BLOCK_SAMPLES // _TRIM_HOP
+    for a in range(0, len(starts), step):
+        b = min(a + step, len(starts))
+        lo = starts[a]
+        squares = np.square(padded[lo:starts[b - 1] + _TRIM_FRAME], dtype=np.float64)
+        csum = np.cumsum(np.concatenate([[carry], squares]))
+        power[a:b] = (csum[starts[a:b] + _TRIM_FRAME - lo] - csum[starts[a:b] - lo]) / _TRIM_FRAME
+        carry = csum[min(b * _TRIM_HOP - lo, len(csum) - 1)]  # the sum up to the next block's first frame
+    return power
 
 
 def normalize_signal(y: np.ndarray, mode: str | None = "peak", *, target_dbfs: float = LOUDNESS_TARGET_DBFS):
