@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import one_sentence, wav_bytes
 from ser_core.audio import MAX_DECODED_SAMPLES, decode, load_audio
 from ser_core.errors import (AudioLimitError, EmptyAudioError, InvalidSamplesError, LowSampleRateError,
                              UnreadableAudioError)
@@ -52,11 +53,6 @@ def write(path: Path, y, sr: int = SR, subtype: str = "FLOAT") -> Path:
     return path
 
 
-def one_sentence(msg: str):
-    assert msg and (msg[0].isupper() or msg[0] == "'") and msg.endswith(".") and "\n" not in msg, msg
-    assert "Traceback" not in msg and msg.count(". ") == 0, msg  # one sentence (no second one after a full stop)
-
-
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("hostile")
@@ -85,7 +81,14 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
         "zero-length file": d / "empty.wav",
         "header only": write(d / "header_only.wav", np.zeros(0)),
         "FLAC named .mp3": d / "speech.mp3",
+        "WAV header of 0 channels": d / "zero_channels.wav",
+        "WAV header of 65,535 channels": d / "many_channels.wav",
+        "WAV header of 0 bits per sample": d / "zero_bits.wav",
     }
+    for name, header in (("WAV header of 0 channels", {"channels": 0}),
+                         ("WAV header of 65,535 channels", {"channels": 65535}),
+                         ("WAV header of 0 bits per sample", {"bits": 0})):
+        files[name].write_bytes(wav_bytes(**header))  # the issue's files: tracebacks from PyAV before
     files["truncated FLAC"].write_bytes(angry[:len(angry) // 2])
     files["corrupt frames"].write_bytes(bytes(corrupt))
     files["random bytes named .mp3"].write_bytes(rng.integers(0, 256, 50_000, dtype=np.uint8).tobytes())
@@ -114,7 +117,11 @@ EXPECTED = {
     "zero-length file": (EmptyAudioError, "empty", None),
     "header only": (EmptyAudioError, "zero samples", None),
     "FLAC named .mp3": (None, "", True),  # the content decides, not the name
+    "WAV header of 0 channels": (UnreadableAudioError, "no valid number of channels", None),
+    "WAV header of 65,535 channels": (UnreadableAudioError, "no valid number of channels", None),
+    "WAV header of 0 bits per sample": (UnreadableAudioError, "corrupt header", None),
 }
+BROKEN_HEADERS = [name for name in EXPECTED if name.startswith("WAV header of")]
 
 
 @pytest.mark.slow
@@ -245,6 +252,17 @@ def test_cli_batch_reports_bad_files_and_returns_the_good_ones(hostile):
     assert text.returncode == 1
     lines = text.stdout.splitlines()
     assert lines[0].startswith(f"{ANGRY}\tsvm") and lines[1].startswith(f"{hostile['text named .m4a']}\terror: ")
+
+
+@pytest.mark.slow
+def test_cli_reports_the_issues_broken_headers_in_one_sentence_each(hostile):
+    proc = run_predict(*[hostile[name] for name in BROKEN_HEADERS], extra=["--json"])
+    assert proc.returncode == 1, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["file"] for r in rows] == [str(hostile[name]) for name in BROKEN_HEADERS]
+    for r in rows:
+        assert r["label"] is None
+        one_sentence(r["error"])
 
 
 @pytest.mark.slow
