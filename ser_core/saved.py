@@ -92,7 +92,7 @@ def model_roots(root=None) -> list[tuple[str, Path]]:
 
 
 def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None,
-                 on_saved=None, replace: bool = True, replace_shipped: bool = False) -> Path:
+                 on_saved=None, replace: bool = True, replace_shipped: bool = False, should_stop=None) -> Path:
     """Save a fitted model into ``directory`` with its model card; returns the folder (absolute).
 
     The model is written into a temporary folder of its own beside ``directory`` (``.<name>.tmp-...``, which
@@ -108,13 +108,17 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     speaker_norm: the ``SpeakerNormalizer`` fitted on the training data of a model trained on per-speaker
     z-scored features; its global statistics are saved (``speaker_norm.npz``) as the un-calibrated fallback.
     oof: the out-of-fold predictions of the cross-validation that judged it, saved as ``oof.npz`` (arrays
-    ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``)."""
+    ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``). should_stop: callable() -> bool, asked
+    once the model is written, before it is swapped in: True (a cancel) raises ``KeyboardInterrupt`` and leaves
+    nothing behind."""
     directory = Path(os.path.abspath(directory))
     check_writable(directory.parent, replace_shipped=replace_shipped)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_dir(directory, "tmp")
     try:
         _write_model(model, tmp, directory.name, card, speaker_norm, oof)
+        if should_stop is not None and should_stop():  # the last moment a save can be undone
+            raise KeyboardInterrupt("cancelled")
         with models_lock(directory.parent):
             _remove_stale_temps(directory)
             if not replace:
