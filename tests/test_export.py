@@ -63,8 +63,9 @@ def test_every_csv_the_app_and_cli_write_goes_through_to_csv():
         if f.name == "export.py":
             continue
         for node in ast.walk(ast.parse(f.read_text())):
-            writes = isinstance(node, ast.Attribute) and (node.attr == "to_csv" or node.attr in ("writer", "DictWriter")
-                                                           and isinstance(node.value, ast.Name) and node.value.id == "csv")
-            if writes:
+            if not isinstance(node, ast.Attribute):
+                continue
+            csv_writer = node.attr in ("writer", "DictWriter") and getattr(node.value, "id", None) == "csv"
+            if node.attr == "to_csv" or csv_writer:
                 offenders.append(f"{f.relative_to(REPO)}:{node.lineno}")
     assert not offenders, offenders
