@@ -126,7 +126,7 @@ def data_root() -> Path | None:
         return SAMPLES_DIR
     if kind == SOURCES[1]:
         p = st.session_state["data_path"]
-        return Path(p).expanduser() if p else None
+        return Path(p) if p else None  # as typed: ser_core.roots expands it (a refusal quotes ~, not the home)
     target = DATA_DIR / "ravdess"
     return target if target.is_dir() else None
 
@@ -143,7 +143,7 @@ def corpus_at(path) -> tuple:
     """``(name, manifest, skipped)`` of the corpus folder or CSV at ``path``, read once per change (cached). Only
     data inside the configured roots (``ser_core.roots``) is read; raises the ``SERError`` to show otherwise."""
     roots = configured_roots()
-    path = resolve_in_roots(Path(path).expanduser(), roots)
+    path = resolve_in_roots(path, roots)
     return _load_manifest(str(path), path.stat().st_mtime if path.exists() else 0.0, tuple(map(str, roots)))
 
 

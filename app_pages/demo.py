@@ -17,6 +17,7 @@ from app_shared import (EMOTION_COLORS, analysis_slot, emotion_order, live_slot,
 from ser_core.audio import envelope
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
+from ser_core.export import to_csv
 from ser_core.inference import MAX_RECORDING_S, TIMELINE_AFTER_S, analyse_audio, describe_prediction
 from ser_core.live import LiveStream
 from ser_core.saved import SHIPPED, YOURS, delete_user_model, shipped_models_dir, user_models_dir
@@ -275,7 +276,7 @@ def segments_chart(res: dict):
                "its threshold.")
     st.dataframe(table.round(2), hide_index=True)
     if not public_mode():
-        st.download_button("Download the segments (CSV)", table.to_csv(index=False), "segments.csv", "text/csv",
+        st.download_button("Download the segments (CSV)", to_csv(table), "segments.csv", "text/csv",
                            icon=":material/download:")
 
 

@@ -13,6 +13,7 @@ from ser_core.channels import CHANNELS
 from ser_core.corpora import CORPUS_JOIN
 from ser_core.cross_corpus import LabelAlignment
 from ser_core.errors import SERError
+from ser_core.export import to_csv
 from ser_core.leaderboard import (METRIC_NAMES, SHIPPED, Leaderboard, best_of_sweeps, latex_table, markdown_table,
                                   sweep_trials)
 from ser_core.results import METRICS, REFERENCE_RESULTS, ResultsStore
@@ -127,7 +128,7 @@ st.caption(f"{CI_LABEL}: {CONFIDENCE * 100:.0f} % of intervals drawn this way ho
            "whole test speakers resampled); “≈ best”: a paired permutation test over speakers finds no "
            f"significant UAR gap (p ≥ {ALPHA:.2f}) to the best run on the same clips and folds.")
 if not public_mode():  # a public demo offers no downloads; the text below can still be copied
-    st.download_button("Download the table as CSV", table.to_csv(index=False).encode(), "ser_leaderboard.csv",
+    st.download_button("Download the table as CSV", to_csv(table).encode(), "ser_leaderboard.csv",
                        "text/csv", key="lb_csv", disabled=table.empty)
 with st.expander("Copy the table for a paper (Markdown, LaTeX: mean ± std [95 % CI])"):
     paper = view.sort_values("uar_mean", ascending=False)
@@ -136,7 +137,7 @@ with st.expander("Copy the table for a paper (Markdown, LaTeX: mean ± std [95 %
     for tab, (render, language) in zip(tabs, formats.values()):
         tab.code(render(paper) if not paper.empty else "", language=language)
     if public_mode():
-        tabs[-1].code(table.to_csv(index=False), language="text")
+        tabs[-1].code(to_csv(table), language="text")
 
 sweeps = board.sweeps()
 if not sweeps.empty:

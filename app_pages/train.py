@@ -7,7 +7,6 @@ session does not stop it, and the page finds it again in the jobs folder.
 import json
 import os
 import time
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -18,12 +17,12 @@ from ser_core.augment import AUGMENTATIONS
 from ser_core.cluster import summary_line
 from ser_core.corpora import Corpus, combine_corpora
 from ser_core.cross_corpus import align_labels
-from ser_core.errors import OutsideRootsError, SERError
+from ser_core.errors import OutsideRootsError, SERError, UserPathError
 from ser_core.evaluation import default_folds
 from ser_core.features import FEATURE_SETS
 from ser_core.jobs import ACTIVE, Job, progress
 from ser_core.models import MODEL_SPECS, list_models
-from ser_core.roots import configured_roots, weights_source
+from ser_core.roots import configured_roots, user_path, weights_source
 from ser_core.splits import CROSS_CORPUS, SPLIT_CHOICES, SPLITS
 from ser_core.sweep import DISTRIBUTIONS, MAX_TRIALS, SUGGESTED_SPACES, format_params, trials_table
 from ser_core.taxonomy import DEFAULT_MULTI, TAXONOMIES
@@ -137,7 +136,7 @@ if cross:
     if test_path.strip():
         try:
             test_name, test_manifest, _ = corpus_at(test_path.strip())
-            test = Corpus(test_name, Path(test_path.strip()).expanduser(), test_manifest)
+            test = Corpus(test_name, user_path(test_path.strip()), test_manifest)
         except SERError as exc:
             test_problem = str(exc)
 c1, c2, c3, c4 = st.columns(4)
@@ -184,7 +183,7 @@ for m in models:
                 if k == MODEL_SPECS[m].weights_param and isinstance(v, str):  # a download id or a local path
                     try:
                         v = weights_source(v, roots)
-                    except OutsideRootsError as exc:
+                    except (OutsideRootsError, UserPathError) as exc:
                         st.error(plain(exc))
                         refused.append(f"{m}.{k}")
                         continue

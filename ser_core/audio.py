@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import (AudioLimitError, AudioTooLongError, ConfigError, AudioTooShortError, EmptyAudioError,
                      InvalidSamplesError, LowSampleRateError, SilentAudioError, UnreadableAudioError)
+from .roots import printable, user_path
 
 SILENCE_DBFS = -60.0  # a clip whose peak stays below this is "all silent" (a muted mic, digital silence)
 LOUDNESS_TARGET_DBFS = -23.0  # RMS level for normalize="loudness" (the EBU R128 programme level)
@@ -155,16 +156,30 @@ def trim_silence(y: np.ndarray, top_db: float = 20) -> tuple[np.ndarray, tuple[i
     y = np.asarray(y)
     if y.size == 0:
         return y, (0, 0)
-    padded = np.pad(y, _TRIM_FRAME // 2)
-    csum = np.concatenate([[0.0], np.cumsum(np.square(padded, dtype=np.float64))])
-    starts = np.arange(1 + y.size // _TRIM_HOP) * _TRIM_HOP  # centred frames, as librosa
-    power = (csum[starts + _TRIM_FRAME] - csum[starts]) / _TRIM_FRAME
+    power = _frame_power(y)
     if power.max() <= 0:
         return y[:0], (0, 0)
     loud = np.flatnonzero(10 * np.log10(np.maximum(power, 1e-20) / power.max()) > -top_db)
     start = int(loud[0] * _TRIM_HOP)
     end = int(min(y.size, (loud[-1] + 1) * _TRIM_HOP))
     return y[start:end], (start, end)
+
+
+def _frame_power(y: np.ndarray) -> np.ndarray:
+    """The mean power of ``trim_silence``'s centred frames, from one running sum of squares computed a block at a
+    time (``_BLOCK_SAMPLES``): the same float64 sums as one cumulative sum over the whole signal, in memory that
+    does not grow with it."""
+    padded = np.pad(y, _TRIM_FRAME // 2)
+    starts = np.arange(1 + y.size // _TRIM_HOP) * _TRIM_HOP  # centred frames, as librosa
+    power, carry, step = np.empty(len(starts)), 0.0, _BLOCK_SAMPLES // _TRIM_HOP
+    for a in range(0, len(starts), step):
+        b = min(a + step, len(starts))
+        lo = starts[a]
+        squares = np.square(padded[lo:starts[b - 1] + _TRIM_FRAME], dtype=np.float64)
+        csum = np.cumsum(np.concatenate([[carry], squares]))
+        power[a:b] = (csum[starts[a:b] + _TRIM_FRAME - lo] - csum[starts[a:b] - lo]) / _TRIM_FRAME
+        carry = csum[min(b * _TRIM_HOP - lo, len(csum) - 1)]  # the sum up to the next block's first frame
+    return power
 
 
 def normalize_signal(y: np.ndarray, mode: str | None = "peak", *, target_dbfs: float = LOUDNESS_TARGET_DBFS):
@@ -203,12 +218,12 @@ class _NotForSoundfile(Exception):
 def _open_source(src) -> tuple[str, object]:
     """-> (name for messages, path string or BytesIO). Rejects missing and empty inputs."""
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
+        path = user_path(src)  # a NUL, a name too long, ~ of no such user: one sentence, not an OSError
         if not path.is_file():
-            raise UnreadableAudioError(f"Audio file '{path}' does not exist.")
+            raise UnreadableAudioError(f"Audio file '{printable(path)}' does not exist.")
         if path.stat().st_size == 0:
-            raise EmptyAudioError(f"Audio file '{path.name}' is empty (0 bytes).")
-        return path.name, str(path)
+            raise EmptyAudioError(f"Audio file '{printable(path.name)}' is empty (0 bytes).")
+        return printable(path.name), str(path)
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     elif hasattr(src, "read"):
@@ -273,6 +288,8 @@ def _read(stream: _Stream, max_duration_s: float | None, sr: int | None, max_sam
 def _check_header(s: _Stream, max_duration_s: float | None, max_samples: int):
     if s.sr <= 0:
         raise UnreadableAudioError(f"'{s.name}' states no valid sample rate; the file is corrupt.")
+    if s.channels < 1:
+        raise UnreadableAudioError(f"'{s.name}' states no valid number of channels; the file is corrupt.")
     check_sample_rate(s.sr, f"'{s.name}'")
     if s.frames:
         _check_too_long(s.frames / s.sr, max_duration_s, f"'{s.name}'")
@@ -316,7 +333,7 @@ def _soundfile_stream(data, name: str) -> _Stream:
 
     try:
         f = sf.SoundFile(_rewind(data))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 -- whatever libsndfile makes of hostile bytes: let FFmpeg try
         raise _NotForSoundfile(str(exc)) from None
     if f.frames >= _SF_UNKNOWN_LENGTH:
         f.close()
@@ -326,7 +343,7 @@ def _soundfile_stream(data, name: str) -> _Stream:
         try:
             while len(block := f.read(_block_frames(f.channels), dtype="float32", always_2d=True)):
                 yield block
-        except (sf.LibsndfileError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 -- a read error midway: FFmpeg skips a corrupt frame and goes on
             raise _NotForSoundfile(str(exc)) from None
 
     return _Stream(name, int(f.samplerate), int(f.channels), int(f.frames) or None, blocks(), f.close)
@@ -337,31 +354,40 @@ def _av_stream(data, name: str) -> _Stream:
     converted by the caller, as for libsndfile)."""
     import av
 
+    corrupt = f"'{name}' is not a readable audio file (unknown format or corrupt header)."
     try:
         container = av.open(_rewind(data), mode="r")
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise UnreadableAudioError(f"'{name}' is not a readable audio file (unknown format or corrupt "
-                                   "header).") from exc
-    if not container.streams.audio:
+    except Exception as exc:  # noqa: BLE001 -- FFmpeg's and PyAV's errors on hostile bytes are not documented
+        raise UnreadableAudioError(corrupt) from exc
+    try:  # PyAV describes a stream from its header: a 0-bit or 0-channel one raises AttributeError or ValueError
+        if not container.streams.audio:
+            raise UnreadableAudioError(f"'{name}' holds no audio stream.")
+        stream = container.streams.audio[0]
+        sr = int(stream.rate or stream.codec_context.sample_rate or 0)
+        channels = int(stream.channels or 0)
+        layout = stream.layout.name if stream.layout else None
+        frames = round(container.duration / 1e6 * sr) if container.duration else None  # header, microseconds
+    except UnreadableAudioError:
         container.close()
-        raise UnreadableAudioError(f"'{name}' holds no audio stream.")
-    stream = container.streams.audio[0]
-    sr = int(stream.rate or stream.codec_context.sample_rate or 0)
-    frames = round(container.duration / 1e6 * sr) if container.duration else None  # header, microseconds
+        raise
+    except Exception as exc:  # noqa: BLE001
+        container.close()
+        raise UnreadableAudioError(corrupt) from exc
 
     def blocks():
-        # Packed float: PyAV's planar to_ndarray() reads past its 8 data pointers (a 7.1 file crashes the process).
-        resampler = av.AudioResampler(format="flt", layout=stream.layout.name if stream.layout else None, rate=sr)
         try:
+            # Packed float: PyAV's planar to_ndarray() reads past its 8 data pointers (a 7.1 file crashes the
+            # process).
+            resampler = av.AudioResampler(format="flt", layout=layout, rate=sr)
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     yield out.to_ndarray().reshape(-1, len(out.layout.channels))  # (1, n * ch) -> (n, ch)
             for out in resampler.resample(None):
                 yield out.to_ndarray().reshape(-1, len(out.layout.channels))
-        except (av.FFmpegError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 -- as above, for the frames
             raise UnreadableAudioError(f"'{name}' is corrupt and could not be decoded.") from exc
 
-    return _Stream(name, sr, int(stream.channels or 0), frames, blocks(), container.close)
+    return _Stream(name, sr, channels, frames, blocks(), container.close)
 
 
 __all__ = ["load_audio", "decode", "prepare", "to_mono", "resample", "check_sample_rate", "trim_silence", "envelope",

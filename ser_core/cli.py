@@ -378,6 +378,7 @@ def cmd_ensemble(a):
 
 def cmd_predict(a):
     from .inference import Predictor, describe_prediction, ensemble
+    from .roots import printable
     from .speech import NOT_SPEECH, speech_check_file
     from .taxonomy import dimension_reading
 
@@ -417,15 +418,16 @@ def cmd_predict(a):
         _print_json(out)
     else:
         for r in out:
+            file = printable(r["file"])  # a name that is not UTF-8 as \xff escapes: any terminal can print it
             if r.get("error"):
-                print(f"{r['file']}\terror: {r['error']}")
+                print(f"{file}\terror: {r['error']}")
             elif r.get("no_speech"):
                 where = f"\t{r['start']:.2f}-{r['end']:.2f} s" if "start" in r else ""
-                print(f"{r['file']}{where}\t{NOT_SPEECH} {r['reason']}")
+                print(f"{file}{where}\t{NOT_SPEECH} {r['reason']}")
             else:
                 said = describe_prediction(r["probabilities"], thresholds.get(r["model"]))
                 where = f"\t{r['start']:.2f}-{r['end']:.2f} s" if "start" in r else ""
-                print(f"{r['file']}{where}\t{r['model']:<20} {said['text']}{_dimension_text(r)}")
+                print(f"{file}{where}\t{r['model']:<20} {said['text']}{_dimension_text(r)}")
     if failed:
         _err(f"{failed} of {len(a.files)} files could not be analysed (exit status 1)")
     return 1 if failed else 0

@@ -6,7 +6,8 @@ Two environment variables choose it, for the app and the command line alike:
   ``ray`` (each (model, fold) a Ray task, on the cluster below);
 - ``SER_RAY_ADDRESS``: ``auto`` (the cluster this machine's ``ray start`` joined), ``ray://host:10001`` (Ray
   Client), ``host:6379`` (a head's GCS address), or unset: a local Ray started on demand with this machine's
-  CPUs (``SER_RAY_CPUS`` caps them).
+  CPUs (``SER_RAY_CPUS`` caps them), which listens on the loopback address only (127.0.0.1): nothing on
+  another machine can reach it. Whoever reaches a Ray port without its token runs code there.
 
 Every node must have the same Python packages as this machine (``requirements.txt``); ``ser_core`` itself is
 shipped to the nodes with the job (Ray's ``py_modules``). The feature cache (``SER_CACHE_DIR``) must be a
@@ -21,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from . import events
@@ -36,6 +38,7 @@ GPU_FRAMEWORKS = ("torch", "tensorflow")  # families whose fold tasks ask for a 
 MAX_RETRIES = 3  # a fold task whose worker process or node dies is run again (elsewhere), this many times
 POLL_S = 0.5  # how often a driver waiting for its tasks looks at should_stop
 FEATURE_CHUNK = 32  # clips per feature task: a few seconds of work each, next to ~1 ms of scheduling
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # off: Ray gives its node the loopback address (see _loopback)
 
 
 def executor_name(name: str | None = None) -> str:
@@ -64,7 +67,8 @@ def _import_ray():
 def connect(address: str | None = None, *, num_cpus: int | None = None):
     """Connect this process to the Ray cluster at ``address`` (see :func:`ray_address`), once; returns the
     ``ray`` module. A local Ray (no address) gets ``num_cpus`` or ``$SER_RAY_CPUS`` or every core. An
-    unreachable cluster raises a ``ConfigError`` naming the address."""
+    unreachable cluster raises a ``ConfigError`` naming the address. A local Ray listens on 127.0.0.1 only
+    (:func:`_loopback`); a cluster's own addresses are its own business."""
     ray = _import_ray()
     if ray.is_initialized():
         return ray
@@ -81,7 +85,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None):
         kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1)
     handler = _sigterm_handler()
     try:
-        ray.init(address=address, **kwargs)
+        with _loopback() if address is None else nullcontext():
+            ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise ConfigError(f"Could not connect to the Ray cluster at {where} ({ADDRESS_ENV}): "
@@ -89,6 +94,30 @@ def connect(address: str | None = None, *, num_cpus: int | None = None):
     finally:
         _restore_sigterm(handler)
     return ray
+
+
+@contextmanager
+def _loopback():
+    """While a local Ray starts, its node's address is the loopback one, so that its GCS, raylet, object
+    manager, agents, driver and workers listen on 127.0.0.1 only -- not on every interface, where anyone who
+    reaches a port runs code (Ray's own grpc servers bind to 127.0.0.1 exactly when the node's address is it).
+    Ray does this on macOS and Windows, where ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off; it is turned off
+    here for the start (the environment the node's processes inherit, and the constant Ray's Python side read at
+    import), on every system, then restored for later connections to a real cluster. ``ray.init`` itself turns
+    a ``_node_ip_address`` of 127.0.0.1 into the machine's address, so that cannot do it. Checked by
+    ``tests/test_ray.py::test_a_local_ray_listens_on_the_loopback_only``."""
+    from ray._private import ray_constants  # private: no public switch exists in Ray 2.60
+
+    saved_env, saved = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved_env
 
 
 def _sigterm_handler():

@@ -29,8 +29,8 @@ from typing import Callable
 
 import pandas as pd
 
-from .errors import ConfigError, CorpusError
-from .roots import OUTSIDE_REASON, is_inside, resolve_in_roots
+from .errors import ConfigError, CorpusError, OutsideRootsError, UserPathError
+from .roots import NOT_UTF8_REASON, OUTSIDE_REASON, PATH_REASON, is_inside, printable, resolve_in_roots
 from .taxonomy import EMOTIONS, EXTRA_EMOTIONS, LABEL_ALIASES, get_taxonomy, normalize_label  # noqa: F401
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".webm")  # preference order when a clip is duplicated
@@ -210,6 +210,9 @@ def _list_media(root: Path, roots=None, skipped: list | None = None) -> list[Pat
     above = set(root.resolve().parents)  # a link to one of these would read the corpus's surroundings
 
     def allowed(p: Path) -> bool:
+        if not _is_text(p.name):  # a name the pages, the store and JSON cannot hold: listed, never read
+            skipped.append((printable(p), NOT_UTF8_REASON))
+            return False
         if roots is None or is_inside(p, roots):
             return True
         skipped.append((str(p), OUTSIDE_REASON))
@@ -235,6 +238,15 @@ def _list_media(root: Path, roots=None, skipped: list | None = None) -> list[Pat
                 if not f.startswith(".") and os.path.splitext(f)[1].lower() in AUDIO_EXTS + VIDEO_EXTS
                 and allowed(Path(dirpath, f))]
     return sorted(out)
+
+
+def _is_text(name: str) -> bool:
+    """Whether ``name`` (from the file system) is UTF-8 text, not bytes Python holds as surrogates."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _matches(adapter: _Adapter, path: Path, root: Path) -> bool:
@@ -319,7 +331,8 @@ def _av_duration(path: str | Path) -> float:
 def _check_root(root: str | Path, roots=None) -> Path:
     root = resolve_in_roots(root, roots)  # outside the roots: refused before anything is read
     if not root.exists():
-        raise CorpusError(f"{root} does not exist; pass a corpus folder or a CSV file with path,label columns.")
+        raise CorpusError(f"{printable(root)} does not exist; pass a corpus folder or a CSV file with path,label "
+                          "columns.")
     return root
 
 
@@ -379,12 +392,16 @@ def _rows_from_csv(csv_path: Path, skipped: list, roots=None) -> list[dict]:
                           "(optional: speaker, gender).")
     rows = []
     for rec in table.to_dict("records"):
-        entry = Path(rec["path"].strip()).expanduser()
-        entry = entry if entry.is_absolute() else csv_path.parent / entry
-        p = entry.resolve()
-        if roots is not None and not is_inside(p, roots):
-            skipped.append((str(entry), OUTSIDE_REASON))  # as written: the resolved target is not shown
-        elif not rec["path"].strip() or not p.is_file():
+        entry = rec["path"].strip()
+        try:
+            p = resolve_in_roots(entry, roots, base=csv_path.parent)
+        except OutsideRootsError:
+            skipped.append((entry, OUTSIDE_REASON))  # as written: neither its expansion nor its target is shown
+            continue
+        except UserPathError:
+            skipped.append((printable(entry), PATH_REASON))
+            continue
+        if not entry or not p.is_file():
             skipped.append((str(p), "file not found"))
         elif not rec[label_col].strip():
             skipped.append((str(p), "empty label"))

@@ -61,6 +61,11 @@ class OutsideRootsError(CorpusError):
     """A path outside the data folders the server may read (``ser_core.roots``); says nothing of its target."""
 
 
+class UserPathError(CorpusError):
+    """A path that can name no file: a control character, too long, not text the file system can hold, or
+    ``~user`` of no such user (``ser_core.roots.user_path``); the refusal says nothing about the server."""
+
+
 class DownloadError(SERError):
     """A dataset or weights download failed (offline, bad checksum, bad archive)."""
 

@@ -345,10 +345,12 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
     and data fingerprint instead of retraining. save_to: when given, a final model is trained on all clips and
     saved with its model card: a folder (replacing the model there), or a function of the run id that names a
     new folder (never replacing one: ``partial(saved.user_model_path, ...)``). replace_shipped: allow saving into
-    the shipped models folder (``saved.check_writable``). should_stop: callable() -> bool, checked
-    between folds (cancellation). folds_runner: where the folds run (see :func:`local_folds`, the default: in
-    this process, one after another; ``ser_core.cluster.ray_folds``: as Ray tasks, and with them the feature
-    cache misses and the final model). Whatever runs them, this process alone writes the store and the saved
+    the shipped models folder (``saved.check_writable``). should_stop: callable() -> bool, checked in every
+    phase -- after each clip's features, between folds, after the final fit and before its model is swapped in
+    (a cancel raises ``KeyboardInterrupt``: the run is stored ``cancelled`` and no model is saved).
+    folds_runner: where the folds run (see :func:`local_folds`, the default: in this process, one after
+    another; ``ser_core.cluster.ray_folds``: as Ray tasks, and with them the feature cache misses and the final
+    model). Whatever runs them, this process alone writes the store and the saved
     model, and the results are aggregated in fold order, so the numbers do not depend on the runner. The
     result carries the out-of-fold predictions (``oof``) and their cross-fitted temperature calibration
     (``calibration``, also ``summary["calibration"]``; see ``calibrate_out_of_fold``).
@@ -413,7 +415,8 @@ def cross_validate(config: RunConfig, corpus, *, store=None, use_cache: bool = T
                                  transfer_oof=transfer.oof if transfer is not None else None,
                                  on_saved=None if store is None else partial(_record_saved, store, run_id, record),
                                  replace_shipped=replace_shipped,
-                                 fit=partial(fit, should_stop=should_stop) if fit else fit_final)
+                                 fit=partial(fit, should_stop=should_stop) if fit else fit_final,
+                                 should_stop=should_stop)
         elif store is not None:
             store.finish_run(run_id, **record)
     except BaseException as exc:
@@ -519,9 +522,11 @@ def fold_data(config: RunConfig, fs, manifest, emit, n_jobs=None, *, runner=None
     speakers = manifest["speaker"].astype(str).to_numpy()
     compute = getattr(runner, "features", None)
     with _FEATURES_LOCK:
-        X = features_of(paths, fs, emit, n_jobs,
+        X = features_of(paths, fs, emit, n_jobs, should_stop=should_stop,
                         compute_misses=partial(compute, emit=emit, should_stop=should_stop) if compute else None)
+        stop_if(should_stop)
         X_aug = augmented_copies(paths, fs, config.augment, config.seed, speakers, n_jobs)
+        stop_if(should_stop)
         X_channels = channel_copies(paths, fs, config.channels, speakers, n_jobs)
         R = reference_features(paths, fs, X, manifest, n_jobs)
     return FoldData(config, fs, X, y, speakers, sorted(np.unique(y)), X_aug, X_channels,
@@ -589,11 +594,16 @@ def local_folds(data: FoldData, splits, *, on_start=None, should_stop=None):
     ``features.compute_files``'s ``compute_misses``), ``runner.fit_final(data, *, should_stop)`` the final model
     (as :func:`fit_final`). A runner without them leaves both to this process."""
     for i, (train, test) in enumerate(splits):
-        if should_stop and should_stop():
-            raise KeyboardInterrupt("cancelled")
+        stop_if(should_stop)
         if on_start:
             on_start(i)
         yield run_fold(data, i, train, test)
+
+
+def stop_if(should_stop) -> None:
+    """Raise ``KeyboardInterrupt`` (a cancel) when ``should_stop`` (callable() -> bool, or None) says so."""
+    if should_stop is not None and should_stop():
+        raise KeyboardInterrupt("cancelled")
 
 
 FOLD_FIELDS = ("fold", "metrics", "n_train", "n_test", "test_speakers", "train_time_s", "latency_ms")
@@ -987,18 +997,20 @@ def fit_final(data: FoldData):
 
 
 def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to, stamp, oof, on_saved=None,
-                 replace_shipped=False, fit=fit_final, transfer_oof=None):
+                 replace_shipped=False, fit=fit_final, should_stop=None, transfer_oof=None):
     """Train on every clip (``fit(data)``: :func:`fit_final` here, or a folds runner's ``fit_final`` where the
     folds ran) and save with a model card carrying the CV metrics it was judged by and the run that produced it
     (``stamp``, see ``_run_stamp``), the temperature and "not sure" threshold calibrated on its out-of-fold
     predictions (card ``calibration``), and those predictions (``oof.npz``, for stacking). save_to: a folder,
     or a function of the run id naming a new one (see ``cross_validate``); on_saved and replace_shipped: passed
     to ``save_trained``. With speaker normalisation the global statistics of the training data are saved with
-    the model (the fallback when a user does not calibrate)."""
+    the model (the fallback when a user does not calibrate). should_stop: a cancel during the fit or the saving
+    raises ``KeyboardInterrupt`` before the model is swapped in (nothing is saved)."""
     from .saved import save_trained
 
     config, y, speakers = data.config, data.y, data.speakers
     model, norm, train_s = fit(data)
+    stop_if(should_stop)  # cancelled while it trained (a fit is not interrupted): nothing is saved
     card = {
         "training_data": {"corpus": corpus.name, "root": str(corpus.root), "clips": int(len(y)),
                           "speakers": int(len(set(speakers))), "fingerprint": fingerprint,
@@ -1024,8 +1036,8 @@ def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to
 
         familiarity = Familiarity().fit(data.R)
     return save_trained(model, folder, card=card, speaker_norm=norm, oof=oof, on_saved=on_saved,
-                        replace=not callable(save_to), replace_shipped=replace_shipped, transfer_oof=transfer_oof,
-                        familiarity=familiarity)
+                        replace=not callable(save_to), replace_shipped=replace_shipped, should_stop=should_stop,
+                        transfer_oof=transfer_oof, familiarity=familiarity)
 
 
 def training_corpora(corpus) -> dict:
@@ -1066,15 +1078,17 @@ def channel_copies(paths, fs, channels, speakers, n_jobs=None) -> dict:
     return {c: perturbed_features(paths, fs, c, speakers=speakers, n_jobs=n_jobs) for c in parse_channels(channels)}
 
 
-def features_of(paths, fs, emit, n_jobs=None, compute_misses=None) -> np.ndarray:
+def features_of(paths, fs, emit, n_jobs=None, compute_misses=None, should_stop=None) -> np.ndarray:
     """``compute_files(paths, fs)`` (cached) as a run does it: ``emit`` gets the ``FEATURES`` event, then about 20
-    ``FEATURES_PROGRESS`` events (not one per clip). compute_misses: see ``compute_files``."""
+    ``FEATURES_PROGRESS`` events (not one per clip); ``should_stop`` is checked after every clip (see
+    :func:`stop_if`). compute_misses: see ``compute_files``."""
     from .features import compute_files
 
     emit({"event": events.FEATURES, "feature_set": fs.name, "n": len(paths)})
     step = max(1, len(paths) // 20)
 
     def feature_progress(done, total):
+        stop_if(should_stop)
         if done == total or done % step == 0:
             emit({"event": events.FEATURES_PROGRESS, "done": done, "total": total})
 

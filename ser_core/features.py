@@ -55,7 +55,40 @@ def _spectrogram(y, S, n_fft: int, hop_length: int) -> np.ndarray:
     n_frames = 1 + y.size // hop_length
     padded = np.pad(y, (n_fft // 2, n_fft // 2 + hop_length))
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length][:n_frames]
-    return np.abs(scipy.fft.rfft(frames * _hann(n_fft), axis=1)).T  # (1 + n_fft // 2, t)
+    out = np.empty((n_frames, 1 + n_fft // 2), dtype=np.float32)
+    for a, b in frame_blocks(n_frames):  # the windowed frames and their FFT: one block at a time
+        out[a:b] = np.abs(scipy.fft.rfft(frames[a:b] * _hann(n_fft), axis=1))
+    return out.T  # (1 + n_fft // 2, t)
+
+
+BLOCK_FRAMES = 2048  # frames computed at a time (20 s at a 10 ms hop): the temporaries of a frame feature (YIN's
+#                     1024-sample frames, float64 copies of the spectrogram) stay under ~60 MB however long the
+#                     recording; a recording of one block is computed exactly as before blocks existed
+
+
+def frame_blocks(n_frames: int, block: int | None = None) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]``: ``range(n_frames)`` in consecutive blocks of ``block`` (default
+    ``BLOCK_FRAMES``) frames; one block ``(0, n_frames)`` when it fits (or is empty)."""
+    block = block or BLOCK_FRAMES
+    return [(a, min(a + block, n_frames)) for a in range(0, n_frames, block)] or [(0, 0)]
+
+
+def _frame_local(context: int = 0):
+    """Decorator of a feature of the magnitude spectrogram ``S`` whose frame ``t`` reads only frames ``t - context``
+    to ``t``: it is computed over ``frame_blocks`` of ``S``'s frames (each with ``context`` frames before it)
+    and the results joined on the time axis, so its float64 temporaries are bounded by the block, not the
+    recording. A spectrogram of one block is passed whole, as before."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def blockwise(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int = 160, **kw):
+            S = _spectrogram(y, S, n_fft, hop_length)
+            spans = frame_blocks(S.shape[1])
+            if len(spans) == 1:
+                return fn(S=S, sr=sr, **kw)
+            parts = [fn(S=S[:, max(0, a - context):b], sr=sr, **kw)[:, a - max(0, a - context):] for a, b in spans]
+            return np.concatenate(parts, axis=1)
+        return blockwise
+    return wrap
 
 
 @functools.lru_cache(maxsize=16)
@@ -78,8 +111,9 @@ def _normalize(X: np.ndarray, norm: float, axis: int = 0) -> np.ndarray:
 
 def power_to_db(S: np.ndarray, *, amin: float = 1e-10, top_db: float | None = 80.0) -> np.ndarray:
     """``10 log10(S)`` with reference 1.0, floored ``top_db`` below the maximum (``librosa.power_to_db``)."""
-    db = 10.0 * np.log10(np.maximum(amin, S))
-    return np.maximum(db, db.max() - top_db) if top_db is not None and db.size else db
+    db = np.maximum(amin, S)
+    db = np.multiply(np.log10(db, out=db), 10.0, out=db)  # in place: no copies of a long recording's spectrogram
+    return np.maximum(db, db.max() - top_db, out=db) if top_db is not None and db.size else db
 
 
 def _hz_to_mel(f):  # Slaney: linear below 1 kHz, logarithmic above
@@ -124,7 +158,13 @@ def log_mel(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: in
             n_mels: int = 128) -> np.ndarray:
     """Mel power spectrogram in dB (ref 1.0, floor 80 dB below the maximum). Returns ``(n_mels, t)``."""
     S = _spectrogram(y, S, n_fft, hop_length)
-    return power_to_db(mel_filters(sr, _n_fft(S), n_mels) @ np.square(S)).astype(np.float32)
+    return power_to_db(_mel_power(S=S, sr=sr, n_mels=n_mels)).astype(np.float32)
+
+
+@_frame_local()
+def _mel_power(*, S, sr: int, n_mels: int) -> np.ndarray:
+    """Mel power spectrogram of a magnitude spectrogram ``S``. ``(n_mels, t)``."""
+    return mel_filters(sr, _n_fft(S), n_mels) @ np.square(S)
 
 
 def mfcc(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int = 160, n_mels: int = 128,
@@ -134,7 +174,7 @@ def mfcc(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int =
 
     if log_mel_db is None:
         log_mel_db = log_mel(y=y, sr=sr, S=S, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
-    return scipy.fft.dct(log_mel_db, axis=0, type=2, norm="ortho")[:n_mfcc]
+    return scipy.fft.dct(log_mel_db, axis=0, type=2, norm="ortho")[:n_mfcc].copy()  # not a view of every band
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,9 +192,11 @@ def deltas(data: np.ndarray, *, order: int = 1, width: int = 9) -> np.ndarray:
     half = width // 2
     padded = np.pad(data, [(0, 0)] * (data.ndim - 1) + [(half, half)], mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1)
-    return (windows @ _savgol_weights(width, order)).astype(np.float32)
+    return np.concatenate([(windows[..., a:b, :] @ _savgol_weights(width, order)).astype(np.float32)
+                           for a, b in frame_blocks(data.shape[-1])], axis=-1)
 
 
+@_frame_local()
 def chroma(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int = 160) -> np.ndarray:
     """Chromagram from the STFT power (tuning fixed at A440, each frame max-normalised). ``(12, t)``."""
     S = _spectrogram(y, S, n_fft, hop_length)
@@ -167,10 +209,18 @@ def spectral_contrast(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_
 
     Returns ``(n_bands + 1, t)``; needs ``fmin * 2**n_bands < sr / 2`` (100 Hz and 6 bands at 16 kHz).
     """
-    S = _spectrogram(y, S, n_fft, hop_length)
     edges = np.concatenate([[0.0], fmin * 2.0 ** np.arange(n_bands + 1)])
     if np.any(edges[:-1] >= sr / 2):
         raise ConfigError(f"Spectral contrast bands reach past {sr / 2:g} Hz; lower fmin or n_bands.")
+    peak, valley = np.split(_contrast_bands(y=y, sr=sr, S=S, n_fft=n_fft, hop_length=hop_length, edges=edges,
+                                            quantile=quantile), 2)
+    return (power_to_db(peak) - power_to_db(valley)).astype(np.float32)
+
+
+@_frame_local()
+def _contrast_bands(*, S, sr: int, edges: np.ndarray, quantile: float) -> np.ndarray:
+    """The peaks ``(n_bands + 1, t)`` over the valleys ``(n_bands + 1, t)`` of ``spectral_contrast``'s bands."""
+    n_bands = len(edges) - 2
     freq = np.linspace(0, sr / 2, S.shape[0])
     valley = np.zeros((n_bands + 1, S.shape[1]))
     peak = np.zeros_like(valley)
@@ -184,7 +234,7 @@ def spectral_contrast(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_
         sub = np.sort(S[band][:-1] if k < n_bands else S[band], axis=0)
         n = max(int(np.rint(quantile * band.sum())), 1)
         valley[k], peak[k] = sub[:n].mean(axis=0), sub[-n:].mean(axis=0)
-    return (power_to_db(peak) - power_to_db(valley)).astype(np.float32)
+    return np.vstack([peak, valley])
 
 
 def tonnetz(*, chroma_: np.ndarray) -> np.ndarray:
@@ -196,6 +246,7 @@ def tonnetz(*, chroma_: np.ndarray) -> np.ndarray:
     return (phi @ _normalize(chroma_, norm=1)).astype(np.float32)
 
 
+@_frame_local()
 def spectral_centroid(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int = 160):
     """Magnitude-weighted mean frequency in Hz (0 for an all-zero frame). ``(1, t)``."""
     S = _spectrogram(y, S, n_fft, hop_length)
@@ -204,6 +255,7 @@ def spectral_centroid(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_
     return np.where(total > 0, freqs @ S / np.maximum(total, 1e-12), 0.0).astype(np.float32)
 
 
+@_frame_local()
 def rms(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int = 160) -> np.ndarray:
     """Frame root-mean-square energy from the (Hann-windowed) STFT, as ``librosa.feature.rms(S=...)``."""
     S = _spectrogram(y, S, n_fft, hop_length)
@@ -213,14 +265,25 @@ def rms(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int = 
     return np.sqrt(2 * power.sum(axis=0, keepdims=True) / _n_fft(S) ** 2).astype(np.float32)
 
 
+@_frame_local()
+def _frame_power(*, S, sr: int = 16000) -> np.ndarray:
+    """Each frame's power (float64), the sum of ``S`` squared. ``(1, t)``."""
+    return np.square(S, dtype=np.float64).sum(axis=0, keepdims=True)
+
+
 def zero_crossing_rate(*, y, sr: int = 16000, n_fft: int = 512, hop_length: int = 160) -> np.ndarray:
     """Fraction of sign changes in centred, edge-padded frames of ``n_fft`` samples (``|y| <= 1e-10``
     counts as positive), as ``librosa.feature.zero_crossing_rate``. ``(1, t)``."""
     y = np.asarray(y)
     negative = np.pad(y, n_fft // 2, mode="edge") < -1e-10
-    csum = np.concatenate([[0, 0], np.cumsum(negative[1:] != negative[:-1])])  # csum[i]: changes before i
-    starts = np.arange(1 + len(y) // hop_length) * hop_length
-    return ((csum[starts + n_fft] - csum[starts + 1]) / n_fft)[None].astype(np.float32)
+    n_frames = 1 + len(y) // hop_length
+    out = np.empty(n_frames)
+    for a, b in frame_blocks(n_frames):  # a frame's changes are counted within its block's samples
+        part = negative[a * hop_length:(b - 1) * hop_length + n_fft]
+        csum = np.concatenate([[0, 0], np.cumsum(part[1:] != part[:-1])])  # csum[i]: changes before i
+        starts = np.arange(b - a) * hop_length
+        out[a:b] = (csum[starts + n_fft] - csum[starts + 1]) / n_fft
+    return out[None].astype(np.float32)
 
 
 def pitch(*, y, sr: int = 16000, hop_length: int = 160, fmin: float = 60.0, fmax: float = 600.0,
@@ -239,8 +302,6 @@ def pitch(*, y, sr: int = 16000, hop_length: int = 160, fmin: float = 60.0, fmax
     Returns ``(f0, voiced, periodicity)``, each ``(t,)`` with ``t = 1 + len(y) // hop_length``: ``f0`` in Hz
     (NaN when unvoiced), ``voiced`` bool, ``periodicity = 1 - aperiodicity`` in [0, 1].
     """
-    import scipy.fft
-
     y = np.asarray(y, dtype=np.float32)
     max_lag = int(np.ceil(sr / fmin))
     min_lag = max(2, int(np.floor(sr / fmax)))
@@ -251,14 +312,39 @@ def pitch(*, y, sr: int = 16000, hop_length: int = 160, fmin: float = 60.0, fmax
                           f"{2 * max_lag}.")
     n_frames = 1 + y.size // hop_length
     padded = np.pad(y, (frame_length // 2, frame_length // 2 + hop_length))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length][:n_frames]
+    yin = functools.partial(_yin, padded, hop_length=hop_length, frame_length=frame_length, min_lag=min_lag,
+                            max_lag=max_lag, threshold=threshold)
+    blocks, carry = [], 0.0  # the running energy sum, carried from block to block
+    for a, b in frame_blocks(n_frames):
+        *tracks, carry = yin(a, b, carry)
+        blocks.append(tracks)
+    lag, aperiodicity, frame_energy = (np.concatenate(t) for t in zip(*blocks))
+    f0 = sr / lag
+    loud = 10 * np.log10(np.maximum(frame_energy, 1e-20) / max(frame_energy.max(), 1e-20)) > min_db
+    voiced = (aperiodicity < max_aperiodicity) & loud & (frame_energy > 0)
+    f0 = np.where(voiced, f0, np.nan).astype(np.float32)
+    return f0, voiced, np.clip(1.0 - aperiodicity, 0.0, 1.0).astype(np.float32)
+
+
+def _yin(padded: np.ndarray, a: int, b: int, carry: float, *, hop_length: int, frame_length: int, min_lag: int,
+         max_lag: int, threshold: float):
+    """YIN on frames ``a`` to ``b`` of ``padded`` (``pitch``'s padded signal): ``(lag (b - a,) in samples,
+    aperiodicity, frame energy, running energy sum)``. ``carry`` is the running sum of ``padded ** 2`` up to
+    frame ``a``'s first sample, so that the energies equal those of one cumulative sum over the whole signal."""
+    import scipy.fft
+
+    n = b - a
+    start = a * hop_length
+    frames = np.lib.stride_tricks.sliding_window_view(padded[start:], frame_length)[::hop_length][:n]
     w = frame_length - max_lag  # integration window
     # d(tau) = E(0) + E(tau) - 2 r(tau) over a window of w samples; r by FFT (no wrap: w + max_lag = L).
     spec = scipy.fft.rfft(frames, frame_length, axis=1)
     spec *= np.conj(scipy.fft.rfft(frames[:, :w], frame_length, axis=1))
     r = scipy.fft.irfft(spec, frame_length, axis=1)[:, :max_lag + 1].astype(np.float64)
-    csum = np.concatenate([[0.0], np.cumsum(np.square(padded, dtype=np.float64))])
-    lag_start = np.arange(n_frames)[:, None] * hop_length + np.arange(max_lag + 1)  # (t, max_lag + 1)
+    del spec
+    span = padded[start:start + (n - 1) * hop_length + max_lag + w]
+    csum = np.cumsum(np.concatenate([[carry], np.square(span, dtype=np.float64)]))
+    lag_start = np.arange(n)[:, None] * hop_length + np.arange(max_lag + 1)  # (t, max_lag + 1)
     energy = csum[lag_start + w] - csum[lag_start]  # E(tau): energy of the window shifted by tau
     diff = np.maximum(energy[:, :1] + energy - 2 * r, 0.0)
     cum = np.cumsum(diff[:, 1:], axis=1)
@@ -269,22 +355,18 @@ def pitch(*, y, sr: int = 16000, hop_length: int = 160, fmin: float = 60.0, fmax
     trough[:, 1:-1] = (c[:, 1:-1] < c[:, :-2]) & (c[:, 1:-1] <= c[:, 2:])
     below = trough & (c < threshold)
     idx = np.where(below.any(axis=1), below.argmax(axis=1), c.argmin(axis=1))
-    rows = np.arange(n_frames)
+    rows = np.arange(n)
     aperiodicity = c[rows, idx]
     # Parabolic interpolation around the chosen lag.
     i = np.clip(idx, 1, c.shape[1] - 2)
-    a, b, d = c[rows, i - 1], c[rows, i], c[rows, i + 1]
-    denom = a - 2 * b + d
-    shift = np.where(np.abs(denom) > 1e-12, 0.5 * (a - d) / np.where(denom == 0, 1, denom), 0.0)
+    a_, b_, d = c[rows, i - 1], c[rows, i], c[rows, i + 1]
+    denom = a_ - 2 * b_ + d
+    shift = np.where(np.abs(denom) > 1e-12, 0.5 * (a_ - d) / np.where(denom == 0, 1, denom), 0.0)
     shift = np.where(idx == i, np.clip(shift, -1, 1), 0.0)
-    f0 = sr / (min_lag + idx + shift)
-    frame_energy = energy[:, 0]
-    loud = 10 * np.log10(np.maximum(frame_energy, 1e-20) / max(frame_energy.max(), 1e-20)) > min_db
-    voiced = (aperiodicity < max_aperiodicity) & loud & (frame_energy > 0)
-    f0 = np.where(voiced, f0, np.nan).astype(np.float32)
-    return f0, voiced, np.clip(1.0 - aperiodicity, 0.0, 1.0).astype(np.float32)
+    return min_lag + idx + shift, aperiodicity, energy[:, 0].copy(), float(csum[min(n * hop_length, len(csum) - 1)])
 
 
+@_frame_local(context=1)  # the flux compares each frame with the one before
 def spectral_shape(*, y=None, sr: int = 16000, S=None, n_fft: int = 512, hop_length: int = 160) -> np.ndarray:
     """Seven voice-quality tracks of the power spectrum, ``(7, t)``: centroid (Hz), bandwidth (Hz), 85 %
     roll-off (Hz), log spectral flatness, spectral flux (of the sum-normalised magnitude), alpha ratio (dB,
@@ -593,11 +675,11 @@ class _Analysis:
 
     @cached_property
     def mel40(self):
-        return power_to_db(mel_filters(self.sr, _n_fft(self.S), 40) @ np.square(self.S)).astype(np.float32)
+        return power_to_db(_mel_power(S=self.S, sr=self.sr, n_mels=40)).astype(np.float32)
 
     @cached_property
     def energy_db(self):  # frame power in dB
-        return (10 * np.log10(np.square(self.S, dtype=np.float64).sum(axis=0) + 1e-12)).astype(np.float32)
+        return (10 * np.log10(_frame_power(S=self.S)[0] + 1e-12)).astype(np.float32)
 
     @cached_property
     def pitch(self):
@@ -726,16 +808,69 @@ def reduce_noise(y: np.ndarray, sr: int, *, n_fft: int = 512, hop_length: int = 
     y = np.asarray(y, dtype=np.float32)
     if y.size < n_fft:
         return y
-    y = scipy.signal.sosfilt(scipy.signal.butter(4, highpass_hz, "highpass", fs=sr, output="sos"), y)
+    x = scipy.signal.sosfilt(scipy.signal.butter(4, highpass_hz, "highpass", fs=sr, output="sos"), y)
     window = scipy.signal.get_window("hann", n_fft)
-    _, _, Z = scipy.signal.stft(y, sr, window=window, nperseg=n_fft, noverlap=n_fft - hop_length)
-    power = np.square(np.abs(Z))  # (1 + n_fft // 2, t)
-    frame_power = power.sum(axis=0)
-    noise = power[:, frame_power <= np.quantile(frame_power, quantile)].mean(axis=1, keepdims=True)
-    smoothed = scipy.ndimage.uniform_filter(power, (3, 5))
-    gain = np.maximum(1.0 - over * noise / np.maximum(smoothed, 1e-20), 10 ** (floor_db / 20))
-    _, out = scipy.signal.istft(Z * gain, sr, window=window, nperseg=n_fft, noverlap=n_fft - hop_length)
-    return _fit_length(out.astype(np.float32), y.size)
+    istft = functools.partial(scipy.signal.istft, fs=sr, window=window, nperseg=n_fft, noverlap=n_fft - hop_length)
+    segments = _Segments(x, functools.partial(scipy.signal.stft, fs=sr, window=window, nperseg=n_fft,
+                                              noverlap=n_fft - hop_length), hop_length, n_fft)
+    frame_power = np.concatenate([own.sum(axis=0) for own in segments.powers()])
+    quiet = frame_power <= np.quantile(frame_power, quantile)
+    noise = sum(own[:, q].sum(axis=1, keepdims=True) for own, q in segments.powers(quiet)) / quiet.sum()
+    out = []
+    for k, (Z, power) in enumerate(segments.spectra()):
+        smoothed = scipy.ndimage.uniform_filter(power, (3, 5))
+        gain = np.maximum(1.0 - over * noise / np.maximum(smoothed, 1e-20), 10 ** (floor_db / 20))
+        out.append(segments.own_samples(k, istft(Z * gain)[1]).astype(np.float32))
+    return _fit_length(np.concatenate(out), y.size)
+
+
+class _Segments:
+    """``reduce_noise``'s STFT of a long signal ``x``, a block of ``BLOCK_FRAMES`` frames at a time, each block
+    computed on its samples plus ``context`` on either side, so that the frames it owns -- and, after the
+    smoothing and the inverse STFT, the samples it owns -- are those of one STFT of the whole signal. A signal of
+    one block is one segment, the whole signal, computed once."""
+
+    def __init__(self, x: np.ndarray, stft, hop: int, n_fft: int, context: int | None = None):
+        self.x, self.stft, self.hop = x, stft, hop
+        context = -(-(4 * n_fft if context is None else context) // hop) * hop  # > n_fft / 2 + 2 hops (the
+        #                                 5-frame smoothing), in whole hops: the segments' frames are the whole's
+        n_frames = (x.size + (-x.size % hop)) // hop + 1  # scipy's stft: zero-padded to whole hops
+        self.blocks = frame_blocks(n_frames)
+        self.spans = [(max(0, a * hop - context), x.size if b == n_frames else min(x.size, b * hop + context))
+                      for a, b in self.blocks]
+        self._one = None
+
+    def _spectrum(self, k: int):
+        """``(Z, |Z| ** 2)`` of segment ``k`` (every frame of its span)."""
+        if len(self.blocks) == 1 and self._one is not None:
+            return self._one
+        lo, hi = self.spans[k]
+        Z = self.stft(self.x[lo:hi])[2]
+        out = Z, np.square(np.abs(Z))  # (1 + n_fft // 2, frames)
+        if len(self.blocks) == 1:
+            self._one = out
+        return out
+
+    def _own(self, k: int) -> slice:
+        """Segment ``k``'s own frames, as a slice of its frames."""
+        (a, b), first = self.blocks[k], self.spans[k][0] // self.hop
+        return slice(a - first, b - first)
+
+    def spectra(self):
+        """``(Z, power)`` of each segment, all of its frames (the context too)."""
+        return (self._spectrum(k) for k in range(len(self.blocks)))
+
+    def powers(self, mask=None):
+        """The power of each block's own frames; with ``mask`` (over all frames), ``(power, its part of mask)``."""
+        for k, (a, b) in enumerate(self.blocks):
+            own = self._spectrum(k)[1][:, self._own(k)]
+            yield own if mask is None else (own, mask[a:b])
+
+    def own_samples(self, k: int, segment_out: np.ndarray) -> np.ndarray:
+        """The samples block ``k`` owns of the inverse STFT ``segment_out`` of its segment (the last block: up
+        to the end, scipy's padding included)."""
+        (a, b), lo = self.blocks[k], self.spans[k][0]
+        return segment_out[a * self.hop - lo:None if k == len(self.blocks) - 1 else b * self.hop - lo]
 
 
 def prepare_for(y, sr: int, fs) -> np.ndarray:

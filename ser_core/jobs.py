@@ -17,10 +17,13 @@ never a thread or a fork of the app. Only one job runs at a time: a worker holds
 ``<jobs>/runner.lock`` while it runs; later jobs wait, first submitted first served.
 
 Who changes what: reading (``status``, ``list``, ``events``, ``log``) never changes a job. The worker writes its
-own job's state and enforces a cancel itself (it stops at the next fold boundary; a fold running past the grace
-period is interrupted by its watchdog thread). A worker killed outright (SIGKILL, out of memory) cannot record its
-end: :meth:`LocalProcessExecutor.reap` does (job failed, its unfinished runs in the results store interrupted),
-called by ``wait`` and ``cancel`` and by the Train page on its refresh timer. Unix only (``fcntl``).
+own job's state and enforces a cancel itself (it stops at the next check -- after each clip's features, between
+folds, after the final fit, before the model is swapped in -- so a cancelled run saves no model; a step running
+past the grace period is interrupted by its watchdog thread). A worker killed outright (SIGKILL, out of memory)
+cannot record its end: :meth:`LocalProcessExecutor.reap` does (job failed, its unfinished runs in the results
+store interrupted), called by ``wait`` and ``cancel`` and by the Train page on its refresh timer; and the next
+``ResultsStore`` opened on this host fails its runs whose process is gone (``fail_stale_runs``). Unix only
+(``fcntl``).
 
 :class:`RayExecutor` runs the same jobs, files and queue with each (model, fold) a Ray task and every model of a
 job at once (``ser_core.cluster``); ``make_executor`` picks one of the two by ``$SER_EXECUTOR``.
@@ -378,7 +381,7 @@ class LocalProcessExecutor:
         _end_job(d, "cancelled" if cancelled else "failed", error)
 
     def cancel(self, job_id: str) -> dict:
-        """Ask the job to stop: a queued job stops at once, a running one at its next fold boundary; a fold that
+        """Ask the job to stop: a queued job stops at once, a running one at its next check; a fold that
         runs past ``cancel_grace_s`` is interrupted by the worker itself (see ``_CancelWatchdog``). Returns the
         status."""
         d = self.job_dir(job_id)

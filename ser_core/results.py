@@ -1,14 +1,17 @@
 """The results store: every cross-validation run, kept in one SQLite database.
 
 SQLite in WAL mode: readers (the leaderboard) never block the writer (a training job), and a killed run can
-at worst leave its own row marked ``running`` (``mark_interrupted`` turns those into ``failed``). Rows are only
-ever inserted or completed, never replaced, so later runs never overwrite earlier ones.
+at worst leave its own row marked ``running``. Each run records the process that runs it (host, pid and the
+process's start time); opening the store marks ``failed`` every ``running`` run of this host whose process is
+gone (killed with -9, out of memory, a restart), with a sentence (``fail_stale_runs``). Rows are only ever
+inserted or completed, never replaced, so later runs never overwrite earlier ones.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -50,7 +53,10 @@ CREATE TABLE IF NOT EXISTS runs (
     model_size_bytes INTEGER,
     saved_model TEXT,
     error TEXT,
-    sweep TEXT                         -- the id of the sweep whose trial it was (sweeps.id), or NULL
+    sweep TEXT,                        -- the id of the sweep whose trial it was (sweeps.id), or NULL
+    host TEXT,                         -- the process that runs it: its host, pid and start (s after boot), so
+    pid INTEGER,                       -- that a run whose process is gone is marked failed (fail_stale_runs);
+    process_start REAL                 -- NULL: stored before processes were recorded
 );
 CREATE TABLE IF NOT EXISTS folds (
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -79,12 +85,14 @@ CREATE TABLE IF NOT EXISTS sweeps (
 );
 """
 MIGRATIONS = (  # (table, column, its definition) added to databases created before it existed
-    ("runs", "sweep", "TEXT"),
+    ("runs", "sweep", "TEXT"), ("runs", "host", "TEXT"), ("runs", "pid", "INTEGER"), ("runs", "process_start", "REAL"),
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS runs_cache ON runs(config_hash, data_fingerprint, status);
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
+STALE = "its process (pid {pid}) stopped before the run finished (killed, out of memory or a restart); train it again"
 
 METRICS = ("accuracy", "weighted_precision", "weighted_recall", "uar", "macro_f1")
 
@@ -109,7 +117,8 @@ def _now() -> str:
 
 
 class ResultsStore:
-    """``ResultsStore(path=None)``: open (and create) the database; ``None`` uses ``$SER_RESULTS_DB``."""
+    """``ResultsStore(path=None)``: open (and create) the database; ``None`` uses ``$SER_RESULTS_DB``. Opening it
+    ends the runs of this host whose process is gone (``fail_stale_runs``)."""
 
     def __init__(self, path=None):
         self.path = Path(path) if path else default_db_path()
@@ -120,6 +129,7 @@ class ResultsStore:
                 if column not in {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}:
                     con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             con.executescript(INDEXES)
+        self.fail_stale_runs()
 
     @contextmanager
     def _connect(self):
@@ -157,12 +167,12 @@ class ResultsStore:
             cur = con.execute(
                 "INSERT INTO runs (created_at, status, model, params, feature_set, dataset, data_root,"
                 " data_fingerprint, n_clips, n_speakers, split, splitter, k, seed, speaker_dependent, options,"
-                " config_hash, versions, sweep) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?)",
+                " config_hash, versions, sweep, host, pid, process_start) VALUES (?, 'running', ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_now(), model, json.dumps(params, default=str), json.dumps(feature_set, default=str), dataset,
                  str(data_root) if data_root else None, data_fingerprint, n_clips, n_speakers, split, splitter,
                  k, seed, int(bool(speaker_dependent)), json.dumps(options, default=str), config_hash,
-                 json.dumps(versions), sweep),
+                 json.dumps(versions), sweep, socket.gethostname(), os.getpid(), process_started(os.getpid())),
             )
             return int(cur.lastrowid)
 
@@ -239,6 +249,18 @@ class ResultsStore:
                     f"({','.join('?' * len(ids))})", (_now(), error, *ids))
             return cur.rowcount
 
+    def fail_stale_runs(self) -> list[int]:
+        """Mark ``failed`` every run still ``running`` whose process, on this host, is gone (or whose pid now
+        belongs to another process), with the sentence ``STALE``; returns their ids. Runs of other hosts (a
+        store on a shared disk) and runs stored before processes were recorded are left as they are."""
+        with self._connect() as con:
+            rows = con.execute("SELECT id, pid, process_start FROM runs WHERE status='running' AND host=? AND pid"
+                               " IS NOT NULL", (socket.gethostname(),)).fetchall()
+        stale = [r for r in rows if not process_alive(r["pid"], r["process_start"])]
+        for r in stale:
+            self.fail_run(r["id"], STALE.format(pid=r["pid"]))  # only while still running
+        return [r["id"] for r in stale]
+
     # -- reading -------------------------------------------------------------------------------------------
     def get_run(self, run_id: int) -> dict | None:
         with self._connect() as con:
@@ -284,6 +306,34 @@ class ResultsStore:
             q = "SELECT * FROM runs" + (" WHERE status=?" if status else "") + " ORDER BY id"
             rows = [_decode(dict(r)) for r in con.execute(q, (status,) if status else ())]
         return runs_table(rows)
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started, in seconds after the machine booted (the kernel's clock ticks, which no
+    change of the wall clock moves), from ``/proc``; None where that cannot be read (no ``/proc``: macOS; or no
+    such process)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+    except (OSError, IndexError, ValueError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_alive(pid: int, started: float | None = None) -> bool:
+    """Whether process ``pid`` of this host is alive (not a zombie) and, with ``started``
+    (``process_started``), is still the process that started then, not another that got its pid since."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc: kill(0) is all there is
+        return True
+    now = process_started(pid)
+    return state != "Z" and (started is None or now is None or abs(now - started) < 1e-6)
 
 
 RUN_COLUMNS = ["id", "created_at", "status", "model", "dataset", "split", "k", "speaker_dependent",

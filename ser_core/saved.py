@@ -93,7 +93,8 @@ def model_roots(root=None) -> list[tuple[str, Path]]:
 
 
 def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None, transfer_oof=None,
-                 familiarity=None, on_saved=None, replace: bool = True, replace_shipped: bool = False) -> Path:
+                 familiarity=None, on_saved=None, replace: bool = True, replace_shipped: bool = False,
+                 should_stop=None) -> Path:
     """Save a fitted model into ``directory`` with its model card; returns the folder (absolute).
 
     The model is written into a temporary folder of its own beside ``directory`` (``.<name>.tmp-...``, which
@@ -112,7 +113,8 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``); transfer_oof: those of its
     leave-one-corpus-out run, ``transfer_oof.npz`` (``load_oof(directory, TRANSFER_OOF)``); familiarity: the
     ``ser_core.familiarity.Familiarity`` of its training clips, ``familiarity.npz``, which its calibration
-    reads (``load_familiarity``)."""
+    reads (``load_familiarity``). should_stop: callable() -> bool, asked once the model is written, before it
+    is swapped in: True (a cancel) raises ``KeyboardInterrupt`` and leaves nothing behind."""
     directory = Path(os.path.abspath(directory))
     check_writable(directory.parent, replace_shipped=replace_shipped)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +131,8 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
             familiarity.save(tmp / FAMILIARITY_FILE)
         if transfer_oof is not None or familiarity is not None:
             _resize_card(tmp)
+        if should_stop is not None and should_stop():  # the last moment a save can be undone
+            raise KeyboardInterrupt("cancelled")
         with models_lock(directory.parent):
             _remove_stale_temps(directory)
             if not replace:

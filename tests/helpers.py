@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -9,12 +10,37 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"  # Debian's Chromium (Playwright's own browser download fails offline)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def one_sentence(msg: str):
+    """``msg`` is what a user is told: one sentence, no traceback."""
+    assert msg and (msg[0].isupper() or msg[0] == "'") and msg.endswith(".") and "\n" not in msg, msg
+    assert "Traceback" not in msg and msg.count(". ") == 0, msg  # one sentence (no second one after a full stop)
+
+
+def tone(n: int = 1600) -> np.ndarray:
+    return (0.3 * np.sin(np.arange(n) / 5)).astype(np.float32)
+
+
+def wav_bytes(*, fmt=1, channels=1, rate=16000, bits=16, byte_rate=None, align=None, fmt_size=16, extra=b"",
+              riff_size=None, data_size=None, samples=1600) -> bytes:
+    """A WAV file whose header says what it is told (each field masked to its width), with ``samples`` 16-bit
+    samples of a tone after it."""
+    align = channels * bits // 8 if align is None else align
+    byte_rate = rate * align if byte_rate is None else byte_rate
+    payload = (tone(samples) * 32767).astype("<i2").tobytes()
+    fmt_chunk = struct.pack("<HHIIHH", fmt & 0xFFFF, channels & 0xFFFF, rate & 0xFFFFFFFF, byte_rate & 0xFFFFFFFF,
+                            align & 0xFFFF, bits & 0xFFFF) + extra
+    body = (b"WAVE" + b"fmt " + struct.pack("<I", fmt_size & 0xFFFFFFFF) + fmt_chunk + b"data"
+            + struct.pack("<I", (len(payload) if data_size is None else data_size) & 0xFFFFFFFF) + payload)
+    return b"RIFF" + struct.pack("<I", (len(body) if riff_size is None else riff_size) & 0xFFFFFFFF) + body
 
 
 def require_chromium():

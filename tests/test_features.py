@@ -276,3 +276,23 @@ def test_expressive_set_adds_voice_quality_and_timing(shared_ravdess):
     assert shape.shape[0] == 7 and abs(np.median(shape[0]) - 4000) < 300 and np.median(shape[3]) > -1.0
     tone = np.sin(2 * np.pi * 300 * np.arange(16000) / 16000).astype(np.float32)
     assert np.median(spectral_shape(y=tone, sr=16000)[3]) < -5  # a pure tone is far from flat
+
+
+def test_a_recording_longer_than_a_block_gets_the_features_of_one_block(monkeypatch):
+    """Long recordings are analysed a block of frames at a time (``BLOCK_FRAMES``: bounded memory); with blocks of
+    300 frames, 43 s of speech with pauses gets the features, the denoised signal and the pitch of one block, to
+    float32 rounding; the frame counts that do not divide into blocks (a last block of one frame) included."""
+    from ser_core.audio import load_audio
+    from ser_core.roots import SAMPLES
+
+    clips = sorted(SAMPLES.rglob("*.flac"))[:10]
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.r_[load_audio(c, trim=False, normalize=None), 1e-3 * rng.standard_normal(4000)]
+                        for c in clips]).astype(np.float32)  # clips, and pauses of a quiet room between them
+    y = y[:len(y) // 160 * 160 + 37]  # 1 + n // 160 frames: one more than whole blocks of 300 (at hop 160)
+    sets = [n for n, fs in FEATURE_SETS.items() if fs.kind != "raw"]
+    whole = {"denoised": F.reduce_noise(y, 16000), "f0": pitch(y=y)[0], **{n: compute(y, 16000, n) for n in sets}}
+    monkeypatch.setattr(F, "BLOCK_FRAMES", 300)
+    blocks = {"denoised": F.reduce_noise(y, 16000), "f0": pitch(y=y)[0], **{n: compute(y, 16000, n) for n in sets}}
+    for name, expected in whole.items():
+        np.testing.assert_allclose(blocks[name], expected, rtol=1e-5, atol=5e-5, err_msg=name)

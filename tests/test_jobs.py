@@ -123,6 +123,60 @@ def test_jobs_queue_and_cancel(tmp_path, space):
 
 
 @pytest.mark.slow
+def test_a_cancel_during_the_final_fit_ends_the_job_cancelled_with_no_model(tmp_path, space):
+    """Before, a cancel while the final model trained (shorter than the grace period) was not looked at again:
+    the job ended "done" and saved the model. The run now checks after the fit and before the swap. (The grace
+    period is long here: the watchdog's SIGTERM, which interrupts a fit running past it, must not be what stops
+    it.)"""
+    ex = LocalProcessExecutor(tmp_path / "jobs", cancel_grace_s=120)
+    job_id = ex.submit(_job(space, SLOW_RF, name_prefix="cancelled-final-"))
+    _wait_event(ex, job_id, "final")
+    ex.cancel(job_id)
+    st = ex.wait(job_id, timeout=120)
+    assert st["state"] == "cancelled" and st["models"]["random_forest"]["state"] == "cancelled", ex.log(job_id)
+    run = ResultsStore(space["db"]).get_run(st["run_ids"][0])
+    assert run["status"] == "cancelled" and run["saved_model"] is None
+    assert not list(Path(space["models"]).glob("*cancelled-final-*"))  # no model, no half-written folder
+
+
+@pytest.mark.parametrize("phase", ["features", "fold_start", "final", "saving"])
+def test_a_cancel_in_any_phase_stops_the_run_and_saves_nothing(phase, tmp_path):
+    """should_stop is looked at after every clip's features, between folds, after the final fit and once the
+    model is written but not yet swapped in: each cancel ends the run "cancelled" (when it was started) and
+    leaves no model behind."""
+    from functools import partial
+
+    from ser_core.corpora import Corpus, load_corpus
+    from ser_core.evaluation import RunConfig, cross_validate
+    from ser_core.roots import SAMPLES
+    from ser_core.saved import user_model_path
+
+    samples = load_corpus(SAMPLES)
+    m = samples.manifest
+    data = Corpus(samples.name, samples.root, m[m["emotion"].isin(["angry", "sad"])].reset_index(drop=True))
+    seen, asked_after_final = set(), []
+
+    def progress(e):
+        seen.add(e["event"])
+
+    def should_stop():
+        if phase == "saving":  # the first question after the fit says go on, the one before the swap says stop
+            if "final" in seen:
+                asked_after_final.append(1)
+            return len(asked_after_final) > 1
+        return phase in seen
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate(RunConfig(model="svm", feature_set="prosody", folds=2), data, store=store, progress=progress,
+                       save_to=partial(user_model_path, "svm", "samples", root=tmp_path / "models"),
+                       should_stop=should_stop, use_cache=False)
+    runs = store.runs(status=None)
+    assert list(runs["status"]) == ([] if phase == "features" else ["cancelled"])
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
+
+
+@pytest.mark.slow
 def test_sigkilled_worker_leaves_a_failed_job_and_an_intact_store(tmp_path, space):
     ex = LocalProcessExecutor(tmp_path / "jobs")
     job_id = ex.submit(_job(space, SLOW_RF, folds=4))

@@ -338,3 +338,63 @@ def test_connecting_keeps_the_callers_sigterm_handler(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+LISTENERS = r"""
+import json, os, sys
+from ser_core import cluster
+
+def descendants(pid):
+    children = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo += children.get(out[-1], [])
+    return out
+
+def listening(pids):
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            pass
+    out = []
+    for family in ("tcp", "tcp6"):
+        for line in open(f"/proc/net/{family}").read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                out.append(f[1].split(":")[0])
+    return out
+
+ray = cluster.connect(address=None if sys.argv[1] == "local" else sys.argv[1])
+ray.get(ray.remote(lambda: 1).remote())  # a worker process too
+addresses = listening(descendants(os.getpid()))
+print(json.dumps({"addresses": addresses, "gcs": ray.get_runtime_context().gcs_address,
+                  "env_after": os.environ.get(cluster.LOOPBACK_ENV)}))
+cluster.disconnect()
+"""
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}  # /proc/net/tcp*
+
+
+@pytest.mark.slow
+def test_a_local_ray_listens_on_the_loopback_only(tmp_path):
+    """A local Ray started on demand (no SER_RAY_ADDRESS): its GCS, raylet, agents, this driver and its workers
+    listen on 127.0.0.1 only, never on every interface (before: '*:port', reachable from other machines)."""
+    env = {**os.environ, "SER_RAY_CPUS": "1", "PYTHONPATH": str(REPO)}
+    env.pop(cluster.ADDRESS_ENV, None)
+    proc = subprocess.run([sys.executable, "-c", LISTENERS, "local"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert len(out["addresses"]) >= 4 and set(out["addresses"]) <= LOOPBACK, out
+    assert out["gcs"].startswith("127.0.0.1:") and out["env_after"] is None  # restored for later connections

@@ -1,3 +1,5 @@
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import pytest
 
 from ser_core.evaluation import compute_metrics, make_splitter, summarize
 from ser_core.errors import ConfigError
-from ser_core.results import ResultsStore
+from ser_core.results import STALE, ResultsStore, process_alive, process_started
 
 
 def _start(store, **kw):
@@ -58,8 +60,38 @@ def test_killed_writer_leaves_store_intact(tmp_path):
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     run = store.get_run(1)
-    assert run["status"] == "running"  # the uncommitted update was rolled back
-    assert store.mark_interrupted() == 1 and store.get_run(1)["status"] == "failed"
+    assert run["status"] == "failed"  # the uncommitted update was rolled back, and the run's process is gone
+    assert run["error"] == STALE.format(pid=run["pid"]) and store.mark_interrupted() == 0
+
+
+def _start_as(store, **process) -> int:
+    """A run started by this process, then recorded as started by ``process`` (host, pid, process_start)."""
+    rid = _start(store)
+    with sqlite3.connect(store.path) as con:
+        con.execute(f"UPDATE runs SET {', '.join(f'{k}=?' for k in process)} WHERE id=?", (*process.values(), rid))
+    return rid
+
+
+def test_a_run_whose_process_is_gone_is_marked_failed_at_the_next_open(tmp_path):
+    """A run killed with -9 (or out of memory, or by a restart) no longer stays "running" forever: the next
+    ResultsStore() of this host marks it failed with a sentence. A run whose process lives, one of another host,
+    and one stored before processes were recorded are left alone; a pid reused by another process is not life."""
+    store = ResultsStore(tmp_path / "r.sqlite")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = _start_as(store, pid=int(dead.stdout))
+    alive = _start(store)  # this process
+    me = store.get_run(alive)
+    assert (me["host"], me["pid"], me["process_start"]) == (socket.gethostname(), os.getpid(),
+                                                              process_started(os.getpid()))
+    reused = _start_as(store, process_start=me["process_start"] - 1.0)  # this pid, another process's start
+    elsewhere = _start_as(store, pid=int(dead.stdout), host="another-host")
+    unknown = _start_as(store, pid=None, host=None, process_start=None)  # a database from before
+    reopened = ResultsStore(store.path)
+    status = {rid: reopened.get_run(rid)["status"] for rid in (gone, alive, reused, elsewhere, unknown)}
+    assert status == {gone: "failed", alive: "running", reused: "failed", elsewhere: "running", unknown: "running"}
+    assert reopened.get_run(gone)["error"] == STALE.format(pid=int(dead.stdout))
+    assert reopened.fail_stale_runs() == []  # once
+    assert process_alive(os.getpid(), process_started(os.getpid())) and not process_alive(int(dead.stdout))
 
 
 def test_metrics_known_values():

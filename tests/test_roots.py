@@ -10,8 +10,10 @@ import pytest
 import soundfile as sf
 
 from ser_core.corpora import detect_corpus, load_corpus
-from ser_core.errors import CorpusError, OutsideRootsError
-from ser_core.roots import ALWAYS, OUTSIDE_REASON, configured_roots, resolve_in_roots, weights_source
+from helpers import one_sentence
+from ser_core.errors import CorpusError, OutsideRootsError, UserPathError
+from ser_core.roots import (ALWAYS, NOT_UTF8_REASON, OUTSIDE_REASON, PATH_REFUSAL, configured_roots, outside_message,
+                            printable, resolve_in_roots, user_path, weights_source)
 
 RAVDESS_NAMES = ["03-01-05-01-01-01-{a}.wav", "03-01-04-01-01-01-{a}.wav"]  # angry, sad
 
@@ -104,13 +106,15 @@ def test_csv_entries_outside_the_roots_are_skipped_alike(tree):
     clip(outside / "private.wav")
     table = root / "corpus.csv"
     entries = ["clips/a.wav", "../outside/private.wav", "../outside/missing.wav", "../../../../../../etc/shadow",
-               str(outside / "secret.csv"), str(other / "Actor_02" / RAVDESS_NAMES[0].format(a="02"))]
+               str(outside / "secret.csv"), str(other / "Actor_02" / RAVDESS_NAMES[0].format(a="02")), "~root/x.wav",
+               "~nosuchuser/x.wav", "~/x.wav"]
     table.write_text("path,label,speaker\n" + "".join(f"{e},angry,s{i}\n" for i, e in enumerate(entries)))
     c = load_corpus(table, roots=roots)
     assert sorted(c.manifest["path"]) == sorted([str(good), str(other / "Actor_02" / RAVDESS_NAMES[0].format(a="02"))])
     reasons = dict(c.skipped)
-    assert len(reasons) == 4 and set(reasons.values()) == {OUTSIDE_REASON}  # the same for missing ones
-    assert str(root / "../outside/private.wav") in reasons  # as written, not resolved
+    assert len(reasons) == 7 and set(reasons.values()) == {OUTSIDE_REASON}  # the same for missing ones, and for
+    assert {"../outside/private.wav", "~root/x.wav", "~nosuchuser/x.wav", "~/x.wav"} <= set(reasons)  # users that
+    assert not any(str(Path.home()) in p for p in reasons)  # exist or not: as written, never expanded or resolved
     c_any = load_corpus(table)  # the command line: existing entries anywhere are read
     assert str((outside / "private.wav").resolve()) in set(c_any.manifest["path"])
 
@@ -141,3 +145,48 @@ def test_weights_names_download_or_a_local_path_inside_the_roots(tree):
         with pytest.raises(OutsideRootsError) as exc:
             weights_source(bad, roots)
         assert f"'{bad}'" in str(exc.value)
+
+
+NAMES_NO_FILE = ["a\x00b", "clips/\x00.wav", "tab\there", "x" * 256, "/srv/" + "y" * 300 + "/z", "a/" * 2100,
+                 "\ud800.wav"]  # NUL, controls, a name over 255 bytes, a path over 4096, a lone surrogate
+
+
+@pytest.mark.parametrize("value", NAMES_NO_FILE)
+def test_a_path_that_can_name_no_file_is_refused_in_one_sentence_everywhere(value, tree):
+    root, other, outside, roots = tree
+    for call in (lambda: user_path(value), lambda: resolve_in_roots(value, roots),
+                 lambda: resolve_in_roots(value, None), lambda: load_corpus(value, roots=roots),
+                 lambda: load_corpus(value), lambda: weights_source(value, roots), lambda: weights_source(value, None)):
+        with pytest.raises(UserPathError) as e:
+            call()
+        assert str(e.value) == PATH_REFUSAL
+    one_sentence(PATH_REFUSAL)
+
+
+def test_tilde_users_that_exist_or_not_are_refused_alike_and_never_expanded_in_the_message(tree):
+    root, other, outside, roots = tree
+    said = {}
+    for value in ("~nosuchuser/x", "~root/x", "~", "~/corpora"):
+        with pytest.raises(OutsideRootsError) as e:
+            resolve_in_roots(value, roots)
+        said[value] = str(e.value)
+        assert said[value] == outside_message(value, roots)  # quoted as typed, not as /root/x
+        with pytest.raises(OutsideRootsError):
+            weights_source(value, roots)
+    assert len({m.replace(v, "<path>") for v, m in said.items()}) == 1
+    assert user_path("~/x") == Path.home() / "x" and user_path("x", base=root) == root / "x"
+    with pytest.raises(UserPathError, match="~user only for a user of this machine"):  # the command line may say so
+        user_path("~nosuchuser/x")
+    with pytest.raises(UserPathError):
+        load_corpus("~nosuchuser/x")
+
+
+def test_files_whose_names_are_not_utf8_are_listed_as_skipped_never_read(tree):
+    root, other, outside, roots = tree
+    folder = actor(root / "Actor_04", "04")
+    odd = os.fsdecode(bytes(folder) + b"/03-01-05-01-02-01-04-caf\xe9.wav")  # a Latin-1 name
+    os.rename(clip(folder / "odd.wav"), odd)
+    for c in (load_corpus(root, roots=roots), load_corpus(root)):
+        assert len(c.manifest) == 2 and all(p.encode("utf-8") for p in c.manifest["path"])
+        assert dict(c.skipped) == {printable(odd): NOT_UTF8_REASON}
+        assert printable(odd).endswith("caf\\xe9.wav") and printable(odd).encode("utf-8")

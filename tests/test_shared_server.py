@@ -13,7 +13,7 @@ import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
 from app_shared import WORD_JOINER, plain
-from ser_core.roots import configured_roots, outside_message
+from ser_core.roots import PATH_REFUSAL, configured_roots, outside_message
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "streamlit_app.py")
@@ -130,8 +130,29 @@ def test_train_refuses_a_weights_path_outside_the_roots(tmp_path, monkeypatch):
         at.text_input(key="hp_vgg16_transfer_weights").set_value(bad).run()
         assert as_shown(at.error[0].value) == outside_message(bad, configured_roots())
         assert at.button(key="train_run").disabled
+    for bad, said in (("~nosuchuser/w.h5", outside_message("~nosuchuser/w.h5", configured_roots())),
+                      ("~root/w.h5", outside_message("~root/w.h5", configured_roots())),  # not /root/w.h5
+                      ("w\x00.h5", PATH_REFUSAL), ("w" * 300, PATH_REFUSAL)):
+        at.text_input(key="hp_vgg16_transfer_weights").set_value(bad).run()
+        assert not at.exception and as_shown(at.error[0].value) == said and at.button(key="train_run").disabled
     at.text_input(key="hp_vgg16_transfer_weights").set_value(str(tmp_path / "weights.h5")).run()
     assert not at.error and not at.button(key="train_run").disabled
+
+
+@pytest.mark.slow
+def test_url_paths_that_name_no_file_get_one_sentence_that_reveals_nothing(tmp_path):
+    """``~user`` of a user that exists or not, a NUL (``%00`` in the URL) and a 300-character name: one sentence,
+    never a traceback, never the expanded home folder (which would tell which users exist)."""
+    roots, said = configured_roots(), {}
+    for path in ("~nosuchuser/x", "~root/x", "~", "a\x00b", "x" * 300, "/srv/" + "y" * 300 + "/z"):
+        at = explore(data="folder", path=path)
+        assert not at.metric
+        (error,) = at.error
+        said[path] = as_shown(error.value)
+        assert str(Path.home()) not in said[path] and "Traceback" not in said[path]
+    assert said["~nosuchuser/x"] == outside_message("~nosuchuser/x", roots)  # as for a user who exists:
+    assert said["~root/x"] == outside_message("~root/x", roots)
+    assert said["a\x00b"] == said["x" * 300] == said["/srv/" + "y" * 300 + "/z"] == PATH_REFUSAL
 
 
 def test_plain_shows_user_text_literally_and_inert():
