@@ -42,23 +42,57 @@ def local_only():
 
 
 _PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")  # every ASCII punctuation character
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BREAKS = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]")  # line breaks and tabs: shown as a space
+# Characters that are never drawn but change what is drawn around them: the C0 and C1 controls (NUL, ESC, CSI...)
+# and the bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E/F, U+202A-202E, U+2066-2069:
+# "\u202egnp.exe" is drawn as "exe.png"). Each is shown as a visible escape instead, as Python writes it.
+_HIDDEN = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Where GFM would turn bare text into a link after Markdown is parsed (so no escape can stop it): "http://",
 # "www." and e-mail addresses; an invisible word joiner (U+2060) there breaks the pattern.
 _AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)
 WORD_JOINER = "\u2060"
 
 
-def plain(text) -> str:
-    """``text`` a user controls (a path, file name, label, speaker or model name, CSV content, an error that
-    quotes one) made inert for Streamlit's Markdown (messages, captions, labels) and Plotly's labels and
-    tooltips. Each ASCII punctuation character becomes a numeric character reference, which both show as the
-    character itself but which cannot open a link, image, HTML tag, emphasis, formula or directive; a word
-    joiner breaks bare URLs and e-mail addresses, which GFM links otherwise; line breaks become spaces. Not
-    inside backticks (a code span shows references as typed); widget options and dataframe cells are plain text
-    already and take the raw string."""
-    text = _AUTOLINK.sub(WORD_JOINER, _CONTROL.sub(" ", str(text)))
-    return _PUNCTUATION.sub(lambda m: f"&#{ord(m.group())};", text)
+def _visible(ch: str) -> str:
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def plain(text, markdown: bool = True) -> str:
+    """The one way the app shows ``text`` a user controls (a path, file name, label, speaker or model name, CSV
+    content, an error that quotes one): as typed, never as markup, nothing hidden. Line breaks and tabs become
+    spaces; controls and bidirectional formatting characters become visible escapes (``\\u202e``, ``\\x00``).
+
+    ``markdown=True`` (the default): for what Streamlit renders as Markdown (messages, captions, metric labels,
+    values and deltas, radio options, widget labels, toasts) and for Plotly's labels and tooltips. Each ASCII
+    punctuation character becomes a numeric character reference, which both show as the character itself but
+    which cannot open a link, image, HTML tag, emphasis, formula or colour directive; a word joiner breaks bare
+    URLs and e-mail addresses, which GFM links otherwise. Not inside backticks (a code span shows references as
+    typed). ``markdown=False``: for what Streamlit shows as plain text (selectbox and multiselect options,
+    dataframe cells, JSON, code blocks): only the breaks and controls are replaced (see ``plain_data``)."""
+    text = _HIDDEN.sub(lambda m: _visible(m.group()), _BREAKS.sub(" ", str(text)))
+    if not markdown:
+        return text
+    return _PUNCTUATION.sub(lambda m: f"&#{ord(m.group())};", _AUTOLINK.sub(WORD_JOINER, text))
+
+
+def plain_data(value):
+    """``value`` for a widget that shows text as it is (``st.dataframe``, ``st.json``, selectbox options): every
+    string in it, a DataFrame's cells, column names and index included, through ``plain(s, markdown=False)``;
+    numbers and other values unchanged."""
+    import pandas as pd
+
+    if isinstance(value, str):
+        return plain(value, markdown=False)
+    if isinstance(value, dict):
+        return {plain_data(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        out = value.map(lambda v: plain(v, markdown=False) if isinstance(v, str) else v)
+        out.columns = [plain_data(c) for c in out.columns]
+        out.index = out.index.map(plain_data)
+        return out
+    return value
 
 
 def init_session():

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
-from app_shared import WORD_JOINER, plain
+from app_shared import WORD_JOINER, plain, plain_data
 from ser_core.roots import configured_roots, outside_message
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,3 +143,41 @@ def test_plain_shows_user_text_literally_and_inert():
     assert re.fullmatch(r"[A-Za-z0-9 \u2060]*", bare), bare  # nothing Markdown or HTML can start from
     for autolink in ("https://evil", "www.evil", "a@evil", "x@evil"):  # GFM links these after decoding
         assert autolink not in html.unescape(shown)
+
+
+HOSTILE = {  # what a label, name or CSV cell may hold -> what every widget must show (as_shown)
+    "[click](http://evil.example)": "[click](http://evil.example)",
+    "**bold** __b__ _i_ ~~s~~": "**bold** __b__ _i_ ~~s~~",
+    ":red[x] :material/delete: :smile:": ":red[x] :material/delete: :smile:",
+    "$x^2$ $$y$$": "$x^2$ $$y$$",
+    "<script>alert(1)</script><img src=x onerror=alert(1)>": "<script>alert(1)</script><img src=x onerror=alert(1)>",
+    "\u202egnp.exe": "\\u202egnp.exe",  # drawn as "exe.png" if left in
+    "a\u2066b\u2069 \u200ec\u200f \u061cd \u202ae\u202c": "a\\u2066b\\u2069 \\u200ec\\u200f \\u061cd \\u202ae\\u202c",
+    "one\ntwo\r\nthree\tfour\u2028five": "one two  three four five",
+    "nul\x00 esc\x1b[31m c1\x9b bell\x07 del\x7f": "nul\\x00 esc\\x1b[31m c1\\x9b bell\\x07 del\\x7f",
+}
+BIDI_AND_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+@pytest.mark.parametrize("text", list(HOSTILE))
+def test_plain_is_one_rule_for_markdown_and_text_widgets(text):
+    """Markdown (messages, captions, metrics) and plain-text widgets (options, dataframe cells) show the same
+    characters: the text as typed, with line breaks as spaces and invisible controls as visible escapes."""
+    shown = plain(text)
+    assert as_shown(shown) == HOSTILE[text] == plain(text, markdown=False)
+    assert re.fullmatch(r"[A-Za-z0-9 \u2060]*", re.sub(r"&#\d+;", "", shown)), shown  # nothing markup starts from
+    assert not BIDI_AND_CONTROLS.search(html.unescape(shown)) and not BIDI_AND_CONTROLS.search(plain(text, False))
+
+
+def test_plain_data_makes_every_string_of_a_table_or_document_plain():
+    import pandas as pd
+
+    evil = "\u202egnp.exe"
+    table = pd.DataFrame({"label": [evil, "angry"], f"by {evil}": ["a\nb", 3], "n": [1.5, 2.0]},
+                         index=[evil, "x"])
+    shown = plain_data(table)
+    assert shown.to_dict(orient="list") == {"label": ["\\u202egnp.exe", "angry"], "by \\u202egnp.exe": ["a b", 3],
+                                            "n": [1.5, 2.0]}
+    assert list(shown.index) == ["\\u202egnp.exe", "x"] and table.loc[evil, "label"] == evil  # a copy
+    assert plain_data({"path": [evil, 3, None], evil: {"k": "x\x00"}}) == {
+        "path": ["\\u202egnp.exe", 3, None], "\\u202egnp.exe": {"k": "x\\x00"}}
