@@ -32,6 +32,56 @@ def public_mode() -> bool:
     return os.environ.get(PUBLIC_ENV, "").strip() not in ("", "0")
 
 
+# Streamlit's settings on a public demo, for the whole server process (the entry script sets them):
+PUBLIC_OPTIONS = {"client.toolbarMode": "minimal",  # no developer menu: no Rerun, Clear cache, Deploy or settings
+                  "client.disableDataExport": True,  # no "Download as CSV" in a table's toolbar, no copying cells
+                  "client.showErrorDetails": "none"}  # an unexpected error without its traceback (server paths)
+
+
+def apply_public_options() -> bool:
+    """In public mode, set ``PUBLIC_OPTIONS``; True when one changed. The browser takes these settings at the start
+    of a script run, so the entry script then reruns before drawing anything (only the server's first run)."""
+    if not public_mode():
+        return False
+    changed = {k: v for k, v in PUBLIC_OPTIONS.items() if st.get_option(k) != v}
+    for k, v in changed.items():
+        st.set_option(k, v)
+    return bool(changed)
+
+
+_QUOTED_PATH = re.compile(r"'((?:/|[A-Za-z]:[\\/])[^']*)'")
+
+
+def _last_part(path: str) -> str:
+    return re.split(r"[\\/]", path.rstrip("/\\"))[-1]
+
+
+def public_text(value):
+    """On a public demo, ``value`` (a message, or a run's configuration: strings in dicts and lists) without the
+    server's paths: a string that is an absolute path becomes its last part (a saved model's folder name, a weights
+    file's name), and so does each quoted one in a message ("'/srv/models/x' lacks ..." -> "'x' lacks ...").
+    Unchanged elsewhere."""
+    if not public_mode():
+        return value
+    if isinstance(value, dict):
+        return {k: public_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_text(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    if os.path.isabs(value) or re.match(r"[A-Za-z]:[\\/]", value):
+        return _last_part(value)
+    return _QUOTED_PATH.sub(lambda m: f"'{_last_part(m.group(1))}'", value)
+
+
+def chart(fig, key: str, where=st, **config):
+    """Draw the Plotly figure ``fig`` (``where.plotly_chart``: a column, the page) on a page a public demo shows:
+    there without the mode bar's "Download plot as a png" (a public demo exports nothing)."""
+    if public_mode():
+        config["modeBarButtonsToRemove"] = ["toImage"]
+    where.plotly_chart(fig, key=key, config=config)
+
+
 def local_only():
     """Stop a page that reads local data or trains (Explore, Train) on a public server. The entry script leaves
     them out of the navigation and answers a deep link to them (``/train``) with this; the pages call it first
@@ -93,6 +143,12 @@ def plain_data(value):
         out.index = out.index.map(plain_data)
         return out
     return value
+
+
+def plain_options(label=str):
+    """A selectbox or multiselect ``format_func`` that shows ``label(option)`` by the same rule (``plain``, as
+    plain text: these widgets draw their options as text)."""
+    return lambda option: plain(label(option), markdown=False)
 
 
 def init_session():

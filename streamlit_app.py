@@ -3,9 +3,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_shared import data_source_sidebar, local_only, public_mode
+from app_shared import apply_public_options, data_source_sidebar, local_only, public_mode
 
 st.set_page_config(page_title="SER Studio", page_icon=":material/graphic_eq:", layout="wide")
+if apply_public_options():  # a public server's first run: the browser gets the settings with the rerun's first message
+    st.rerun()
 
 # (script, title, icon, shown in public mode, what it offers): a public demo reads no local data and trains nothing.
 # The pages live in app_pages/, not pages/: Streamlit takes a pages/ folder for its legacy multipage app, and a deep

@@ -12,8 +12,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import (EMOTION_COLORS, analysis_slot, emotion_order, live_slot, load_predictor, models_dir_version,
-                        plain, pop_refusal, public_mode, refuse_upload, trained_model_cards, upload_limit_mb)
+from app_shared import (EMOTION_COLORS, analysis_slot, chart, emotion_order, live_slot, load_predictor,
+                        models_dir_version, plain, plain_data, plain_options, pop_refusal, public_mode, public_text,
+                        refuse_upload, trained_model_cards, upload_limit_mb)
 from ser_core.audio import envelope
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
@@ -30,6 +31,9 @@ INPUT_ROUND = "demo_input_round"  # session counter in the input widgets' keys: 
 
 st.title("Try the models")
 cards = trained_model_cards()
+if not cards and public_mode():  # no server paths, no training on a public demo
+    st.info("This demo has no trained models yet; come back later.")
+    st.stop()
 if not cards:
     st.info(f"No trained models in {plain(shipped_models_dir())} (shipped) or {plain(user_models_dir())} (yours) "
             "yet. Train some on the **Train** page (the bundled samples will do), or from a terminal: `python -m "
@@ -55,30 +59,31 @@ def group(source: str) -> list[str]:
 
 shipped, yours = group(SHIPPED), group(YOURS)
 left, right = st.columns(2)
-chosen = left.multiselect("Shipped models", shipped, default=shipped, format_func=model_label,
+chosen = left.multiselect("Shipped models", shipped, default=shipped, format_func=plain_options(model_label),
                           help="The models the app ships with (read-only). CV UAR: unweighted average recall of the "
                                "model's cross-validation (chance = 1 / number of emotions). A saved ensemble pools "
                                "its member models and leads the answer; without one, the models' mean weighted by "
                                "CV UAR does. Speaker-adaptive models compare a voice with itself: calibrate them "
                                "to yours below.")
 if yours:
-    chosen += right.multiselect("Your models", yours, default=yours, format_func=model_label,
+    chosen += right.multiselect("Your models", yours, default=yours, format_func=plain_options(model_label),
                                 help="The models you trained (Train page or `python -m ser_core train`), each named "
                                      "after its model, data and run (the run's number on the Leaderboard).")
-    with right.expander("Delete one of your models"):
-        victim = st.selectbox("Model", yours, key="demo_delete_pick")
-        st.caption("Its folder goes; its run stays on the Leaderboard. Shipped models cannot be deleted.")
-        if st.button("Delete", icon=":material/delete:", key="demo_delete"):
-            from ser_core.results import ResultsStore
+    if not public_mode():  # a public demo deletes nothing
+        with right.expander("Delete one of your models"):
+            victim = st.selectbox("Model", yours, key="demo_delete_pick", format_func=plain_options())
+            st.caption("Its folder goes; its run stays on the Leaderboard. Shipped models cannot be deleted.")
+            if st.button("Delete", icon=":material/delete:", key="demo_delete"):
+                from ser_core.results import ResultsStore
 
-            try:
-                delete_user_model(victim, store=ResultsStore())
-            except SERError as exc:
-                st.error(plain(exc))
-            else:
-                st.session_state["demo_deleted"] = victim
-                del st.session_state["demo_delete_pick"]  # its options change
-                st.rerun()
+                try:
+                    delete_user_model(victim, store=ResultsStore())
+                except SERError as exc:
+                    st.error(plain(exc))
+                else:
+                    st.session_state["demo_deleted"] = victim
+                    del st.session_state["demo_delete_pick"]  # its options change
+                    st.rerun()
 else:
     right.caption("**Your models**: none yet. A model you train on the **Train** page appears here, beside the "
                   "shipped ones (which training never replaces).")
@@ -91,7 +96,7 @@ version = models_dir_version()
 try:
     predictor = load_predictor(tuple(chosen), None, version)
 except SERError as exc:
-    st.error(plain(exc))
+    st.error(plain(public_text(str(exc))))
     st.stop()
 
 
@@ -143,7 +148,7 @@ def calibration(predictor):
             try:
                 predictor = calibrated_predictor(tuple(chosen), version, key, signals)
             except SERError as exc:
-                st.error(plain(f"Cannot calibrate with these clips: {exc}"))
+                st.error(plain(f"Cannot calibrate with these clips: {public_text(str(exc))}"))
                 key = ()
         else:
             key = ()
@@ -193,13 +198,13 @@ def prob_chart(probs: dict, key: str, height: int = 270):
                            text=[f"{probs[l]:.0%}" for l in labels], textposition="outside", cliponaxis=False))
     fig.update_layout(height=height, margin=dict(t=10, b=10, l=10, r=40), xaxis=dict(range=[0, 1.08],
                       tickformat=".0%", title="probability"), yaxis=dict(autorange="reversed"))
-    st.plotly_chart(fig, key=key, config={"displayModeBar": False})
+    chart(fig, key, displayModeBar=False)
 
 
 def answer(probs: dict, threshold: float | None):
     """The top emotion and its confidence, or "not sure" and the candidates (``describe_prediction``)."""
     said = describe_prediction(probs, threshold)
-    st.metric("top emotion", said["answer"], said["detail"], delta_color="off", delta_arrow="off")
+    st.metric("top emotion", plain(said["answer"]), plain(said["detail"]), delta_color="off", delta_arrow="off")
 
 
 def model_card(name: str, probs: dict, key: str, timing: dict | None = None):
@@ -233,7 +238,7 @@ def waveform_chart(res: dict):
                   annotation_text="speech the models hear", annotation_position="top left")
     fig.update_layout(height=200, margin=dict(t=25, b=10), xaxis_title="time (s)", yaxis=dict(range=[-1.05, 1.05]
                       if abs(v).max() > 0.5 else None, title="amplitude"), showlegend=False)
-    st.plotly_chart(fig, key="waveform", config={"displayModeBar": False})
+    chart(fig, "waveform", displayModeBar=False)
     st.caption(f"{len(y) / sr:.1f} s of audio; the models hear the highlighted {(end - start) / sr:.1f} s "
                "(leading and trailing silence trimmed).")
 
@@ -252,12 +257,12 @@ def segments_chart(res: dict):
                       line_width=0, annotation_text=plain(said), annotation_position="top left")
     fig.update_layout(height=240, margin=dict(t=25, b=10), xaxis=dict(title="time (s)", range=[0, len(y) / sr]),
                       yaxis_title="amplitude", showlegend=False)
-    st.plotly_chart(fig, key="segments", config={"displayModeBar": False})
+    chart(fig, "segments", displayModeBar=False)
     table = pd.DataFrame(rows)[["start", "end", "answer", "emotion", "confidence", "reason"]]
     st.caption(f"{len(rows)} speech segments found by a voice activity detector (Silero VAD); the pauses between "
                "them are skipped, not classified. Each segment gets the best estimate above; \"not sure\" below "
                "its threshold.")
-    st.dataframe(table.round(2), hide_index=True)
+    st.dataframe(plain_data(table.round(2)), hide_index=True)
     if not public_mode():
         st.download_button("Download the segments (CSV)", table.to_csv(index=False), "segments.csv", "text/csv",
                            icon=":material/download:")
@@ -271,7 +276,7 @@ def explanation_panel(res: dict):
         (s["start_s"], s["end_s"], f"{s['start_s']:.1f}-{s['end_s']:.1f} s") for s in res.get("segments") or []
         if s["speech"]]
     c1, c2 = st.columns(2)
-    name = c1.selectbox("Model", names, format_func=model_label, key="explain_model")
+    name = c1.selectbox("Model", names, format_func=plain_options(model_label), key="explain_model")
     part = c2.selectbox("Part", range(len(parts)), format_func=lambda i: parts[i][2], key="explain_part")
     start, end, _ = parts[part]
     request = (res["digest"], name, start, end)
@@ -285,7 +290,7 @@ def explanation_panel(res: dict):
         with analysis_slot():
             ex = explained(*request, tuple(chosen), version, calibration_key, predictor, res["y"])
     except SERError as exc:
-        st.error(plain(exc))
+        st.error(plain(public_text(str(exc))))
         return
     st.markdown(plain(ex["text"]))
     if ex["kind"] == "time_frequency":
@@ -306,7 +311,7 @@ def occlusion_map(ex: dict, duration: float):
         fig.add_vrect(x0=r["start"], x1=r["end"], line_width=1, line_dash="dot", fillcolor="rgba(0,0,0,0)")
     fig.update_layout(height=300, margin=dict(t=10, b=10), xaxis=dict(title="time (s)", range=[0, duration]),
                       yaxis_title="mel band")
-    st.plotly_chart(fig, key="explain_map")
+    chart(fig, "explain_map")
     heard = ex["heard"]
     st.caption(f"The model hears {heard[0]:.2f}-{heard[1]:.2f} s (trimmed, at most its input length). Effect: how "
                f"much the odds of {plain(ex['label'])} fall when that tile is silenced (log-odds; 1 = 2.7-fold). "
@@ -321,7 +326,7 @@ def feature_bars(ex: dict):
                            marker_color=["#2ca02c" if r["effect"] > 0 else "#d62728" for r in rows]))
     fig.update_layout(height=60 + 32 * len(rows), margin=dict(t=10, b=10), yaxis=dict(autorange="reversed"),
                       xaxis_title=plain(f"effect on {ex['label']} (log-odds; > 0 pushed toward it)"))
-    st.plotly_chart(fig, key="explain_features", config={"displayModeBar": False})
+    chart(fig, "explain_features", displayModeBar=False)
     st.markdown("\n".join(f"- {plain(r['text'])}" for r in rows))
     ref = ex["reference"]
     st.caption(plain(f"Compared with {ref['clips']} training clips ({ref['source']})."))
@@ -420,14 +425,14 @@ def live():
             with history.container():
                 st.caption(f"Speech segments so far ({stream.received_s:.0f} s streamed)")
                 table = pd.DataFrame(segment_table(stream.segments, thresholds.get(live_lead)))
-                st.dataframe(table[["start", "end", "answer", "reason"]].round(2), hide_index=True)
+                st.dataframe(plain_data(table[["start", "end", "answer", "reason"]].round(2)), hide_index=True)
 
 
 def live_models(r: dict):
     """The best estimate's probabilities and each model's answer, for the segment so far."""
     prob_chart(r["ensemble"], key=f"live_{r['end_s']}", height=220)
-    st.dataframe(pd.DataFrame([{"model": n, "answer": describe_prediction(p, thresholds.get(n))["answer"]}
-                               for n, p in r["models"].items()]), hide_index=True)
+    st.dataframe(plain_data(pd.DataFrame([{"model": n, "answer": describe_prediction(p, thresholds.get(n))["answer"]}
+                                          for n, p in r["models"].items()])), hide_index=True)
 
 
 mode = st.radio("Input", MODES, horizontal=True, key="demo_mode")
@@ -443,8 +448,9 @@ else:
 if refused := pop_refusal():
     st.error(refused)
 if f is None:
-    st.info("Upload or record a clip of speech, e.g. one of the bundled samples in `samples/ravdess/`. Recordings "
-            f"longer than {TIMELINE_AFTER_S:.0f} s are also split into speech segments, each with its emotion.")
+    st.info("Upload or record a clip of speech" + ("" if public_mode() else ", e.g. one of the bundled samples in "
+                                                   "`samples/ravdess/`") + f". Recordings longer than "
+            f"{TIMELINE_AFTER_S:.0f} s are also split into speech segments, each with its emotion.")
     st.stop()
 
 # A refused file is dropped at once (refuse_upload): its bytes stay in no cache, session or player.
