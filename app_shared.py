@@ -333,28 +333,37 @@ def _return_freed_memory():
         pass
 
 
-def refuse_upload(f, message: str, round_key: str):
-    """Refuse the uploaded or recorded file ``f`` with ``message``: drop the server's copy of its bytes
-    (Streamlit keeps them until the browser removes the file or the session ends), bump the session counter
-    ``round_key`` that the page puts in its input widgets' keys so they come back empty, and rerun; the page shows
-    ``pop_refusal()`` once."""
+def drop_uploads(files, round_key: str, message: str = ""):
+    """Drop the server's copy of the uploaded or recorded ``files``' bytes (Streamlit keeps them until the browser
+    removes the files or the session ends), bump the session counter ``round_key`` that the page puts in its input
+    widgets' keys so they come back empty, and rerun; the page then shows ``pop_refusal(round_key)`` once:
+    ``message``, why the files (or some of them) were refused, or nothing."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    if ctx is not None and getattr(f, "file_id", None):
-        ctx.uploaded_file_mgr.remove_file(ctx.session_id, f.file_id)
-    st.session_state["_refused_upload"] = message
+    ctx, ids = get_script_run_ctx(), _file_ids(list(files))
+    for file_id in ids if ctx is not None else ():
+        ctx.uploaded_file_mgr.remove_file(ctx.session_id, file_id)
+    # and the widget values that hold them: Streamlit drops a widget's state only after a run that ends without
+    # st.stop(), and a page with nothing uploaded stops early (the Demo does), so the bytes would stay referenced
+    for key in [k for k in st.session_state if _file_ids(st.session_state[k]) & ids]:
+        del st.session_state[key]
+    st.session_state["_dropped_" + round_key] = message
     st.session_state[round_key] = st.session_state.get(round_key, 0) + 1
     st.rerun()
 
 
-def pop_refusal() -> str | None:
-    """The message of the upload ``refuse_upload`` just refused, once (by now its bytes are freed, and their
-    memory goes back to the system)."""
-    message = st.session_state.pop("_refused_upload", None)
+def _file_ids(value) -> set:
+    """The ids of the uploaded files in ``value`` (a widget's value: a file, a list of them, anything else)."""
+    return {f.file_id for f in (value if isinstance(value, list) else [value]) if getattr(f, "file_id", None)}
+
+
+def pop_refusal(round_key: str) -> str | None:
+    """The message of the files ``drop_uploads(..., round_key)`` just dropped, once, or None (by now their bytes
+    are freed, and the memory goes back to the system)."""
+    message = st.session_state.pop("_dropped_" + round_key, None)
     if message is not None:
         _return_freed_memory()
-    return message
+    return message or None
 
 
 def emotion_order(labels) -> list[str]:

@@ -1,7 +1,6 @@
 """Demo: upload, record or stream speech; every selected model's prediction side by side, plus the ensemble."""
 import streamlit_webrtc  # noqa: F401  (imports aiortc; it must load before TensorFlow, i.e. before any model)
 
-import contextlib
 import copy
 import hashlib
 import io
@@ -12,9 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import (EMOTION_COLORS, analysis_slot, chart, emotion_order, live_slot, load_predictor,
+from app_shared import (EMOTION_COLORS, analysis_slot, chart, drop_uploads, emotion_order, live_slot, load_predictor,
                         models_dir_version, plain, plain_data, plain_options, pop_refusal, public_mode, public_text,
-                        refuse_upload, trained_model_cards, upload_limit_mb)
+                        trained_model_cards, upload_limit_mb)
 from ser_core.audio import envelope
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
@@ -27,6 +26,9 @@ from ser_core.speech import NOT_SPEECH
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
 MODES = ["Upload a file", "Record", "Live microphone"]
 CALIBRATION_MIN = 5  # clips of the user's voice before speaker-adaptive models use them (SpeakerNormalizer)
+CALIBRATION_MAX = 20  # clips of one voice a session keeps (20 calibrate best: bench_voice_calibration.py); the files of
+# an upload beyond them are dropped unread, so a session holds at most 20 decoded clips (16 kHz, 120 s: 7.7 MB each)
+CALIB_ROUND = "calib_round"  # session counter in the calibration widgets' keys: bumped when their files are taken in
 INPUT_ROUND = "demo_input_round"  # session counter in the input widgets' keys: bumped by a refusal to empty them
 
 st.title("Try the models")
@@ -106,13 +108,32 @@ def calibrated_predictor(models: tuple, version: float, key: tuple, _signals: li
     return copy.copy(load_predictor(models, None, version)).calibrate(_signals, min_clips=CALIBRATION_MIN)
 
 
-def calibration(predictor):
-    """The "Calibrate to your voice" expander; returns ``(predictor to use, calibration key)``."""
+def take_clips(files: list, kept: dict):
+    """Decode the uploaded or recorded ``files`` ((name, file) pairs) into ``kept`` (sha1 -> (name, (y, 16000))),
+    up to ``CALIBRATION_MAX`` clips in all, then drop every file's bytes and empty the widgets (``drop_uploads``,
+    which reruns): the session keeps a clip's 16 kHz signal, never its file, and a file it refuses (over the limit,
+    unreadable, too long) is freed at once."""
     from ser_core.audio import load_audio
 
-    st.session_state.setdefault("calib_recorded", {})  # sha1 -> (name, bytes), recordings kept across reruns
-    st.session_state.setdefault("calib_round", 0)  # bumped by "Clear" to give the widgets fresh keys
-    rnd, clips = st.session_state["calib_round"], {}
+    room, bad = max(0, CALIBRATION_MAX - len(kept)), []
+    with analysis_slot():
+        for name, f in files[:room]:
+            digest = hashlib.sha1(f.getvalue()).hexdigest()
+            try:
+                if digest not in kept:
+                    kept[digest] = (name, (load_audio(io.BytesIO(f.getvalue()), trim=False, normalize=None,
+                                                      max_duration_s=MAX_RECORDING_S), 16000))
+            except SERError as exc:
+                bad.append(f"'{name}' ({exc})")
+    if len(files) > room:
+        bad.append(f"{len(files) - room} more files, not read: at most {CALIBRATION_MAX} clips are kept")
+    drop_uploads([f for _, f in files], CALIB_ROUND, plain("Left out: " + "; ".join(bad)) if bad else "")
+
+
+def calibration(predictor):
+    """The "Calibrate to your voice" expander; returns ``(predictor to use, calibration key)``."""
+    kept = st.session_state.setdefault("calib_clips", {})  # sha1 -> (name, (y, 16000)): the clips taken in
+    rnd = st.session_state.get(CALIB_ROUND, 0)
     with st.expander("Calibrate to your voice"):
         st.caption(f"Speaker-adaptive models judge a voice against the same voice's average. Give them at least "
                    f"{CALIBRATION_MIN} clips of your own speech, a sentence each, in your usual range of moods "
@@ -123,27 +144,16 @@ def calibration(predictor):
                    "adaptive SVM gains only from 10 clips on (0.61 / 0.66 with 10 / 20)."
                    + (f" Without calibration the ensemble scores {uar[ENSEMBLE]:.2f} on one clip (its card's "
                       "cross-validated UAR)." if uar.get(ENSEMBLE) is not None else ""))
-        uploads = st.file_uploader("Clips of your voice", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                   key=f"calib_upload_{rnd}")
+        uploads = st.file_uploader(f"Clips of your voice (at most {CALIBRATION_MAX})", type=UPLOAD_TYPES,
+                                   accept_multiple_files=True, key=f"calib_upload_{rnd}")
         rec = st.audio_input("Or record them one at a time", key=f"calib_record_{rnd}")
-        recorded = st.session_state["calib_recorded"]
-        if rec is not None:
-            data = rec.getvalue()
-            recorded.setdefault(hashlib.sha1(data).hexdigest(), (f"recording {len(recorded) + 1}", data))
-        for u in uploads or []:
-            clips[hashlib.sha1(u.getvalue()).hexdigest()] = (u.name, u.getvalue())
-        clips.update(recorded)
-        good, bad = {}, []  # digest -> (y, sr); unusable clips are named and left out
-        with analysis_slot() if clips else contextlib.nullcontext():
-            for digest, (name, data) in sorted(clips.items()):
-                try:
-                    good[digest] = (load_audio(io.BytesIO(data), trim=False, normalize=None,
-                                               max_duration_s=MAX_RECORDING_S), 16000)
-                except SERError as exc:
-                    bad.append(f"'{name}' ({exc})")
-        if bad:
-            st.warning(plain("Left out: " + "; ".join(bad)))
-        key, signals = tuple(good), list(good.values())
+        new = [(u.name, u) for u in uploads or []] + ([(f"recording {len(kept) + 1}", rec)] if rec else [])
+        if new:
+            take_clips(new, kept)
+        if refused := pop_refusal(CALIB_ROUND):
+            st.warning(refused)
+        key = tuple(sorted(kept))
+        signals = [kept[d][1] for d in key]
         if len(signals) >= CALIBRATION_MIN:
             try:
                 predictor = calibrated_predictor(tuple(chosen), version, key, signals)
@@ -158,9 +168,11 @@ def calibration(predictor):
         else:
             st.info(f"{len(signals)} of {CALIBRATION_MIN} clips in: {names} not calibrated yet (training-data "
                     "statistics).")
-        if clips and st.button("Clear calibration clips"):
-            st.session_state["calib_recorded"] = {}
-            st.session_state["calib_round"] = rnd + 1
+        if kept:
+            st.caption(plain("Clips in: " + ", ".join(name for name, _ in kept.values())))
+        if kept and st.button("Clear calibration clips"):
+            kept.clear()
+            st.session_state[CALIB_ROUND] = rnd + 1
             st.rerun()
     return predictor, key
 
@@ -445,7 +457,7 @@ if mode == MODES[0]:
                          type=UPLOAD_TYPES, key=f"demo_upload_{rnd}")
 else:
     f = st.audio_input("Record a few seconds of speech", key=f"demo_record_{rnd}")
-if refused := pop_refusal():
+if refused := pop_refusal(INPUT_ROUND):
     st.error(refused)
 if f is None:
     st.info("Upload or record a clip of speech" + ("" if public_mode() else ", e.g. one of the bundled samples in "
@@ -453,17 +465,17 @@ if f is None:
             f"{TIMELINE_AFTER_S:.0f} s are also split into speech segments, each with its emotion.")
     st.stop()
 
-# A refused file is dropped at once (refuse_upload): its bytes stay in no cache, session or player.
+# A refused file is dropped at once (drop_uploads): its bytes stay in no cache, session or player.
 if f.size > limit_mb * 2 ** 20:
-    refuse_upload(f, plain(f"'{f.name}' is {f.size / 2 ** 20:.0f} MB, more than this server's {limit_mb} MB limit; "
-                           "cut it or convert it to FLAC or MP3."), INPUT_ROUND)
+    drop_uploads([f], INPUT_ROUND, plain(f"'{f.name}' is {f.size / 2 ** 20:.0f} MB, more than this server's {limit_mb} "
+                                        "MB limit; cut it or convert it to FLAC or MP3."))
 try:
     with analysis_slot():
         result = analyse(f.getvalue(), f.name, tuple(chosen), version, calibration_key, predictor)
 except AudioTooLongError:
-    refuse_upload(f, f"This recording is longer than the demo's {MAX_RECORDING_S:.0f} s limit; cut it to the part you "
-                     "want analysed (or use `python -m ser_core predict` for long files).", INPUT_ROUND)
+    drop_uploads([f], INPUT_ROUND, f"This recording is longer than the demo's {MAX_RECORDING_S:.0f} s limit; cut it to "
+                                   "the part you want analysed (or use `python -m ser_core predict` for long files).")
 except SERError as exc:
-    refuse_upload(f, plain(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}"), INPUT_ROUND)
+    drop_uploads([f], INPUT_ROUND, plain(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}"))
 st.audio(f.getvalue())
 render(result)
