@@ -126,9 +126,9 @@ def plain(text, markdown: bool = True) -> str:
 
 
 def plain_data(value):
-    """``value`` for a widget that shows text as it is (``st.dataframe``, ``st.json``, selectbox options): every
-    string in it, a DataFrame's cells, column names and index included, through ``plain(s, markdown=False)``;
-    numbers and other values unchanged."""
+    """``value`` for a widget that shows text as it is (``st.dataframe``, ``st.json``, ``st.code``): every string
+    in it, a DataFrame's cells, column names and index included, through ``plain(s, markdown=False)``; numbers
+    and other values unchanged."""
     import pandas as pd
 
     if isinstance(value, str):

@@ -7,6 +7,7 @@ and on the Leaderboard. Screenshots go to test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -14,14 +15,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, require_chromium, streamlit_server
+from helpers import REPO, streamlit_server
 from test_app_pages import SAMPLES, train_quick_models
 from test_browser import no_exception, settle
+from test_browser_navigation import SHOTS, chromium  # noqa: F401  (fixture: headless Chromium)
 from test_browser_shared_server import INJECTED, assert_nothing_points_at_the_injected_address
 from test_shared_server import HOSTILE_LABELS, as_shown, hostile_model, sure_copy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a Streamlit server
-SHOTS = REPO / "test-artifacts" / "screenshots"
 HOSTILE = "svm-hostile"  # the visitor-facing name of "your" model trained on HOSTILE_LABELS
 # Widgets a public page may show that take something from a visitor, and why each writes nothing to the server
 # and exports nothing: any other button, field or uploader fails the test until it is judged and listed here.
@@ -57,18 +58,6 @@ def public_server(shared_ravdess, tmp_path_factory):
     env["SER_MODELS_DIR"] = str(shipped)
     with streamlit_server(env, base / "streamlit.log") as url:
         yield url, base
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    require_chromium()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -172,14 +161,12 @@ BIDI = "[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 
 
 def test_hostile_labels_show_as_text_on_the_demo_and_leaderboard(page, public_server):
-    import re
-
     url, _ = public_server
     asked = []
     page.on("request", lambda r: asked.append(r.url))
     open_page(page, f"{url}/demo")
     for box in page.get_by_test_id("stMultiSelect").filter(has_text="Shipped models").all():
-        box.get_by_role("button", name="Clear all").click()  # only your model: its answer leads
+        box.get_by_role("button", name="Clear all").click()  # only your two models
         settle(page)
     angry = SAMPLES / "Actor_01" / "03-01-05-02-01-01-01.flac"
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').last.set_input_files(str(angry))
@@ -216,8 +203,6 @@ def test_hostile_labels_show_as_text_on_the_demo_and_leaderboard(page, public_se
 def check_page_shows_text(page):
     """No element that Markdown or HTML would make from a label, no link or image to the injected host, no
     bidirectional control anywhere in the page's text."""
-    import re
-
     main = page.get_by_test_id("stMain")
     made = main.locator(".katex, .stMarkdownColoredText, script, img").count()
     assert made == 0, main.locator(".katex, .stMarkdownColoredText, script, img").first.evaluate("e => e.outerHTML")

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
-from app_shared import WORD_JOINER, plain, plain_data
+from app_shared import PUBLIC_OPTIONS, WORD_JOINER, apply_public_options, plain, plain_data, public_text
 from ser_core.roots import configured_roots, outside_message
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,3 +249,24 @@ def test_demo_shows_a_models_hostile_labels_as_text(shared_ravdess, tmp_path, mo
                                                        for c in HOSTILE_LABELS)
     picker = next(m for m in at.multiselect if m.label == "Your models")  # options: text, never Markdown
     assert picker.value == [name, sure] and picker.format_func(name).startswith(f"{name} (CV UAR ")
+
+
+def test_public_text_cuts_server_paths_to_their_last_part(monkeypatch):
+    message = "The speaker-adaptive model in '/srv/models/adaptive_lda' lacks its training statistics."
+    config = {"data_root": "/srv/corpora/ravdess", "params": {"weights": ["C:\\w\\vgg.h5", "imagenet"], "C": 1}}
+    assert public_text(message) == message and public_text(config) == config  # not public: as they are
+    monkeypatch.setenv("SER_PUBLIC", "1")
+    assert public_text(message) == "The speaker-adaptive model in 'adaptive_lda' lacks its training statistics."
+    assert public_text(config) == {"data_root": "ravdess", "params": {"weights": ["vgg.h5", "imagenet"], "C": 1}}
+
+
+def test_public_options_are_set_once_for_the_server_process(monkeypatch):
+    from streamlit import config
+
+    before = {k: config.get_option(k) for k in PUBLIC_OPTIONS}
+    assert not apply_public_options() and {k: config.get_option(k) for k in PUBLIC_OPTIONS} == before
+    monkeypatch.setenv("SER_PUBLIC", "1")
+    assert apply_public_options()  # the entry script reruns once
+    assert {k: config.get_option(k) for k in PUBLIC_OPTIONS} == PUBLIC_OPTIONS == {
+        "client.toolbarMode": "minimal", "client.disableDataExport": True, "client.showErrorDetails": "none"}
+    assert not apply_public_options()  # and not again
