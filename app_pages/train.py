@@ -298,7 +298,8 @@ def job_panel(job_id: str, was_active: bool):
     if state == "done":
         st.page_link("app_pages/leaderboard.py", label="See the runs on the Leaderboard", icon="🏆")
     with st.expander("Log"):  # a crash's traceback stays in here; the page shows its one-line message
-        st.code(executor.log(job_id, tail_chars=6000) or "(empty)", language=None)
+        log = (executor.log(job_id, tail_chars=6000) or "(empty)").splitlines()
+        st.code("\n".join(plain_data(log)), language=None)  # each line: a label's controls shown, not obeyed
 
 
 def sweep_panel(spec: dict, job_events: list, prog: dict):
