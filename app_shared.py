@@ -32,6 +32,56 @@ def public_mode() -> bool:
     return os.environ.get(PUBLIC_ENV, "").strip() not in ("", "0")
 
 
+# Streamlit's settings on a public demo, for the whole server process (the entry script sets them):
+PUBLIC_OPTIONS = {"client.toolbarMode": "minimal",  # no developer menu: no Rerun, Clear cache, Deploy or settings
+                  "client.disableDataExport": True,  # no "Download as CSV" in a table's toolbar, no copying cells
+                  "client.showErrorDetails": "none"}  # an unexpected error without its traceback (server paths)
+
+
+def apply_public_options() -> bool:
+    """In public mode, set ``PUBLIC_OPTIONS``; True when one changed. The browser takes these settings at the start
+    of a script run, so the entry script then reruns before drawing anything (only the server's first run)."""
+    if not public_mode():
+        return False
+    changed = {k: v for k, v in PUBLIC_OPTIONS.items() if st.get_option(k) != v}
+    for k, v in changed.items():
+        st.set_option(k, v)
+    return bool(changed)
+
+
+_QUOTED_PATH = re.compile(r"'((?:/|[A-Za-z]:[\\/])[^']*)'")
+
+
+def _last_part(path: str) -> str:
+    return re.split(r"[\\/]", path.rstrip("/\\"))[-1]
+
+
+def public_text(value):
+    """On a public demo, ``value`` (a message, or a run's configuration: strings in dicts and lists) without the
+    server's paths: a string that is an absolute path becomes its last part (a saved model's folder name, a weights
+    file's name), and so does each quoted one in a message ("'/srv/models/x' lacks ..." -> "'x' lacks ...").
+    Unchanged elsewhere."""
+    if not public_mode():
+        return value
+    if isinstance(value, dict):
+        return {k: public_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_text(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    if os.path.isabs(value) or re.match(r"[A-Za-z]:[\\/]", value):
+        return _last_part(value)
+    return _QUOTED_PATH.sub(lambda m: f"'{_last_part(m.group(1))}'", value)
+
+
+def chart(fig, key: str, where=st, **config):
+    """Draw the Plotly figure ``fig`` (``where.plotly_chart``: a column, the page) on a page a public demo shows:
+    there without the mode bar's "Download plot as a png" (a public demo exports nothing)."""
+    if public_mode():
+        config["modeBarButtonsToRemove"] = ["toImage"]
+    where.plotly_chart(fig, key=key, config=config)
+
+
 def local_only():
     """Stop a page that reads local data or trains (Explore, Train) on a public server. The entry script leaves
     them out of the navigation and answers a deep link to them (``/train``) with this; the pages call it first
@@ -42,23 +92,63 @@ def local_only():
 
 
 _PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")  # every ASCII punctuation character
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BREAKS = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]")  # line breaks and tabs: shown as a space
+# Characters that are never drawn but change what is drawn around them: the C0 and C1 controls (NUL, ESC, CSI...)
+# and the bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E/F, U+202A-202E, U+2066-2069:
+# "\u202egnp.exe" is drawn as "exe.png"). Each is shown as a visible escape instead, as Python writes it.
+_HIDDEN = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Where GFM would turn bare text into a link after Markdown is parsed (so no escape can stop it): "http://",
 # "www." and e-mail addresses; an invisible word joiner (U+2060) there breaks the pattern.
 _AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)
 WORD_JOINER = "\u2060"
 
 
-def plain(text) -> str:
-    """``text`` a user controls (a path, file name, label, speaker or model name, CSV content, an error that
-    quotes one) made inert for Streamlit's Markdown (messages, captions, labels) and Plotly's labels and
-    tooltips. Each ASCII punctuation character becomes a numeric character reference, which both show as the
-    character itself but which cannot open a link, image, HTML tag, emphasis, formula or directive; a word
-    joiner breaks bare URLs and e-mail addresses, which GFM links otherwise; line breaks become spaces. Not
-    inside backticks (a code span shows references as typed); widget options and dataframe cells are plain text
-    already and take the raw string."""
-    text = _AUTOLINK.sub(WORD_JOINER, _CONTROL.sub(" ", str(text)))
-    return _PUNCTUATION.sub(lambda m: f"&#{ord(m.group())};", text)
+def _visible(ch: str) -> str:
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def plain(text, markdown: bool = True) -> str:
+    """The one way the app shows ``text`` a user controls (a path, file name, label, speaker or model name, CSV
+    content, an error that quotes one): as typed, never as markup, nothing hidden. Line breaks and tabs become
+    spaces; controls and bidirectional formatting characters become visible escapes (``\\u202e``, ``\\x00``).
+
+    ``markdown=True`` (the default): for what Streamlit renders as Markdown (messages, captions, metric labels,
+    values and deltas, radio options, widget labels, toasts) and for Plotly's labels and tooltips. Each ASCII
+    punctuation character becomes a numeric character reference, which both show as the character itself but
+    which cannot open a link, image, HTML tag, emphasis, formula or colour directive; a word joiner breaks bare
+    URLs and e-mail addresses, which GFM links otherwise. Not inside backticks (a code span shows references as
+    typed). ``markdown=False``: for what Streamlit shows as plain text (selectbox and multiselect options,
+    dataframe cells, JSON, code blocks): only the breaks and controls are replaced (see ``plain_data``)."""
+    text = _HIDDEN.sub(lambda m: _visible(m.group()), _BREAKS.sub(" ", str(text)))
+    if not markdown:
+        return text
+    return _PUNCTUATION.sub(lambda m: f"&#{ord(m.group())};", _AUTOLINK.sub(WORD_JOINER, text))
+
+
+def plain_data(value):
+    """``value`` for a widget that shows text as it is (``st.dataframe``, ``st.json``, ``st.code``): every string
+    in it, a DataFrame's cells, column names and index included, through ``plain(s, markdown=False)``; numbers
+    and other values unchanged."""
+    import pandas as pd
+
+    if isinstance(value, str):
+        return plain(value, markdown=False)
+    if isinstance(value, dict):
+        return {plain_data(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        out = value.map(lambda v: plain(v, markdown=False) if isinstance(v, str) else v)
+        out.columns = [plain_data(c) for c in out.columns]
+        out.index = out.index.map(plain_data)
+        return out
+    return value
+
+
+def plain_options(label=str):
+    """A selectbox or multiselect ``format_func`` that shows ``label(option)`` by the same rule (``plain``, as
+    plain text: these widgets draw their options as text)."""
+    return lambda option: plain(label(option), markdown=False)
 
 
 def init_session():
@@ -243,28 +333,37 @@ def _return_freed_memory():
         pass
 
 
-def refuse_upload(f, message: str, round_key: str):
-    """Refuse the uploaded or recorded file ``f`` with ``message``: drop the server's copy of its bytes
-    (Streamlit keeps them until the browser removes the file or the session ends), bump the session counter
-    ``round_key`` that the page puts in its input widgets' keys so they come back empty, and rerun; the page shows
-    ``pop_refusal()`` once."""
+def drop_uploads(files, round_key: str, message: str = ""):
+    """Drop the server's copy of the uploaded or recorded ``files``' bytes (Streamlit keeps them until the browser
+    removes the files or the session ends), bump the session counter ``round_key`` that the page puts in its input
+    widgets' keys so they come back empty, and rerun; the page then shows ``pop_refusal(round_key)`` once:
+    ``message``, why the files (or some of them) were refused, or nothing."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    if ctx is not None and getattr(f, "file_id", None):
-        ctx.uploaded_file_mgr.remove_file(ctx.session_id, f.file_id)
-    st.session_state["_refused_upload"] = message
+    ctx, ids = get_script_run_ctx(), _file_ids(list(files))
+    for file_id in ids if ctx is not None else ():
+        ctx.uploaded_file_mgr.remove_file(ctx.session_id, file_id)
+    # and the widget values that hold them: Streamlit drops a widget's state only after a run that ends without
+    # st.stop(), and a page with nothing uploaded stops early (the Demo does), so the bytes would stay referenced
+    for key in [k for k in st.session_state if _file_ids(st.session_state[k]) & ids]:
+        del st.session_state[key]
+    st.session_state["_dropped_" + round_key] = message
     st.session_state[round_key] = st.session_state.get(round_key, 0) + 1
     st.rerun()
 
 
-def pop_refusal() -> str | None:
-    """The message of the upload ``refuse_upload`` just refused, once (by now its bytes are freed, and their
-    memory goes back to the system)."""
-    message = st.session_state.pop("_refused_upload", None)
+def _file_ids(value) -> set:
+    """The ids of the uploaded files in ``value`` (a widget's value: a file, a list of them, anything else)."""
+    return {f.file_id for f in (value if isinstance(value, list) else [value]) if getattr(f, "file_id", None)}
+
+
+def pop_refusal(round_key: str) -> str | None:
+    """The message of the files ``drop_uploads(..., round_key)`` just dropped, once, or None (by now their bytes
+    are freed, and the memory goes back to the system)."""
+    message = st.session_state.pop("_dropped_" + round_key, None)
     if message is not None:
         _return_freed_memory()
-    return message
+    return message or None
 
 
 def emotion_order(labels) -> list[str]:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_shared import data_source_sidebar, local_only, public_mode
+from app_shared import apply_public_options, data_source_sidebar, local_only, public_mode
 
 st.set_page_config(page_title="SER Studio", page_icon=":material/graphic_eq:", layout="wide")
 
@@ -38,5 +38,7 @@ refused = [st.Page(local_only, title=title, url_path=Path(script).stem, visibili
            for script, title, *_ in (p for p in PAGES if p not in shown)]
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)]
                     + [st.Page(script, title=title, icon=icon) for script, title, icon, _, _ in shown] + refused)
+if apply_public_options():  # a public server's first run: the browser gets them with the rerun's first message
+    st.rerun()  # (after st.navigation: the rerun keeps the page a deep link asked for)
 data_source_sidebar()
 nav.run()

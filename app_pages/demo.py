@@ -1,7 +1,6 @@
 """Demo: upload, record or stream speech; every selected model's prediction side by side, plus the ensemble."""
 import streamlit_webrtc  # noqa: F401  (imports aiortc; it must load before TensorFlow, i.e. before any model)
 
-import contextlib
 import copy
 import hashlib
 import io
@@ -12,8 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import (EMOTION_COLORS, analysis_slot, emotion_order, live_slot, load_predictor, models_dir_version,
-                        plain, pop_refusal, public_mode, refuse_upload, trained_model_cards, upload_limit_mb)
+from app_shared import (EMOTION_COLORS, analysis_slot, chart, drop_uploads, emotion_order, live_slot, load_predictor,
+                        models_dir_version, plain, plain_data, plain_options, pop_refusal, public_mode, public_text,
+                        trained_model_cards, upload_limit_mb)
 from ser_core.audio import envelope
 from ser_core.ensemble import ENSEMBLE
 from ser_core.errors import AudioTooLongError, SERError
@@ -28,10 +28,16 @@ from ser_core.taxonomy import LEVEL_WORDS, dimension_reading
 UPLOAD_TYPES = ["wav", "flac", "mp3", "ogg", "m4a", "webm"]
 MODES = ["Upload a file", "Record", "Live microphone"]
 CALIBRATION_MIN = 5  # clips of the user's voice before speaker-adaptive models use them (SpeakerNormalizer)
+CALIBRATION_MAX = 20  # clips of one voice a session keeps (20 calibrate best: bench_voice_calibration.py); the files of
+# an upload beyond them are dropped unread, so a session holds at most 20 decoded clips (16 kHz, 120 s: 7.7 MB each)
+CALIB_ROUND = "calib_round"  # session counter in the calibration widgets' keys: bumped when their files are taken in
 INPUT_ROUND = "demo_input_round"  # session counter in the input widgets' keys: bumped by a refusal to empty them
 
 st.title("Try the models")
 cards = trained_model_cards()
+if not cards and public_mode():  # no server paths, no training on a public demo
+    st.info("This demo has no trained models yet; come back later.")
+    st.stop()
 if not cards:
     st.info(f"No trained models in {plain(shipped_models_dir())} (shipped) or {plain(user_models_dir())} (yours) "
             "yet. Train some on the **Train** page (the bundled samples will do), or from a terminal: `python -m "
@@ -57,30 +63,31 @@ def group(source: str) -> list[str]:
 
 shipped, yours = group(SHIPPED), group(YOURS)
 left, right = st.columns(2)
-chosen = left.multiselect("Shipped models", shipped, default=shipped, format_func=model_label,
+chosen = left.multiselect("Shipped models", shipped, default=shipped, format_func=plain_options(model_label),
                           help="The models the app ships with (read-only). CV UAR: unweighted average recall of the "
                                "model's cross-validation (chance = 1 / number of emotions). A saved ensemble pools "
                                "its member models and leads the answer; without one, the models' mean weighted by "
                                "CV UAR does. Speaker-adaptive models compare a voice with itself: calibrate them "
                                "to yours below.")
 if yours:
-    chosen += right.multiselect("Your models", yours, default=yours, format_func=model_label,
+    chosen += right.multiselect("Your models", yours, default=yours, format_func=plain_options(model_label),
                                 help="The models you trained (Train page or `python -m ser_core train`), each named "
                                      "after its model, data and run (the run's number on the Leaderboard).")
-    with right.expander("Delete one of your models"):
-        victim = st.selectbox("Model", yours, key="demo_delete_pick")
-        st.caption("Its folder goes; its run stays on the Leaderboard. Shipped models cannot be deleted.")
-        if st.button("Delete", icon=":material/delete:", key="demo_delete"):
-            from ser_core.results import ResultsStore
+    if not public_mode():  # a public demo deletes nothing
+        with right.expander("Delete one of your models"):
+            victim = st.selectbox("Model", yours, key="demo_delete_pick", format_func=plain_options())
+            st.caption("Its folder goes; its run stays on the Leaderboard. Shipped models cannot be deleted.")
+            if st.button("Delete", icon=":material/delete:", key="demo_delete"):
+                from ser_core.results import ResultsStore
 
-            try:
-                delete_user_model(victim, store=ResultsStore())
-            except SERError as exc:
-                st.error(plain(exc))
-            else:
-                st.session_state["demo_deleted"] = victim
-                del st.session_state["demo_delete_pick"]  # its options change
-                st.rerun()
+                try:
+                    delete_user_model(victim, store=ResultsStore())
+                except SERError as exc:
+                    st.error(plain(exc))
+                else:
+                    st.session_state["demo_deleted"] = victim
+                    del st.session_state["demo_delete_pick"]  # its options change
+                    st.rerun()
 else:
     right.caption("**Your models**: none yet. A model you train on the **Train** page appears here, beside the "
                   "shipped ones (which training never replaces).")
@@ -93,7 +100,7 @@ version = models_dir_version()
 try:
     predictor = load_predictor(tuple(chosen), None, version)
 except SERError as exc:
-    st.error(plain(exc))
+    st.error(plain(public_text(str(exc))))
     st.stop()
 
 
@@ -103,13 +110,32 @@ def calibrated_predictor(models: tuple, version: float, key: tuple, _signals: li
     return copy.copy(load_predictor(models, None, version)).calibrate(_signals, min_clips=CALIBRATION_MIN)
 
 
-def calibration(predictor):
-    """The "Calibrate to your voice" expander; returns ``(predictor to use, calibration key)``."""
+def take_clips(files: list, kept: dict):
+    """Decode the uploaded or recorded ``files`` ((name, file) pairs) into ``kept`` (sha1 -> (name, (y, 16000))),
+    up to ``CALIBRATION_MAX`` clips in all, then drop every file's bytes and empty the widgets (``drop_uploads``,
+    which reruns): the session keeps a clip's 16 kHz signal, never its file, and a file it refuses (over the limit,
+    unreadable, too long) is freed at once."""
     from ser_core.audio import load_audio
 
-    st.session_state.setdefault("calib_recorded", {})  # sha1 -> (name, bytes), recordings kept across reruns
-    st.session_state.setdefault("calib_round", 0)  # bumped by "Clear" to give the widgets fresh keys
-    rnd, clips = st.session_state["calib_round"], {}
+    room, bad = max(0, CALIBRATION_MAX - len(kept)), []
+    with analysis_slot():
+        for name, f in files[:room]:
+            digest = hashlib.sha1(f.getvalue()).hexdigest()
+            try:
+                if digest not in kept:
+                    kept[digest] = (name, (load_audio(io.BytesIO(f.getvalue()), trim=False, normalize=None,
+                                                      max_duration_s=MAX_RECORDING_S), 16000))
+            except SERError as exc:
+                bad.append(f"'{name}' ({exc})")
+    if len(files) > room:
+        bad.append(f"{len(files) - room} more files, not read: at most {CALIBRATION_MAX} clips are kept")
+    drop_uploads([f for _, f in files], CALIB_ROUND, plain("Left out: " + "; ".join(bad)) if bad else "")
+
+
+def calibration(predictor):
+    """The "Calibrate to your voice" expander; returns ``(predictor to use, calibration key)``."""
+    kept = st.session_state.setdefault("calib_clips", {})  # sha1 -> (name, (y, 16000)): the clips taken in
+    rnd = st.session_state.get(CALIB_ROUND, 0)
     with st.expander("Calibrate to your voice"):
         st.caption(f"Speaker-adaptive models judge a voice against the same voice's average. Give them at least "
                    f"{CALIBRATION_MIN} clips of your own speech, a sentence each, in your usual range of moods "
@@ -120,32 +146,21 @@ def calibration(predictor):
                    "adaptive SVM gains only from 10 clips on (0.61 / 0.66 with 10 / 20)."
                    + (f" Without calibration the ensemble scores {uar[ENSEMBLE]:.2f} on one clip (its card's "
                       "cross-validated UAR)." if uar.get(ENSEMBLE) is not None else ""))
-        uploads = st.file_uploader("Clips of your voice", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                   key=f"calib_upload_{rnd}")
+        uploads = st.file_uploader(f"Clips of your voice (at most {CALIBRATION_MAX})", type=UPLOAD_TYPES,
+                                   accept_multiple_files=True, key=f"calib_upload_{rnd}")
         rec = st.audio_input("Or record them one at a time", key=f"calib_record_{rnd}")
-        recorded = st.session_state["calib_recorded"]
-        if rec is not None:
-            data = rec.getvalue()
-            recorded.setdefault(hashlib.sha1(data).hexdigest(), (f"recording {len(recorded) + 1}", data))
-        for u in uploads or []:
-            clips[hashlib.sha1(u.getvalue()).hexdigest()] = (u.name, u.getvalue())
-        clips.update(recorded)
-        good, bad = {}, []  # digest -> (y, sr); unusable clips are named and left out
-        with analysis_slot() if clips else contextlib.nullcontext():
-            for digest, (name, data) in sorted(clips.items()):
-                try:
-                    good[digest] = (load_audio(io.BytesIO(data), trim=False, normalize=None,
-                                               max_duration_s=MAX_RECORDING_S), 16000)
-                except SERError as exc:
-                    bad.append(f"'{name}' ({exc})")
-        if bad:
-            st.warning(plain("Left out: " + "; ".join(bad)))
-        key, signals = tuple(good), list(good.values())
+        new = [(u.name, u) for u in uploads or []] + ([(f"recording {len(kept) + 1}", rec)] if rec else [])
+        if new:
+            take_clips(new, kept)
+        if refused := pop_refusal(CALIB_ROUND):
+            st.warning(refused)
+        key = tuple(sorted(kept))
+        signals = [kept[d][1] for d in key]
         if len(signals) >= CALIBRATION_MIN:
             try:
                 predictor = calibrated_predictor(tuple(chosen), version, key, signals)
             except SERError as exc:
-                st.error(plain(f"Cannot calibrate with these clips: {exc}"))
+                st.error(plain(f"Cannot calibrate with these clips: {public_text(str(exc))}"))
                 key = ()
         else:
             key = ()
@@ -155,9 +170,11 @@ def calibration(predictor):
         else:
             st.info(f"{len(signals)} of {CALIBRATION_MIN} clips in: {names} not calibrated yet (training-data "
                     "statistics).")
-        if clips and st.button("Clear calibration clips"):
-            st.session_state["calib_recorded"] = {}
-            st.session_state["calib_round"] = rnd + 1
+        if kept:
+            st.caption(plain("Clips in: " + ", ".join(name for name, _ in kept.values())))
+        if kept and st.button("Clear calibration clips"):
+            kept.clear()
+            st.session_state[CALIB_ROUND] = rnd + 1
             st.rerun()
     return predictor, key
 
@@ -195,13 +212,13 @@ def prob_chart(probs: dict, key: str, height: int = 270):
                            text=[f"{probs[l]:.0%}" for l in labels], textposition="outside", cliponaxis=False))
     fig.update_layout(height=height, margin=dict(t=10, b=10, l=10, r=40), xaxis=dict(range=[0, 1.08],
                       tickformat=".0%", title="probability"), yaxis=dict(autorange="reversed"))
-    st.plotly_chart(fig, key=key, config={"displayModeBar": False})
+    chart(fig, key, displayModeBar=False)
 
 
 def answer(probs: dict, threshold: float | None):
     """The top emotion and its confidence, or "not sure" and the candidates (``describe_prediction``)."""
     said = describe_prediction(probs, threshold)
-    st.metric("top emotion", said["answer"], said["detail"], delta_color="off", delta_arrow="off")
+    st.metric("top emotion", plain(said["answer"]), plain(said["detail"]), delta_color="off", delta_arrow="off")
 
 
 DIMENSION_TITLES = {"arousal": "Arousal (calm ↔ excited)", "valence": "Valence (negative ↔ positive)"}
@@ -250,7 +267,7 @@ def waveform_chart(res: dict):
                   annotation_text="speech the models hear", annotation_position="top left")
     fig.update_layout(height=200, margin=dict(t=25, b=10), xaxis_title="time (s)", yaxis=dict(range=[-1.05, 1.05]
                       if abs(v).max() > 0.5 else None, title="amplitude"), showlegend=False)
-    st.plotly_chart(fig, key="waveform", config={"displayModeBar": False})
+    chart(fig, "waveform", displayModeBar=False)
     st.caption(f"{len(y) / sr:.1f} s of audio; the models hear the highlighted {(end - start) / sr:.1f} s "
                "(leading and trailing silence trimmed).")
 
@@ -269,12 +286,12 @@ def segments_chart(res: dict):
                       line_width=0, annotation_text=plain(said), annotation_position="top left")
     fig.update_layout(height=240, margin=dict(t=25, b=10), xaxis=dict(title="time (s)", range=[0, len(y) / sr]),
                       yaxis_title="amplitude", showlegend=False)
-    st.plotly_chart(fig, key="segments", config={"displayModeBar": False})
+    chart(fig, "segments", displayModeBar=False)
     table = pd.DataFrame(rows)[["start", "end", "answer", "emotion", "confidence", "reason"]]
     st.caption(f"{len(rows)} speech segments found by a voice activity detector (Silero VAD); the pauses between "
                "them are skipped, not classified. Each segment gets the best estimate above; \"not sure\" below "
                "its threshold.")
-    st.dataframe(table.round(2), hide_index=True)
+    st.dataframe(plain_data(table.round(2)), hide_index=True)
     if not public_mode():
         st.download_button("Download the segments (CSV)", to_csv(table), "segments.csv", "text/csv",
                            icon=":material/download:")
@@ -288,7 +305,7 @@ def explanation_panel(res: dict):
         (s["start_s"], s["end_s"], f"{s['start_s']:.1f}-{s['end_s']:.1f} s") for s in res.get("segments") or []
         if s["speech"]]
     c1, c2 = st.columns(2)
-    name = c1.selectbox("Model", names, format_func=model_label, key="explain_model")
+    name = c1.selectbox("Model", names, format_func=plain_options(model_label), key="explain_model")
     part = c2.selectbox("Part", range(len(parts)), format_func=lambda i: parts[i][2], key="explain_part")
     start, end, _ = parts[part]
     request = (res["digest"], name, start, end)
@@ -302,7 +319,7 @@ def explanation_panel(res: dict):
         with analysis_slot():
             ex = explained(*request, tuple(chosen), version, calibration_key, predictor, res["y"])
     except SERError as exc:
-        st.error(plain(exc))
+        st.error(plain(public_text(str(exc))))
         return
     st.markdown(plain(ex["text"]))
     if ex["kind"] == "time_frequency":
@@ -323,7 +340,7 @@ def occlusion_map(ex: dict, duration: float):
         fig.add_vrect(x0=r["start"], x1=r["end"], line_width=1, line_dash="dot", fillcolor="rgba(0,0,0,0)")
     fig.update_layout(height=300, margin=dict(t=10, b=10), xaxis=dict(title="time (s)", range=[0, duration]),
                       yaxis_title="mel band")
-    st.plotly_chart(fig, key="explain_map")
+    chart(fig, "explain_map")
     heard = ex["heard"]
     st.caption(f"The model hears {heard[0]:.2f}-{heard[1]:.2f} s (trimmed, at most its input length). Effect: how "
                f"much the odds of {plain(ex['label'])} fall when that tile is silenced (log-odds; 1 = 2.7-fold). "
@@ -338,7 +355,7 @@ def feature_bars(ex: dict):
                            marker_color=["#2ca02c" if r["effect"] > 0 else "#d62728" for r in rows]))
     fig.update_layout(height=60 + 32 * len(rows), margin=dict(t=10, b=10), yaxis=dict(autorange="reversed"),
                       xaxis_title=plain(f"effect on {ex['label']} (log-odds; > 0 pushed toward it)"))
-    st.plotly_chart(fig, key="explain_features", config={"displayModeBar": False})
+    chart(fig, "explain_features", displayModeBar=False)
     st.markdown("\n".join(f"- {plain(r['text'])}" for r in rows))
     ref = ex["reference"]
     st.caption(plain(f"Compared with {ref['clips']} training clips ({ref['source']})."))
@@ -439,14 +456,14 @@ def live():
             with history.container():
                 st.caption(f"Speech segments so far ({stream.received_s:.0f} s streamed)")
                 table = pd.DataFrame(segment_table(stream.segments, thresholds.get(live_lead)))
-                st.dataframe(table[["start", "end", "answer", "reason"]].round(2), hide_index=True)
+                st.dataframe(plain_data(table[["start", "end", "answer", "reason"]].round(2)), hide_index=True)
 
 
 def live_models(r: dict):
     """The best estimate's probabilities and each model's answer, for the segment so far."""
     prob_chart(r["ensemble"], key=f"live_{r['end_s']}", height=220)
-    st.dataframe(pd.DataFrame([{"model": n, "answer": describe_prediction(p, thresholds.get(n))["answer"]}
-                               for n, p in r["models"].items()]), hide_index=True)
+    st.dataframe(plain_data(pd.DataFrame([{"model": n, "answer": describe_prediction(p, thresholds.get(n))["answer"]}
+                                          for n, p in r["models"].items()])), hide_index=True)
 
 
 mode = st.radio("Input", MODES, horizontal=True, key="demo_mode")
@@ -459,24 +476,25 @@ if mode == MODES[0]:
                          type=UPLOAD_TYPES, key=f"demo_upload_{rnd}")
 else:
     f = st.audio_input("Record a few seconds of speech", key=f"demo_record_{rnd}")
-if refused := pop_refusal():
+if refused := pop_refusal(INPUT_ROUND):
     st.error(refused)
 if f is None:
-    st.info("Upload or record a clip of speech, e.g. one of the bundled samples in `samples/ravdess/`. Recordings "
-            f"longer than {TIMELINE_AFTER_S:.0f} s are also split into speech segments, each with its emotion.")
+    st.info("Upload or record a clip of speech" + ("" if public_mode() else ", e.g. one of the bundled samples in "
+                                                   "`samples/ravdess/`") + f". Recordings longer than "
+            f"{TIMELINE_AFTER_S:.0f} s are also split into speech segments, each with its emotion.")
     st.stop()
 
-# A refused file is dropped at once (refuse_upload): its bytes stay in no cache, session or player.
+# A refused file is dropped at once (drop_uploads): its bytes stay in no cache, session or player.
 if f.size > limit_mb * 2 ** 20:
-    refuse_upload(f, plain(f"'{f.name}' is {f.size / 2 ** 20:.0f} MB, more than this server's {limit_mb} MB limit; "
-                           "cut it or convert it to FLAC or MP3."), INPUT_ROUND)
+    drop_uploads([f], INPUT_ROUND, plain(f"'{f.name}' is {f.size / 2 ** 20:.0f} MB, more than this server's {limit_mb} "
+                                        "MB limit; cut it or convert it to FLAC or MP3."))
 try:
     with analysis_slot():
         result = analyse(f.getvalue(), f.name, tuple(chosen), version, calibration_key, predictor)
 except AudioTooLongError:
-    refuse_upload(f, f"This recording is longer than the demo's {MAX_RECORDING_S:.0f} s limit; cut it to the part you "
-                     "want analysed (or use `python -m ser_core predict` for long files).", INPUT_ROUND)
+    drop_uploads([f], INPUT_ROUND, f"This recording is longer than the demo's {MAX_RECORDING_S:.0f} s limit; cut it to "
+                                   "the part you want analysed (or use `python -m ser_core predict` for long files).")
 except SERError as exc:
-    refuse_upload(f, plain(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}"), INPUT_ROUND)
+    drop_uploads([f], INPUT_ROUND, plain(str(exc) if f.name in str(exc) else f"Cannot analyse '{f.name}': {exc}"))
 st.audio(f.getvalue())
 render(result)

@@ -6,7 +6,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app_shared import (EMOTION_COLORS, clip_analysis, clip_summaries, current_corpus, emotion_order, local_only,
-                        plain, projection_2d)
+                        plain, plain_data, plain_options, projection_2d)
 from ser_core.audio import envelope
 
 IMBALANCE_RATIO = 1.5  # max/min clips per emotion above which the imbalance is called out
@@ -78,9 +78,9 @@ def pick(frame: pd.DataFrame, key: str, **defaults):
     """Emotion and speaker filters, then one clip; returns its manifest row."""
     c1, c2 = st.columns(2)
     emo_opts, spk_opts = [ANY] + emotions, [ANY] + sorted(frame["speaker"].unique())
-    emo = c1.selectbox("Emotion", emo_opts, key=f"{key}_emo",
+    emo = c1.selectbox("Emotion", emo_opts, key=f"{key}_emo", format_func=plain_options(),
                        index=emo_opts.index(defaults.get("emotion", ANY)) if defaults.get("emotion") in emo_opts else 0)
-    spk = c2.selectbox("Speaker", spk_opts, key=f"{key}_spk",
+    spk = c2.selectbox("Speaker", spk_opts, key=f"{key}_spk", format_func=plain_options(),
                        index=spk_opts.index(defaults["speaker"]) if defaults.get("speaker") in spk_opts else 0)
     sel = frame[((frame["emotion"] == emo) | (emo == ANY)) & ((frame["speaker"] == spk) | (spk == ANY))]
     if sel.empty:
@@ -88,7 +88,7 @@ def pick(frame: pd.DataFrame, key: str, **defaults):
         return None
     rows = list(sel.itertuples())
     start = next((i for i, r in enumerate(rows) if r.path == defaults.get("path")), 0)
-    return st.selectbox("Clip", rows, index=start, format_func=clip_label, key=f"{key}_clip")
+    return st.selectbox("Clip", rows, index=start, format_func=plain_options(clip_label), key=f"{key}_clip")
 
 
 def default_pair(frame: pd.DataFrame):
@@ -113,7 +113,7 @@ overview, one_clip, compare, across = st.tabs(["Overview", "One clip", "Compare 
 if overview.open:
     with overview:
         c = st.columns(4)
-        c[0].metric("Corpus", name)
+        c[0].metric("Corpus", plain(name))
         c[1].metric("Clips", f"{len(m):,}")
         c[2].metric("Speakers", m["speaker"].nunique())
         c[3].metric("Audio", f"{m['duration_s'].sum() / 60:.1f} min")
@@ -148,7 +148,7 @@ if overview.open:
                    f"longest {m['duration_s'].max():.2f} s.")
         if skipped:
             with st.expander(f"{len(skipped)} files were skipped"):
-                st.dataframe(pd.DataFrame(skipped, columns=["path", "reason"]), hide_index=True)
+                st.dataframe(plain_data(pd.DataFrame(skipped, columns=["path", "reason"])), hide_index=True)
 
 if one_clip.open:
     with one_clip:
@@ -177,12 +177,12 @@ if compare.open:
             for col, r in zip(cols, picked):
                 with col:
                     show_clip(r, height=680, **axes)
-            st.dataframe(pd.DataFrame({
+            st.dataframe(plain_data(pd.DataFrame({
                 "clip": [r.clip for r in picked], "emotion": [r.emotion for r in picked],
                 "duration (s)": [len(x["y"]) / x["sr"] for x in a],
                 "mean f0 (Hz)": [float(np.nanmean(x["f0"])) if np.isfinite(x["f0"]).any() else None for x in a],
                 "mean centroid (Hz)": [float(x["centroid"][x["rms"] >= 0.01 * x["rms"].max()].mean()) for x in a],
-                "mean RMS": [float(x["rms"].mean()) for x in a]}).round(3), hide_index=True)
+                "mean RMS": [float(x["rms"].mean()) for x in a]}).round(3)), hide_index=True)
 
 if across.open:
     with across:

@@ -2,13 +2,13 @@
 for papers (a hyperparameter sweep as its best trial, its trials apart); one run's confusion matrix, reliability
 diagram, folds and breakdown by voice; two runs compared."""
 import os
-import re
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_shared import plain, public_mode, sweep_figure, trained_model_cards
+from app_shared import (chart, plain, plain_data, plain_options, public_mode, public_text, sweep_figure,
+                        trained_model_cards)
 from ser_core.channels import CHANNELS
 from ser_core.corpora import CORPUS_JOIN
 from ser_core.cross_corpus import LabelAlignment
@@ -58,9 +58,11 @@ every_trial = st.session_state.get("lb_every_trial", False)
 listed = runs if every_trial else best_of_sweeps(runs)  # a sweep: its best trial (the others under Sweeps)
 c1, c2, c3, c4 = st.columns([4, 4, 4, 3], vertical_alignment="bottom")
 datasets = c1.multiselect("Dataset", sorted(runs["dataset"].unique()), key="lb_datasets",
-                          placeholder="all datasets")
-splits = c2.multiselect("Split", sorted(runs["split"].unique()), key="lb_splits", placeholder="all splits")
-sources = c3.multiselect("Source", sorted(runs["source"].unique()), key="lb_sources", placeholder="shipped and yours")
+                          placeholder="all datasets", format_func=plain_options())
+splits = c2.multiselect("Split", sorted(runs["split"].unique()), key="lb_splits", placeholder="all splits",
+                        format_func=plain_options())
+sources = c3.multiselect("Source", sorted(runs["source"].unique()), key="lb_sources", placeholder="shipped and yours",
+                         format_func=plain_options())
 every_column = c4.toggle("All columns", key="lb_every_column",
                          help="Also each metric's ±, weighted precision and recall, Brier, training time, latency, "
                               "size, clips and date (the CSV download has them all).")
@@ -110,7 +112,7 @@ pct = {c: st.column_config.NumberColumn(c, format="%.1f") for c in table if c in
 pct |= {c: st.column_config.NumberColumn("±", format="± %.1f", help=f"{c}: standard deviation over the folds")
         for c in table if c.endswith(" ±")}  # short headers keep the table within the page width
 pct[CI_LABEL] = st.column_config.TextColumn(f"{CONFIDENCE * 100:.0f} % CI", help=CI_LABEL)
-st.dataframe(table.sort_values("UAR", ascending=False), hide_index=True, width="stretch",
+st.dataframe(plain_data(table.sort_values("UAR", ascending=False)), hide_index=True, width="stretch",
              column_order=None if every_column else [c for c in COMPACT if c in table],
              column_config=pct | {"train s/fold": st.column_config.NumberColumn(format="%.2f"),
                                   "ms/clip": st.column_config.NumberColumn(format="%.2f"),
@@ -127,35 +129,33 @@ st.caption("Mean ± standard deviation over the folds, in %. UAR = unweighted av
 st.caption(f"{CI_LABEL}: {CONFIDENCE * 100:.0f} % of intervals drawn this way hold the true score (bootstrap: "
            "whole test speakers resampled); “≈ best”: a paired permutation test over speakers finds no "
            f"significant UAR gap (p ≥ {ALPHA:.2f}) to the best run on the same clips and folds.")
-if not public_mode():  # a public demo offers no downloads; the text below can still be copied
+if not public_mode():  # a public demo exports nothing: no file, no table as text to copy
     st.download_button("Download the table as CSV", to_csv(table).encode(), "ser_leaderboard.csv",
                        "text/csv", key="lb_csv", disabled=table.empty)
-with st.expander("Copy the table for a paper (Markdown, LaTeX: mean ± std [95 % CI])"):
-    paper = view.sort_values("uar_mean", ascending=False)
-    formats = {"Markdown": (markdown_table, "markdown"), "LaTeX": (latex_table, "latex")}
-    tabs = st.tabs([*formats, *(["CSV"] if public_mode() else [])])
-    for tab, (render, language) in zip(tabs, formats.values()):
-        tab.code(render(paper) if not paper.empty else "", language=language)
-    if public_mode():
-        tabs[-1].code(to_csv(table), language="text")
+    with st.expander("Copy the table for a paper (Markdown, LaTeX: mean ± std [95 % CI])"):
+        paper = plain_data(view.sort_values("uar_mean", ascending=False))
+        formats = {"Markdown": (markdown_table, "markdown"), "LaTeX": (latex_table, "latex")}
+        for tab, (render, language) in zip(st.tabs(list(formats)), formats.values()):
+            tab.code(render(paper) if not paper.empty else "", language=language)
 
 sweeps = board.sweeps()
 if not sweeps.empty:
     with st.expander(f"Sweeps ({len(sweeps)}): each in the table above as its best trial, marked (sweep)"):
         st.toggle("Every sweep trial in the table above", key="lb_every_trial")
-        st.dataframe(sweeps.assign(uar_mean=sweeps["uar_mean"] * 100, saved_model=sweeps["saved_model"].map(
-            lambda p: os.path.basename(p) if isinstance(p, str) else None)), hide_index=True,
+        st.dataframe(plain_data(sweeps.assign(uar_mean=sweeps["uar_mean"] * 100, saved_model=sweeps["saved_model"].map(
+            lambda p: os.path.basename(p) if isinstance(p, str) else None))), hide_index=True,
             column_order=["id", "model", "dataset", "space", "trials", "uar_mean", "best_run", "saved_model",
                           "created_at"],
             column_config={"id": "sweep", "uar_mean": st.column_config.NumberColumn("best UAR", format="%.1f"),
                            "best_run": st.column_config.NumberColumn("best run", format="%d"),
                            "saved_model": "saved as"})
         shown = st.selectbox("Sweep", sweeps["id"], key="lb_sweep",
-                             format_func=lambda i: f"{i}: {sweeps.set_index('id').loc[i, 'space']}")
+                             format_func=plain_options(lambda i: f"{i}: {sweeps.set_index('id').loc[i, 'space']}"))
         trials = sweep_trials(runs, shown)
-        st.plotly_chart(sweep_figure(trials), key="lb_sweep_plot")
+        chart(sweep_figure(trials), "lb_sweep_plot")
         searched = [c for c in trials if c not in runs and c != "trial"]  # the parameters searched
-        st.dataframe(trials, hide_index=True, column_order=["trial", "id", *searched, "uar_mean", "uar_std"],
+        st.dataframe(plain_data(trials), hide_index=True,
+                     column_order=plain_data(["trial", "id", *searched, "uar_mean", "uar_std"]),
                      column_config={"id": st.column_config.NumberColumn("run", format="%d"),
                                     "uar_mean": st.column_config.NumberColumn("UAR", format="%.3f"),
                                     "uar_std": st.column_config.NumberColumn("±", format="%.3f")})
@@ -178,7 +178,7 @@ if cards:  # written by benchmarks/bench_robustness.py --write-cards
                                zmin=0, text=robust.map(lambda v: f"{v:.0f}").values, texttemplate="%{text}",
                                hovertemplate="%{y} under %{x}<br>UAR %{z:.1f} %<extra></extra>"))
     fig.update_layout(height=80 + 32 * len(robust), margin=dict(l=10, r=10, t=10, b=10))
-    st.plotly_chart(fig, key="lb_robustness")
+    chart(fig, "lb_robustness")
     st.caption("Measured on: " + plain("; ".join(sorted({c.get("robustness_protocol", "?") for c in cards}))) + ". "
                + "Channels: " + "; ".join(f"{k}: {v}" for k, v in CHANNELS.items() if k in robust.columns) + ".")
 if view.empty:
@@ -199,10 +199,11 @@ cells = _transfer(str(board.store.path), _key(across)) if not across.empty else 
 if not cells.empty:  # runs on several corpora, or tested on another corpus
     st.markdown("##### Across corpora: trained on → tested on")
     c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
-    chosen = c1.selectbox("Model", list(dict.fromkeys(cells["model"])), key="lb_transfer_model")
+    chosen = c1.selectbox("Model", list(dict.fromkeys(cells["model"])), key="lb_transfer_model",
+                          format_func=plain_options())
     metric = c2.radio("Score", list(MATRIX_METRICS), format_func=MATRIX_METRICS.get, horizontal=True,
                       key="lb_transfer_metric")
-    st.dataframe(transfer_matrix(cells, chosen, metric), width="stretch")
+    st.dataframe(plain_data(transfer_matrix(cells, chosen, metric)), width="stretch")
     st.caption(f"{MATRIX_METRICS[metric]} [{CONFIDENCE * 100:.0f} % interval from resampling the test corpus's "
                "speakers] of each corpus's clips, from the run's calibrated out-of-fold predictions. A row of "
                "several corpora left the column's corpus out (leave-one-corpus-out) or is a cross-corpus run; the "
@@ -265,18 +266,6 @@ def _group_bars(groups: dict, title: str, height: int = 300):
     return fig
 
 
-def _without_paths(value):
-    """``value`` (a run's configuration) with every absolute path replaced by its last part: the saved model's
-    folder name, a weights file's name."""
-    if isinstance(value, dict):
-        return {k: _without_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_paths(v) for v in value]
-    if isinstance(value, str) and (os.path.isabs(value) or re.match(r"[A-Za-z]:[\\/]", value)):
-        return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
-    return value
-
-
 def _metrics_table(run: dict) -> pd.DataFrame:
     s = run["summary"]
     return pd.DataFrame({"metric": [METRIC_NAMES[m] for m in METRICS],
@@ -290,7 +279,7 @@ ranked = view.sort_values("uar_mean", ascending=False, ignore_index=True)
 ids = ranked["id"].tolist()
 yours = ranked[ranked["source"] != SHIPPED]
 first = int(yours["id"].astype(int).idxmax()) if not yours.empty else 0  # your latest run, else the best
-rid = st.selectbox("Run", ids, index=first, format_func=_label, key="lb_run")
+rid = st.selectbox("Run", ids, index=first, format_func=plain_options(_label), key="lb_run")
 run = board.get_run(rid)
 if run["source"] == SHIPPED:
     st.caption("A shipped model's cross-validation, read from its model card and out-of-fold predictions.")
@@ -302,17 +291,17 @@ if run["split"] == CROSS_CORPUS:  # both corpora, and the emotions the run kept 
 if run["speaker_dependent"]:
     st.warning("Speaker-dependent (random) split: optimistic, not a speaker-independent estimate.")
 left, right = st.columns([3, 2])
-left.plotly_chart(_confusion(run), key="lb_cm")
+chart(_confusion(run), "lb_cm", left)
 recall = pd.Series(run["summary"]["per_class_recall"]).sort_values().rename(plain)
 fig = go.Figure(go.Bar(x=recall.values * 100, y=recall.index, orientation="h"))
 fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), title="recall per class (%)",
                   xaxis_range=[0, 100])
-right.plotly_chart(fig, key="lb_recall")
+chart(fig, "lb_recall", right)
 calibration = run["summary"].get("calibration")
 _METHODS = {"temperature": "temperature scaling", "top_label": "temperature, then top-label isotonic map",
             "top_logistic": "temperature, then top-label logistic map"}
 if calibration:
-    st.plotly_chart(_reliability(run["summary"]), key="lb_reliability")
+    chart(_reliability(run["summary"]), "lb_reliability")
     st.caption(f"Out-of-fold predictions of all folds pooled (the table's ECE is the mean of each fold's own). "
                f"ECE {calibration['ece_uncalibrated']:.3f} as the model "
                f"says, {calibration['ece']:.3f} after calibration ({_METHODS.get(calibration.get('method'), 'temperature scaling')}, "
@@ -327,7 +316,7 @@ folds = pd.DataFrame([{"fold": f["fold"] + 1, "test speakers": ", ".join(map(str
                        **{label: f["metrics"][m] for m, label in CALIBRATION_LABELS.items() if m in f["metrics"]}}
                       for f in run["folds"]])  # scores only, so the table fits a 1280 px window (timing: above)
 st.markdown("**Per-fold scores (%)**")
-st.dataframe(folds, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.1f")
+st.dataframe(plain_data(folds), hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.1f")
                                                      for c in METRIC_NAMES.values()}
              | {c: st.column_config.NumberColumn(format="%.3f") for c in CALIBRATION_LABELS.values()})
 st.markdown(f"**Confidence intervals ({CONFIDENCE * 100:.0f} %, bootstrap over speakers)**")
@@ -337,11 +326,11 @@ split_by_voice = _breakdown(str(board.store.path), rid, run["created_at"])
 if split_by_voice:
     st.markdown("**By voice: UAR (%) per speaker, gender and intensity, out-of-fold**")
     left, right = st.columns([3, 2])
-    left.plotly_chart(_group_bars(split_by_voice.get("speaker", {}), "per speaker"), key="lb_by_speaker")
+    chart(_group_bars(split_by_voice.get("speaker", {}), "per speaker"), "lb_by_speaker", left)
     with right:
         for group in ("gender", "intensity"):
             if group in split_by_voice:
-                st.plotly_chart(_group_bars(split_by_voice[group], f"per {group}", height=200), key=f"lb_by_{group}")
+                chart(_group_bars(split_by_voice[group], f"per {group}", height=200), f"lb_by_{group}")
     if split_by_voice["gender_gap"] is not None:
         st.caption(f"Gap between genders: {split_by_voice['gender_gap'] * 100:.1f} UAR points (flagged above "
                    f"{GENDER_GAP * 100:.0f}).")
@@ -353,8 +342,8 @@ with st.expander("Configuration"):
                                   "data_fingerprint", "n_clips", "n_speakers", "saved_model", "versions",
                                   "created_at", "finished_at")}
     if public_mode():  # no server paths on a public demo: the corpus's name, the model's folder name
-        config = _without_paths({**config, "data_root": run["dataset"]})
-    st.json(config)
+        config = public_text({**config, "data_root": run["dataset"]})
+    st.json(plain_data(config))
 
 # -- two runs -----------------------------------------------------------------------------------------------------
 st.divider()
@@ -363,7 +352,8 @@ if len(ids) < 2:
     st.info("Store at least two runs to compare them.")
     st.stop()
 cols = st.columns(2)
-pair = [cols[i].selectbox(f"Run {'AB'[i]}", ids, index=i, format_func=_label, key=f"lb_cmp{i}") for i in range(2)]
+pair = [cols[i].selectbox(f"Run {'AB'[i]}", ids, index=i, format_func=plain_options(_label), key=f"lb_cmp{i}")
+        for i in range(2)]
 both = [board.get_run(r) for r in pair]
 for col, r, tag in zip(cols, both, "AB"):
     with col:
@@ -371,7 +361,7 @@ for col, r, tag in zip(cols, both, "AB"):
             st.caption("⚠ speaker-dependent split (optimistic)")
         st.dataframe(_metrics_table(r), hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="%.1f") for c in ("mean %", "std %")})
-        st.plotly_chart(_confusion(r, height=360), key=f"lb_cmp_cm{tag}")
+        chart(_confusion(r, height=360), f"lb_cmp_cm{tag}")
 diff = pd.DataFrame({"metric": [METRIC_NAMES[m] for m in METRICS],
                      "B - A (points)": [(both[1]["summary"][m]["mean"] - both[0]["summary"][m]["mean"]) * 100
                                         for m in METRICS]})

@@ -11,7 +11,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app_shared import corpus_at, current_corpus, data_root, job_executor, local_only, plain, sweep_figure
+from app_shared import (corpus_at, current_corpus, data_root, job_executor, local_only, plain, plain_data,
+                        plain_options, sweep_figure)
 from ser_core import events
 from ser_core.augment import AUGMENTATIONS
 from ser_core.cluster import summary_line
@@ -36,7 +37,7 @@ local_only()
 st.title("Train")
 corpus_name, manifest, _ = current_corpus()
 root, roots = data_root(), configured_roots()
-st.caption(f"Data: **{corpus_name}**, {len(manifest)} clips, {manifest['speaker'].nunique()} speakers "
+st.caption(f"Data: **{plain(corpus_name)}**, {len(manifest)} clips, {manifest['speaker'].nunique()} speakers "
            f"({plain(root)}). Change it in the sidebar.")
 corpus = Corpus(corpus_name, root, manifest)  # what check_run reads: labels and speakers
 executor = job_executor()
@@ -255,7 +256,7 @@ def _job_label(j):
 st.divider()
 st.subheader("Job")
 job_id = st.selectbox("Show job", ids, key="job_show",
-                      format_func=lambda i: _job_label(next(j for j in jobs if j["id"] == i)))
+                      format_func=plain_options(lambda i: _job_label(next(j for j in jobs if j["id"] == i))))
 active = next(j for j in jobs if j["id"] == job_id).get("state") in ACTIVE
 
 
@@ -318,7 +319,7 @@ def job_panel(job_id: str, was_active: bool):
         if p["done"]:
             folds = pd.DataFrame(p["done"]).assign(fold=lambda d: d["fold"] + 1,
                                                    test_speakers=lambda d: d["test_speakers"].map(", ".join))
-            st.dataframe(folds, hide_index=True, column_config={
+            st.dataframe(plain_data(folds), hide_index=True, column_config={
                 "test_speakers": "test speakers", "accuracy": st.column_config.NumberColumn(format="%.3f"),
                 "uar": st.column_config.NumberColumn("UAR", format="%.3f"),
                 "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
@@ -330,7 +331,8 @@ def job_panel(job_id: str, was_active: bool):
     if state == "done":
         st.page_link("app_pages/leaderboard.py", label="See the runs on the Leaderboard", icon="🏆")
     with st.expander("Log"):  # a crash's traceback stays in here; the page shows its one-line message
-        st.code(executor.log(job_id, tail_chars=6000) or "(empty)", language=None)
+        log = (executor.log(job_id, tail_chars=6000) or "(empty)").splitlines()
+        st.code("\n".join(plain_data(log)), language=None)  # each line: a label's controls shown, not obeyed
 
 
 def sweep_panel(spec: dict, job_events: list, prog: dict):
@@ -347,7 +349,7 @@ def sweep_panel(spec: dict, job_events: list, prog: dict):
     if rows.empty:
         return
     st.plotly_chart(sweep_figure(rows), key=f"sweep_plot_{len(rows)}")
-    st.dataframe(rows.sort_values("trial", ascending=False), hide_index=True, column_config={
+    st.dataframe(plain_data(rows.sort_values("trial", ascending=False)), hide_index=True, column_config={
         "uar_mean": st.column_config.NumberColumn("UAR", format="%.3f"),
         "uar_std": st.column_config.NumberColumn("±", format="%.3f"),
         "run_id": st.column_config.NumberColumn("run", format="%d")})
@@ -363,9 +365,9 @@ def sweep_panel(spec: dict, job_events: list, prog: dict):
 job_panel(job_id, active)
 
 with st.expander(f"Recent jobs ({len(jobs)})"):
-    st.dataframe(pd.DataFrame([{"job": j["id"], "state": j.get("state"),
+    st.dataframe(plain_data(pd.DataFrame([{"job": j["id"], "state": j.get("state"),
                                 "models": ", ".join(j.get("job", {}).get("models", {})),
                                 "data": j.get("job", {}).get("data_root"), "split": j.get("job", {}).get("split"),
                                 "K": j.get("job", {}).get("folds"), "submitted": j.get("submitted_at"),
-                                "finished": j.get("finished_at"), "error": j.get("error")} for j in jobs]),
+                                "finished": j.get("finished_at"), "error": j.get("error")} for j in jobs])),
                  hide_index=True)

@@ -1,14 +1,16 @@
 """Server memory under hostile uploads: the real app (``streamlit run``) in headless Chromium, the server's RSS
 read from /proc before, during and after each upload on the Demo page.
 
-    python benchmarks/bench_hostile_upload.py [--repo DIR] [--json-out FILE]
+    python benchmarks/bench_hostile_upload.py [--repo DIR] [--json-out FILE] [--calibration-only] [--after-close S]
 
 For each file: the server's idle RSS (Demo page open, models loaded), its peak while the upload is handled
 (``VmHWM`` after resetting it through ``/proc/PID/clear_refs``), and its RSS 5 s after the answer; then two
 pages upload two hostile FLACs at once, then two 2-minute speech recordings at once (different bytes, so
-neither is a cache hit; ``saw_waiting``: a page showed the queue's waiting state). ``--repo`` runs another
-checkout's app (e.g. ``git archive HEAD`` unpacked elsewhere) for a before/after comparison. Needs
-/usr/bin/chromium, as the browser tests.
+neither is a cache hit; ``saw_waiting``: a page showed the queue's waiting state). Last, "Calibrate to your voice":
+eight 45 MB WAVs (four minutes of speech each, over the 120 s limit, so all refused) at once into its uploader, the
+RSS 5 s after the page answers and ``--after-close`` seconds after the tab is closed (``--calibration-only``: just
+that). ``--repo`` runs another checkout's app (e.g. ``git archive HEAD`` unpacked elsewhere) for a before/after
+comparison. Needs /usr/bin/chromium, as the browser tests.
 """
 from __future__ import annotations
 
@@ -149,20 +151,51 @@ def upload(pages, paths: list[Path], pid: int) -> dict:
             "seconds": round(seconds, 1), "saw_waiting": saw_waiting, "page_says": said}
 
 
+def calibration_upload(pg, paths: list[Path], pid: int, after_close_s: float) -> dict:
+    """Upload ``paths`` at once into the Demo's calibration uploader (the first uploader: speaker-adaptive models
+    are shipped); the server's RSS in MB around it, and ``after_close_s`` after the tab is closed."""
+    pg.get_by_text("Calibrate to your voice").click()
+    pg.wait_for_timeout(1000)
+    idle = rss_kb(pid)
+    peak = PeakRss(pid)
+    t0 = time.time()
+    pg.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files([str(p) for p in paths])
+    said = pg.locator('[data-testid="stAlertContentWarning"]', has_text="Left out").first
+    said.wait_for(timeout=600_000)
+    seconds = time.time() - t0
+    top = peak.stop()
+    time.sleep(5)
+    after = rss_kb(pid)
+    text = said.inner_text()[:200]
+    pg.context.close()
+    time.sleep(after_close_s)
+    closed = rss_kb(pid)
+    return {"files": f"{len(paths)} x {paths[0].stat().st_size / 2 ** 20:.0f} MB into the calibration uploader",
+            "idle_mb": round(idle / 1024), "peak_above_idle_mb": round((top - idle) / 1024),
+            "after_5s_above_idle_mb": round((after - idle) / 1024),
+            f"{after_close_s:.0f}s_after_tab_closed_above_idle_mb": round((closed - idle) / 1024),
+            "seconds": round(seconds, 1), "page_says": [text]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", type=Path, default=REPO, help="the checkout whose app to run")
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--calibration-only", action="store_true", help="only the calibration uploader's row")
+    ap.add_argument("--after-close", type=float, default=60, help="seconds to wait after closing the calibration tab")
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        files = [hostile_flac(tmp / "hostile.flac"), wide_wav(tmp / "wide.wav"),
-                 speech_wav(tmp / "speech_115s.wav", 115), speech_wav(tmp / "too_long_170s.wav", 170),
-                 speech_wav(tmp / "oversized_60MB.wav", 160, subtype="FLOAT")]
-        pairs = [[hostile_flac(tmp / f"hostile-{level}.flac", level=level) for level in (0.2, 0.3)],
-                 [speech_wav(tmp / f"speech_{s}s.wav", s) for s in (118, 119)]]
+        files, pairs = [], []
+        if not a.calibration_only:
+            files = [hostile_flac(tmp / "hostile.flac"), wide_wav(tmp / "wide.wav"),
+                     speech_wav(tmp / "speech_115s.wav", 115), speech_wav(tmp / "too_long_170s.wav", 170),
+                     speech_wav(tmp / "oversized_60MB.wav", 160, subtype="FLOAT")]
+            pairs = [[hostile_flac(tmp / f"hostile-{level}.flac", level=level) for level in (0.2, 0.3)],
+                     [speech_wav(tmp / f"speech_{s}s.wav", s) for s in (118, 119)]]
+        calibration = [speech_wav(tmp / f"calibration_{s}s.wav", s) for s in range(240, 248)]  # 45 MB each
         env = {**os.environ, "SER_CACHE_DIR": str(tmp / "cache"), "SER_RESULTS_DB": str(tmp / "results.sqlite")}
         rows = []
         with streamlit_server(env, tmp / "server.log", cwd=a.repo) as url, sync_playwright() as p:
@@ -175,6 +208,8 @@ def main():
                 print(json.dumps(rows[-1]), flush=True)
                 for pg in pages:  # its session ends, and with it what the session holds (its upload, its player)
                     pg.context.close()
+            rows.append(calibration_upload(open_demo(browser, url), calibration, pid, a.after_close))
+            print(json.dumps(rows[-1]), flush=True)
             browser.close()
     if a.json_out:
         a.json_out.write_text(json.dumps({"repo": str(a.repo), "rows": rows}, indent=1))

@@ -56,3 +56,17 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SER_CACHE_DIR", str(base / "feature-cache"))
     monkeypatch.setenv("SER_RESULTS_DB", str(base / "results.sqlite"))
     monkeypatch.setenv("SER_USER_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))
+
+
+@pytest.fixture(autouse=True)
+def _streamlit_options_restored():
+    """A public-mode AppTest sets Streamlit's options for the whole process (app_shared.PUBLIC_OPTIONS, e.g. error
+    details "none"): every test ends with the options it started with."""
+    from streamlit import config
+
+    from app_shared import PUBLIC_OPTIONS
+
+    saved = {k: config.get_option(k) for k in PUBLIC_OPTIONS}
+    yield
+    for k, v in saved.items():
+        config.set_option(k, v)

@@ -291,7 +291,7 @@ def test_demo_not_sure_below_a_models_threshold(models_dir, tmp_path, monkeypatc
     probs = Predictor.from_dir(["rf_sure"], tmp_path).predict_file(ANGRY)["rf_sure"]
     sure, unsure = describe_prediction(probs), describe_prediction(probs, 0.99)
     assert unsure["uncertain"] and len(unsure["candidates"]) >= 2
-    shown = [(m.value, m.proto.delta) for m in at.metric if m.label == "top emotion"]
+    shown = [(html.unescape(m.value), html.unescape(m.proto.delta)) for m in at.metric if m.label == "top emotion"]
     assert shown[1:] == [(sure["label"], sure["detail"]), ("not sure", unsure["detail"])]
 
 

@@ -144,13 +144,13 @@ def _values(y) -> list:
 
 
 @pytest.mark.slow
-def test_leaderboard_in_public_mode_offers_text_not_files_and_no_server_paths(dirs, monkeypatch):
+def test_leaderboard_in_public_mode_exports_nothing_and_shows_no_server_paths(dirs, monkeypatch):
+    at = _page("leaderboard.py").run()
+    assert at.get("download_button") and [c.language for c in at.code] == ["markdown", "latex"]  # for a paper
     monkeypatch.setenv("SER_PUBLIC", "1")
     at = _page("leaderboard.py").run()
     assert not at.exception, at.exception
-    assert not at.get("download_button")
-    assert [c.language for c in at.code] == ["markdown", "latex", "text"]  # the CSV as text to copy
-    assert at.code[2].value.startswith("run,source,model,dataset,split,K,")
+    assert not at.get("download_button") and not at.code  # no file, no table as text to copy
     at.selectbox(key="lb_run").set_value("shipped:svm").run()
     config = json.loads(at.json[0].value)
     assert config["data_root"] == "ravdess" and config["saved_model"] == "svm"

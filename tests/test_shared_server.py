@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
-from app_shared import WORD_JOINER, plain
+from app_shared import PUBLIC_OPTIONS, WORD_JOINER, apply_public_options, plain, plain_data, public_text
 from ser_core.roots import PATH_REFUSAL, configured_roots, outside_message
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +35,45 @@ def markup_corpus(folder: Path) -> Path:
         lines.append(f'c{i}.wav,"{label}","{speaker}"')
     (folder / "corpus.csv").write_text("\n".join(lines) + "\n")
     return folder / "corpus.csv"
+
+
+HOSTILE_LABELS = {"05": "[click](http://evil.example/label)", "03": "**bold**", "04": "\u202egnp.exe", "02": "$x^2$",
+                  "06": ":red[red]", "07": "<script>alert(1)</script>"}  # RAVDESS emotion codes -> labels as stored
+
+
+def hostile_model(shared_ravdess: Path, folder: Path, store=None) -> Path:
+    """An svm saved in ``folder`` (2 speaker-grouped folds, then all clips: a few seconds) on a CSV corpus of
+    RAVDESS actors 01-02 whose calm, happy, sad, angry, fearful and disgust clips are labelled ``HOSTILE_LABELS``
+    (none with a space or a capital: labels are stored lower case, spaces as underscores), its run recorded
+    in ``store`` when given; returns ``folder``."""
+    import csv
+
+    from ser_core.corpora import load_corpus
+    from ser_core.evaluation import RunConfig, cross_validate
+
+    clips = [f for a in ("Actor_01", "Actor_02") for f in sorted((shared_ravdess / a).glob("*.flac"))
+             if f.name.split("-")[2] in HOSTILE_LABELS]
+    table = folder.parent / f"{folder.name}.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with open(table, "w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerows([("path", "label", "speaker")] + [
+            (str(f), HOSTILE_LABELS[f.name.split("-")[2]], f.parent.name) for f in clips])
+    corpus = load_corpus(table)
+    assert sorted(corpus.manifest["emotion"].unique()) == sorted(HOSTILE_LABELS.values())
+    cross_validate(RunConfig(model="svm", folds=2), corpus, save_to=folder, n_jobs=2, store=store)
+    return folder
+
+
+def sure_copy(folder: Path) -> Path:
+    """``folder``'s model saved beside it as ``<name>-sure`` without a "not sure" threshold: its top emotion is
+    always one of its labels (the model itself is unsure of these clips)."""
+    import shutil
+
+    sure = shutil.copytree(folder, folder.with_name(folder.name + "-sure"))
+    card = json.loads((sure / "card.json").read_text())
+    card.update(name=sure.name, calibration=None)
+    (sure / "card.json").write_text(json.dumps(card))
+    return sure
 
 
 def as_shown(text: str) -> str:
@@ -164,3 +203,91 @@ def test_plain_shows_user_text_literally_and_inert():
     assert re.fullmatch(r"[A-Za-z0-9 \u2060]*", bare), bare  # nothing Markdown or HTML can start from
     for autolink in ("https://evil", "www.evil", "a@evil", "x@evil"):  # GFM links these after decoding
         assert autolink not in html.unescape(shown)
+
+
+HOSTILE = {  # what a label, name or CSV cell may hold -> what every widget must show (as_shown)
+    "[click](http://evil.example)": "[click](http://evil.example)",
+    "**bold** __b__ _i_ ~~s~~": "**bold** __b__ _i_ ~~s~~",
+    ":red[x] :material/delete: :smile:": ":red[x] :material/delete: :smile:",
+    "$x^2$ $$y$$": "$x^2$ $$y$$",
+    "<script>alert(1)</script><img src=x onerror=alert(1)>": "<script>alert(1)</script><img src=x onerror=alert(1)>",
+    "\u202egnp.exe": "\\u202egnp.exe",  # drawn as "exe.png" if left in
+    "a\u2066b\u2069 \u200ec\u200f \u061cd \u202ae\u202c": "a\\u2066b\\u2069 \\u200ec\\u200f \\u061cd \\u202ae\\u202c",
+    "one\ntwo\r\nthree\tfour\u2028five": "one two  three four five",
+    "nul\x00 esc\x1b[31m c1\x9b bell\x07 del\x7f": "nul\\x00 esc\\x1b[31m c1\\x9b bell\\x07 del\\x7f",
+}
+BIDI_AND_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+@pytest.mark.parametrize("text", list(HOSTILE))
+def test_plain_is_one_rule_for_markdown_and_text_widgets(text):
+    """Markdown (messages, captions, metrics) and plain-text widgets (options, dataframe cells) show the same
+    characters: the text as typed, with line breaks as spaces and invisible controls as visible escapes."""
+    shown = plain(text)
+    assert as_shown(shown) == HOSTILE[text] == plain(text, markdown=False)
+    assert re.fullmatch(r"[A-Za-z0-9 \u2060]*", re.sub(r"&#\d+;", "", shown)), shown  # nothing markup starts from
+    assert not BIDI_AND_CONTROLS.search(html.unescape(shown)) and not BIDI_AND_CONTROLS.search(plain(text, False))
+
+
+def test_plain_data_makes_every_string_of_a_table_or_document_plain():
+    import pandas as pd
+
+    evil = "\u202egnp.exe"
+    table = pd.DataFrame({"label": [evil, "angry"], f"by {evil}": ["a\nb", 3], "n": [1.5, 2.0]},
+                         index=[evil, "x"])
+    shown = plain_data(table)
+    assert shown.to_dict(orient="list") == {"label": ["\\u202egnp.exe", "angry"], "by \\u202egnp.exe": ["a b", 3],
+                                            "n": [1.5, 2.0]}
+    assert list(shown.index) == ["\\u202egnp.exe", "x"] and table.loc[evil, "label"] == evil  # a copy
+    assert plain_data({"path": [evil, 3, None], evil: {"k": "x\x00"}}) == {
+        "path": ["\\u202egnp.exe", 3, None], "\\u202egnp.exe": {"k": "x\\x00"}}
+
+
+@pytest.mark.slow
+def test_demo_shows_a_models_hostile_labels_as_text(shared_ravdess, tmp_path, monkeypatch):
+    """A model trained on hostile labels: its top emotion (st.metric, Markdown), the candidates under it, its
+    probability bars and the model pickers show every label as typed, inert, controls visible (the browser test
+    test_browser_public checks what Chromium draws)."""
+    from ser_core.saved import user_models_dir
+
+    monkeypatch.setenv("SER_MODELS_DIR", str(tmp_path / "no-shipped-models"))
+    name = hostile_model(shared_ravdess, user_models_dir() / "svm-[x](http:evil.example)").name
+    sure = sure_copy(user_models_dir() / name).name
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("app_pages/demo.py").run()
+    angry = REPO / "samples" / "ravdess" / "Actor_01" / "03-01-05-02-01-01-01.flac"
+    at.file_uploader[0].set_value((angry.name, angry.read_bytes(), "audio/flac")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    labels = {plain(label) for label in HOSTILE_LABELS.values()}
+    metrics = [m for m in at.metric if m.label == "top emotion"]  # the ensemble's, then each model's
+    assert len(metrics) == 3 and {m.value for m in metrics} <= labels | {"not sure"}
+    assert metrics[2].value in labels  # the sure copy names one
+    for text in [t for m in metrics for t in (m.value, m.proto.delta)]:  # delta: "87% confidence" or candidates
+        assert re.fullmatch(r"[A-Za-z0-9 \u2060]*", re.sub(r"&#\d+;", "", text)), text
+        assert not BIDI_AND_CONTROLS.search(html.unescape(text))
+    bars = next(t["y"] for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"] if t["type"] == "bar")
+    assert sorted(as_shown(y) for y in bars) == sorted(HOSTILE_LABELS[c].replace("\u202e", "\\u202e")
+                                                       for c in HOSTILE_LABELS)
+    picker = next(m for m in at.multiselect if m.label == "Your models")  # options: text, never Markdown
+    assert picker.value == [name, sure] and picker.format_func(name).startswith(f"{name} (CV UAR ")
+
+
+def test_public_text_cuts_server_paths_to_their_last_part(monkeypatch):
+    message = "The speaker-adaptive model in '/srv/models/adaptive_lda' lacks its training statistics."
+    config = {"data_root": "/srv/corpora/ravdess", "params": {"weights": ["C:\\w\\vgg.h5", "imagenet"], "C": 1}}
+    assert public_text(message) == message and public_text(config) == config  # not public: as they are
+    monkeypatch.setenv("SER_PUBLIC", "1")
+    assert public_text(message) == "The speaker-adaptive model in 'adaptive_lda' lacks its training statistics."
+    assert public_text(config) == {"data_root": "ravdess", "params": {"weights": ["vgg.h5", "imagenet"], "C": 1}}
+
+
+def test_public_options_are_set_once_for_the_server_process(monkeypatch):
+    from streamlit import config
+
+    before = {k: config.get_option(k) for k in PUBLIC_OPTIONS}
+    assert not apply_public_options() and {k: config.get_option(k) for k in PUBLIC_OPTIONS} == before
+    monkeypatch.setenv("SER_PUBLIC", "1")
+    assert apply_public_options()  # the entry script reruns once
+    assert {k: config.get_option(k) for k in PUBLIC_OPTIONS} == PUBLIC_OPTIONS == {
+        "client.toolbarMode": "minimal", "client.disableDataExport": True, "client.showErrorDetails": "none"}
+    assert not apply_public_options()  # and not again

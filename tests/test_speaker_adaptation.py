@@ -230,11 +230,13 @@ def test_demo_calibration_expander(trained, monkeypatch):
     files = [(p.name, p.read_bytes(), "audio/flac") for p in user[:6]]
     uploader.set_value(files[:3]).run()
     assert "3 of 5 clips in" in at.info[0].value
+    assert at.file_uploader(key="calib_upload_1").value in (None, [])  # taken in: the uploader empties
 
-    at.file_uploader(key="calib_upload_0").set_value(files).run()
+    at.file_uploader(key="calib_upload_1").set_value(files[2:]).run()  # one clip again: counted once
     assert not at.exception, [e.value for e in at.exception]
     assert f"6 clips in: {NAME} calibrated to your voice" in html.unescape(at.success[0].value)  # plain()
-    main = next(u for u in at.file_uploader if u.key != "calib_upload_0")
+    assert html.unescape(at.caption[-1].value) == "Clips in: " + ", ".join(p.name for p in user[:6])
+    main = next(u for u in at.file_uploader if not u.key.startswith("calib_"))
     main.set_value((user[-1].name, user[-1].read_bytes(), "audio/flac")).run()
     assert not at.exception, [e.value for e in at.exception]
     assert "calibrated to your voice (6 clips)" in [c.value for c in at.caption]
@@ -244,7 +246,54 @@ def test_demo_calibration_expander(trained, monkeypatch):
     assert top == [describe_prediction(expected, predictor.thresholds()[NAME])["answer"]]  # label or "not sure"
 
     next(b for b in at.button if b.label == "Clear calibration clips").click().run()
-    assert "0 of 5 clips in" in at.info[0].value and at.file_uploader(key="calib_upload_1").value in (None, [])
+    assert "0 of 5 clips in" in at.info[0].value and at.file_uploader(key="calib_upload_3").value in (None, [])
+
+
+CALIBRATION_MAX = 20  # app_pages/demo.py: the clips of one voice a session keeps
+
+
+@pytest.mark.slow
+def test_demo_calibration_keeps_at_most_its_cap_and_drops_every_file(trained, shared_ravdess, monkeypatch):
+    """Clips are taken in up to CALIBRATION_MAX; the files past it are not read, an unreadable one is named; the
+    bytes of every file, kept or refused, leave the server's upload store in the same run and the session holds
+    only decoded signals."""
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+    from streamlit.testing.v1 import AppTest
+
+    import ser_core.audio
+    from app_shared import plain
+
+    removed, decoded = [], []
+    remove_file, load_audio = MemoryUploadedFileManager.remove_file, ser_core.audio.load_audio
+    monkeypatch.setattr(MemoryUploadedFileManager, "remove_file",
+                        lambda self, session, file_id: (removed.append(file_id), remove_file(self, session, file_id)))
+    monkeypatch.setattr(ser_core.audio, "load_audio", lambda src, **kw: (decoded.append(src), load_audio(src, **kw))[1])
+    monkeypatch.setenv("SER_MODELS_DIR", str(trained[0]))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("app_pages/demo.py").run()
+    at.multiselect[0].set_value([NAME]).run()
+    assert at.file_uploader(key="calib_upload_0").label == f"Clips of your voice (at most {CALIBRATION_MAX})"
+    clips = sorted((shared_ravdess / "Actor_05").glob("*.flac"))[:CALIBRATION_MAX + 2]  # never trained on
+    files = [("notes.wav", b"not audio\n" * 100, "audio/wav")] + [(p.name, p.read_bytes(), "audio/flac")
+                                                                    for p in clips]
+    at.file_uploader(key="calib_upload_0").set_value(files).run()  # 23 files at once
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(decoded) == CALIBRATION_MAX and len(removed) == len(files)  # 3 never read; every file dropped
+    (warning,) = at.warning
+    assert html.unescape(warning.value).startswith("Left out: 'notes.wav' (") and warning.value.endswith(
+        plain("; 3 more files, not read: at most 20 clips are kept"))
+    assert f"{CALIBRATION_MAX - 1} clips in: {NAME} calibrated" in html.unescape(at.success[0].value)
+    assert at.file_uploader(key="calib_upload_1").value in (None, [])
+    held = list(at.session_state.to_dict().values())
+    assert not [v for v in held if isinstance(v, (bytes, UploadedFile)) or (
+        isinstance(v, list) and any(isinstance(f, UploadedFile) for f in v))], held
+
+    more = [(p.name, p.read_bytes(), "audio/flac") for p in sorted((shared_ravdess / "Actor_06").glob("*.flac"))[:3]]
+    at.file_uploader(key="calib_upload_1").set_value(more).run()  # room for one more
+    assert f"{CALIBRATION_MAX} clips in" in html.unescape(at.success[0].value)
+    assert at.warning[0].value == plain("Left out: 2 more files, not read: at most 20 clips are kept")
+    assert len(decoded) == CALIBRATION_MAX + 1 and len(removed) == len(files) + 3
 
 
 @pytest.mark.slow
