@@ -325,8 +325,15 @@ def cmd_evaluate(a):
         _err(f"labels mapped by the {taxonomy} taxonomy the model was trained with"
              + (f"; {len(corpus.skipped)} clips left out (e.g. {corpus.skipped[0][1]})" if corpus.skipped else ""))
     y = corpus.manifest["emotion"].to_numpy()
+    # an ensemble with speaker-adaptive members pools them too: each speaker normalised with its own clips
+    adapted = bool(getattr(model, "adapted_members", None))
+    voices = corpus.manifest["speaker"].astype(str).to_numpy() if adapted else None
     # features, or for an ensemble its members' probabilities (raw or calibrated, as it pools them)
-    X = model_inputs(model, card, corpus.manifest["path"].tolist(), root=a.models_dir, n_jobs=a.jobs)
+    X = model_inputs(model, card, corpus.manifest["path"].tolist(), root=a.models_dir, n_jobs=a.jobs,
+                     adapt_groups=voices)
+    if adapted:
+        _err(f"ensemble adapted to each voice: its adaptive members normalise each of the {len(set(voices))} "
+             "speakers with its own clips (labels never used)")
     if card.get("speaker_norm"):  # as in CV: each speaker by its own clips (speakers with < 5: training stats)
         by_corpus = (card.get("options") or {}).get("norm_by") == "corpus"  # trained so: the corpus as one group
         speakers = corpus.manifest["corpus" if by_corpus else "speaker"].astype(str).to_numpy()
@@ -341,8 +348,8 @@ def cmd_evaluate(a):
 
         familiarity = fam.score(compute_files(corpus.manifest["path"].tolist(), REFERENCE_SET, n_jobs=a.jobs,
                                               progress=False))
-    m = evaluate_model(model, card, X, y, familiarity)  # calibrated as predict calibrates
-    m.update(model=card["name"], corpus=corpus.name)
+    m = evaluate_model(model, card, X, y, familiarity, adapted=adapted)  # calibrated as predict calibrates
+    m.update(model=card["name"], corpus=corpus.name, adapted=adapted)
     if conditions:
         from .robustness import evaluate_perturbed
 
@@ -364,7 +371,8 @@ def cmd_ensemble(a):
     from .results import ResultsStore
 
     card = fit_ensemble([m.strip() for m in a.members.split(",") if m.strip()], root=a.models_dir, name=a.name,
-                        store=ResultsStore(a.db), replace_shipped=a.replace_shipped, inputs=a.inputs)
+                        store=ResultsStore(a.db), replace_shipped=a.replace_shipped, inputs=a.inputs,
+                        adaptive=[m.strip() for m in a.adaptive.split(",") if m.strip()])
     metrics, cal = card["cv"]["metrics"], card["calibration"]
     if a.json:
         _print_json({"name": card["name"], "members": card["members"], "weights": card["weights"],
@@ -780,6 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser("ensemble", help="pool saved models into an ensemble fitted on their out-of-fold "
                         "predictions (same folds), cross-validated and calibrated like any model")
     en.add_argument("--members", required=True, help="comma-separated saved model names, e.g. lda,svm,mlp_tf,cnn")
+    en.add_argument("--adaptive", default="", help="speaker-adaptive saved models (same folds), e.g. "
+                    "adaptive_svm,adaptive_lda: pooled with the members only where a voice's own clips normalise "
+                    "them (predict --calibrate, evaluate on a corpus with speakers)")
     en.add_argument("--name", default=None, help="folder name of the saved ensemble (default: "
                     "ensemble-DATA-runID in your models folder; ensemble with --models-dir or --replace-shipped)")
     en.add_argument("--models-dir", default=None, help="where the members are and the ensemble goes (default: "

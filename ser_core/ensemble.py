@@ -142,7 +142,7 @@ class EnsembleModel(SERModel):
     framework = ENSEMBLE
 
     def __init__(self, members=(), weights=(), bias=(), feature_set=None, seed: int = 0,
-                 inputs: str = "calibrated"):
+                 inputs: str = "calibrated", adapted_members=(), adapted_weights=(), adapted_bias=()):
         self.members = list(members)
         self.weights = [float(w) for w in weights]
         self.bias = [float(b) for b in bias]  # per class, in classes_ order (empty: none, as saved before it)
@@ -150,6 +150,16 @@ class EnsembleModel(SERModel):
         self.seed = seed
         # the default is what ensembles saved before the option pooled; fit_ensemble: raw
         self.inputs = _checked_inputs(inputs)
+        # speaker-adaptive members, pooled with the others (adapted_weights: one per all_members) only when a
+        # voice's own statistics normalise them: the user's calibration clips, or a corpus's speakers' clips
+        self.adapted_members = list(adapted_members)
+        self.adapted_weights = [float(w) for w in adapted_weights]
+        self.adapted_bias = [float(b) for b in adapted_bias]
+
+    @property
+    def all_members(self) -> list[str]:
+        """The single-clip members, then the speaker-adaptive ones (the adapted pooling's order)."""
+        return self.members + self.adapted_members
 
     def member_proba(self, raw, card: dict) -> np.ndarray:
         """What this ensemble pools of a member whose ``predict_proba`` gave ``raw`` and whose card is ``card``:
@@ -160,12 +170,18 @@ class EnsembleModel(SERModel):
         raise ConfigError("An ensemble is fitted on its members' out-of-fold predictions: use "
                           "ser_core.ensemble.fit_ensemble (or `python -m ser_core ensemble`).")
 
-    def predict_proba(self, member_probas) -> np.ndarray:
+    def predict_proba(self, member_probas, adapted: bool = False) -> np.ndarray:
+        """The pooled probabilities; ``adapted``: the pooling of every member, the speaker-adaptive ones
+        normalised with the voice's own statistics (an ensemble without them: a ``ConfigError``)."""
         self._check_fitted()
-        missing = [m for m in self.members if m not in member_probas]
+        if adapted and not self.adapted_members:
+            raise ConfigError("This ensemble has no speaker-adaptive members to adapt with.")
+        names, weights, bias = ((self.all_members, self.adapted_weights, self.adapted_bias) if adapted
+                                else (self.members, self.weights, self.bias))
+        missing = [m for m in names if m not in member_probas]
         if missing:
             raise ConfigError(f"The ensemble needs the predictions of {', '.join(missing)}.")
-        return pool([member_probas[m] for m in self.members], self.weights, self.bias)
+        return pool([member_probas[m] for m in names], weights, bias)
 
     def _save_state(self, directory: Path):
         pass  # everything is in model.json
@@ -174,9 +190,9 @@ class EnsembleModel(SERModel):
         pass
 
 
-def _aligned_oofs(names, root):
+def _aligned_oofs(names, root, adaptive: bool = False):
     """The members' cards and out-of-fold predictions (rows sorted by path, the same for every member), checked
-    to come from the same clips, folds and classes."""
+    to come from the same clips, folds and classes; ``adaptive``: the members are the speaker-adaptive ones."""
     from .saved import load_oof, read_card, resolve
 
     cards, oofs = [], []
@@ -185,9 +201,10 @@ def _aligned_oofs(names, root):
         card, oof = read_card(directory), load_oof(directory)
         if card.get("model") == ENSEMBLE:
             raise ConfigError(f"'{name}' is an ensemble itself; choose single models as members.")
-        if card.get("speaker_norm"):
-            raise ConfigError(f"'{name}' is speaker-adaptive (needs the user's clips); the ensemble judges single "
-                              "clips, so leave it out.")
+        if bool(card.get("speaker_norm")) != adaptive:
+            raise ConfigError(f"'{name}' is speaker-adaptive (needs a voice's clips); list it among the adaptive "
+                              "members." if card.get("speaker_norm") else
+                              f"'{name}' is not speaker-adaptive; list it among the members.")
         if oof is None:
             raise ConfigError(f"'{name}' has no out-of-fold predictions (oof.npz); retrain it with this version.")
         order = np.argsort(oof["paths"])
@@ -204,66 +221,59 @@ def _aligned_oofs(names, root):
 
 
 def fit_ensemble(members, *, root=None, name: str | None = None, store=None, replace_shipped: bool = False,
-                 inputs: str = "raw") -> dict:
+                 inputs: str = "raw", adaptive=()) -> dict:
     """Fit, cross-validate, calibrate and save an ensemble of the saved models ``members`` (names under
     ``root``; None: the shipped models and yours); record its run in ``store`` (a ``ResultsStore``, optional).
-    ``inputs``: what it pools of each member (``INPUTS``: raw or calibrated probabilities).
+    ``inputs``: what it pools of each member (``INPUTS``: raw or calibrated probabilities). ``adaptive``:
+    speaker-adaptive saved models (same folds) for a second pooling of all members, used when a voice's own
+    statistics are at hand (``EnsembleModel.predict_proba(..., adapted=True)``; card ``adapted``).
     Saved into ``root``, else your models folder (named like any model you train: ``ensemble-<data>-run<id>``),
     or with ``replace_shipped`` the shipped folder; ``name`` defaults to ``ensemble`` in those two. Returns
     the saved model's card."""
-    from .calibration import label_indices
-    from .evaluation import (CHANNEL_OOF_PROTOCOL, CHANNEL_PROBA, CLIP_GROUPS, RUN_ENTRIES, calibrate_out_of_fold,
-                             compute_metrics, summarize)
-    from .robustness import CLEAN, channel_summary
-    from .saved import (check_writable, data_label, save_trained, shipped_models_dir, user_model_name,
-                        user_models_dir)
+    from .evaluation import CHANNEL_OOF_PROTOCOL, CHANNEL_PROBA, RUN_ENTRIES
+    from .robustness import CLEAN
+    from .saved import (check_writable, data_label, load_familiarity, resolve, save_trained, shipped_models_dir,
+                        user_model_name, user_models_dir)
     from .splits import SPLITS
 
-    members = list(dict.fromkeys(members))
+    members, adaptive = list(dict.fromkeys(members)), list(dict.fromkeys(adaptive))
     if len(members) < 2:
         raise ConfigError("An ensemble needs at least two member models.")
     out = Path(root) if root else shipped_models_dir() if replace_shipped else user_models_dir()
     check_writable(out, replace_shipped=replace_shipped)
     cards, oofs = _aligned_oofs(members, root)
-    classes = [str(c) for c in oofs[0]["classes"]]
-    y, fold, paths = oofs[0]["y"], oofs[0]["fold"], oofs[0]["paths"]
-    y_idx = label_indices(y, classes)
     # each member's probabilities as Predictor feeds them to the ensemble (member_input: raw or calibrated); clean,
     # and through the channels every member's cross-validation also scored (weights favour members that hold up)
     conditions = sorted(set.intersection(*({k[len(CHANNEL_PROBA):] for k in o if k.startswith(CHANNEL_PROBA)}
                                            for o in oofs)))
     probas = {c: [member_input(o[key], card, inputs) for card, o in zip(cards, oofs)]
               for c, key in [(CLEAN, "proba")] + [(c, CHANNEL_PROBA + c) for c in conditions]}
-
     counted = [c for c in probas for _ in range(CONDITION_WEIGHTS.get(c, 1))]
-    pooled = pool_out_of_fold(probas, y_idx, fold, counted)
-    transfer = _held_out_pooled(members, root, cards, oofs, probas, y_idx, counted, inputs)
-    folds = []
-    for f in np.unique(fold):
-        test = fold == f
-        pred = np.asarray(classes)[pooled[CLEAN][test].argmax(1)]
-        folds.append({"fold": int(f), "n_test": int(test.sum()), "n_train": int((~test).sum()),
-                      "metrics": compute_metrics(y[test], pred, classes)})
-    oof = {"proba": pooled[CLEAN], "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths,
-           **{g: oofs[0][g] for g in CLIP_GROUPS if g in oofs[0]},  # members saved before them have none
-           **{CHANNEL_PROBA + c: pooled[c] for c in conditions}}
-    oof.update({"familiarity": oofs[0]["familiarity"]} if transfer is not None else {})
-    entries = calibrate_out_of_fold(folds, oof, transfer=transfer)
-    if conditions:
-        entries["robustness"] = channel_summary(oof)
-    summary = {**summarize([f["metrics"] for f in folds]), **entries}
-    weights, bias = fit_pooling_on(probas, y_idx, np.ones(len(y), bool), counted)
-    model = EnsembleModel(members, weights, bias, inputs=inputs)
+    single = _pooled_run(members, root, cards, oofs, probas, counted, inputs)
+    model = EnsembleModel(members, single["weights"], single["bias"], inputs=inputs)
+    classes = [str(c) for c in oofs[0]["classes"]]
+    adapted = None
+    if adaptive:  # the same pooling over every member, the adaptive ones as their cross-validation normalised them
+        a_cards, a_oofs = _aligned_oofs(adaptive, root, adaptive=True)
+        if any(not np.array_equal(o["paths"], oofs[0]["paths"]) or not np.array_equal(o["fold"], oofs[0]["fold"])
+               for o in a_oofs):
+            raise ConfigError("The adaptive members were cross-validated on other clips or folds than the members; "
+                              "retrain them with the same data, split, K and seed.")
+        every = {CLEAN: probas[CLEAN] + [member_input(o["proba"], c, inputs) for c, o in zip(a_cards, a_oofs)]}
+        adapted = _pooled_run(members + adaptive, root, cards + a_cards, oofs + a_oofs, every, [CLEAN], inputs)
+        model.adapted_members, model.adapted_weights = adaptive, list(map(float, adapted["weights"]))
+        model.adapted_bias = list(map(float, adapted["bias"]))
     model.classes_ = np.asarray(classes)
-    cv = cards[0].get("cv", {})
+    summary, cv = single["summary"], cards[0].get("cv", {})
     run_id = None
     if store is not None:
-        run_id = _record(store, cards, members, (weights, bias), folds, summary, classes, oof, inputs)
+        run_id = _record(store, cards, members, (single["weights"], single["bias"]), single["folds"], summary,
+                         classes, single["oof"], inputs)
     card = {
         "training_data": cards[0].get("training_data", {}),
         "members": members,
-        "weights": dict(zip(members, map(float, weights))),
-        "bias": dict(zip(classes, map(float, bias))),  # per-class term of the pooling (class-balanced fit)
+        "weights": dict(zip(members, map(float, single["weights"]))),
+        "bias": dict(zip(classes, map(float, single["bias"]))),  # per-class term of the pooling (class-balanced)
         "inputs": inputs,  # the members' raw or calibrated probabilities
         "weights_fitted_on": list(probas),  # out-of-fold predictions: clean, then through these channels
         "condition_weights": {c: counted.count(c) for c in probas},  # times each counted in the fit
@@ -271,7 +281,9 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
                "split_description": SPLITS[cv["split"]].description if cv.get("split") in SPLITS else cv.get("split"),
                "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, "run_id": run_id},
         "calibration": summary["calibration"],
+        **({"transfer": summary["transfer"]} if "transfer" in summary else {}),
         **({"robustness": summary["robustness"], "robustness_protocol": CHANNEL_OOF_PROTOCOL} if conditions else {}),
+        **({"adapted": _adapted_card(adapted, members + adaptive, classes)} if adapted else {}),
         "versions": cards[0].get("versions", {}),
     }
     new = name is None and not (root or replace_shipped)  # a name of its own, never over another model
@@ -279,15 +291,62 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
         data = card["training_data"]
         name = user_model_name(ENSEMBLE, data_label(data.get("corpus", "data"), data.get("root") or "."),
                                run_id) if new else ENSEMBLE
-    familiarity = None
-    if transfer is not None:
-        from .saved import load_familiarity, resolve
-
-        familiarity = load_familiarity(resolve(members[0], root))  # the members share their training clips
-        card["transfer"] = summary["transfer"]
-    folder = save_trained(model, out / name, card=card, oof=oof, replace=not new, replace_shipped=replace_shipped,
-                          transfer_oof=transfer, familiarity=familiarity)
+    familiarity = load_familiarity(resolve(members[0], root)) if single["transfer"] is not None else None
+    folder = save_trained(model, out / name, card=card, oof=single["oof"], replace=not new,
+                          replace_shipped=replace_shipped, transfer_oof=single["transfer"], familiarity=familiarity,
+                          extra_oofs={ADAPTED_OOF: adapted["oof"], ADAPTED_TRANSFER_OOF: adapted["transfer"]}
+                          if adapted else None)
     return json.loads((folder / "card.json").read_text())
+
+
+ADAPTED_OOF, ADAPTED_TRANSFER_OOF = "adapted_oof.npz", "adapted_transfer_oof.npz"  # the adapted pooling's
+
+
+def _pooled_run(names, root, cards, oofs, probas, counted, inputs) -> dict:
+    """One pooling of ``names`` (their ``cards`` and ``oofs``; ``probas``: ``{condition: [(n, k) per member]}``)
+    judged like a model: its cross-validated out-of-fold predictions (``pool_out_of_fold``), the folds' metrics,
+    its held-out corpora's predictions where every member kept them (``_held_out_pooled``), the calibration
+    (``calibrate_out_of_fold``; the channels' scores too) and the weights fitted on every clip. Returns ``{"oof",
+    "transfer", "folds", "summary", "weights", "bias"}``."""
+    from .calibration import label_indices
+    from .evaluation import CHANNEL_PROBA, CLIP_GROUPS, calibrate_out_of_fold, compute_metrics, summarize
+    from .robustness import CLEAN, channel_summary
+
+    classes = [str(c) for c in oofs[0]["classes"]]
+    y, fold, paths = oofs[0]["y"], oofs[0]["fold"], oofs[0]["paths"]
+    y_idx = label_indices(y, classes)
+    pooled = pool_out_of_fold(probas, y_idx, fold, counted)
+    transfer = _held_out_pooled(names, root, cards, oofs, probas, y_idx, counted, inputs)
+    folds = []
+    for f in np.unique(fold):
+        test = fold == f
+        pred = np.asarray(classes)[pooled[CLEAN][test].argmax(1)]
+        folds.append({"fold": int(f), "n_test": int(test.sum()), "n_train": int((~test).sum()),
+                      "metrics": compute_metrics(y[test], pred, classes)})
+    conditions = [c for c in probas if c != CLEAN]
+    oof = {"proba": pooled[CLEAN], "classes": np.asarray(classes), "fold": fold, "y": y, "paths": paths,
+           **{g: oofs[0][g] for g in CLIP_GROUPS if g in oofs[0]},  # members saved before them have none
+           **{CHANNEL_PROBA + c: pooled[c] for c in conditions},
+           **({"familiarity": oofs[0]["familiarity"]} if transfer is not None else {})}
+    entries = calibrate_out_of_fold(folds, oof, transfer=transfer)
+    if conditions:
+        entries["robustness"] = channel_summary(oof)
+    weights, bias = fit_pooling_on(probas, y_idx, np.ones(len(y), bool), counted)
+    return {"oof": oof, "transfer": transfer, "folds": folds, "weights": weights, "bias": bias,
+            "summary": {**summarize([f["metrics"] for f in folds]), **entries}}
+
+
+def _adapted_card(adapted: dict, names, classes) -> dict:
+    """What the card says of the adapted pooling: its members' weights, bias, cross-validated metrics,
+    calibration and held-out corpora."""
+    from .evaluation import RUN_ENTRIES
+
+    summary = adapted["summary"]
+    return {"weights": dict(zip(names, map(float, adapted["weights"]))),
+            "bias": dict(zip(classes, map(float, adapted["bias"]))),
+            "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES},
+            "calibration": summary["calibration"],
+            **({"transfer": summary["transfer"]} if "transfer" in summary else {})}
 
 
 def _held_out_pooled(members, root, cards, oofs, probas, y_idx, counted, inputs) -> dict | None:
@@ -337,5 +396,5 @@ def _record(store, cards, members, pooling, folds, summary, classes, oof, inputs
     return run_id
 
 
-__all__ = ["CONDITION_WEIGHTS", "ENSEMBLE", "INPUTS", "EnsembleModel", "fit_ensemble", "fit_pooling", "fit_pooling_on",
+__all__ = ["ADAPTED_OOF", "ADAPTED_TRANSFER_OOF", "CONDITION_WEIGHTS", "ENSEMBLE", "INPUTS", "EnsembleModel", "fit_ensemble", "fit_pooling", "fit_pooling_on",
            "member_input", "pool", "pool_out_of_fold"]

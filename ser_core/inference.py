@@ -81,7 +81,7 @@ class Predictor:
                 familiarity = load_familiarity(directory)
             loaded[name] = LoadedModel(card["name"], model, card, time.perf_counter() - t0, norm, auxiliary,
                                        familiarity)
-            queue += [(member, True) for member in getattr(model, "members", [])]
+            queue += [(member, True) for member in getattr(model, "all_members", getattr(model, "members", []))]
         ensembles = [m for m in loaded.values() if m.model.feature_set is None]
         return cls([m for m in loaded.values() if m.model.feature_set is not None] + ensembles)
 
@@ -132,8 +132,10 @@ class Predictor:
         for m in self.models:  # ensembles come last: their members' results are there by then
             fs_name = m.model.feature_set
             t0 = time.perf_counter()
+            adapted = fs_name is None and self.adapted(m.model)
             if fs_name is None:
-                X = {k: self._member_input(m.model, k, raws[k]) for k in m.model.members}
+                X = {k: self._member_input(m.model, k, raws[k])
+                     for k in (m.model.all_members if adapted else m.model.members)}
             else:
                 if fs_name not in feats:
                     feats[fs_name] = compute(y, sr, get_feature_set(fs_name))[None]
@@ -144,8 +146,9 @@ class Predictor:
                     feats[REFERENCE_SET] = compute(y, sr, get_feature_set(REFERENCE_SET))[None]
                 familiarity = m.familiarity.score(feats[REFERENCE_SET])
             t1 = time.perf_counter()
-            raw = m.model.predict_proba(X)
-            proba = apply_calibration(raw, m.card.get("calibration"), familiarity)[0]
+            raw = m.model.predict_proba(X, adapted=True) if adapted else m.model.predict_proba(X)
+            calibration = (m.card.get("adapted") or {}).get("calibration") if adapted else m.card.get("calibration")
+            proba = apply_calibration(raw, calibration, familiarity)[0]
             t2 = time.perf_counter()
             if timings is not None:
                 timings[m.name] = {"features_ms": 1000 * (t1 - t0), "model_ms": 1000 * (t2 - t1)}
@@ -153,6 +156,12 @@ class Predictor:
             results[m.name] = {str(c): float(p) for c, p in zip(m.model.classes_, proba)}
         auxiliary = {m.name for m in self.models if m.auxiliary}
         return {k: v for k, v in results.items() if k not in auxiliary}
+
+    def adapted(self, ensemble) -> bool:
+        """True when ``ensemble`` pools its speaker-adaptive members too: it has some, and all of them are
+        calibrated to the user's voice."""
+        names = getattr(ensemble, "adapted_members", [])
+        return bool(names) and all(n in self.calibration for n in names)
 
     def _member_input(self, ensemble, name: str, raw: np.ndarray) -> np.ndarray:
         """What ``ensemble`` pools of member ``name``, whose ``predict_proba`` gave ``raw`` (``member_proba``),
@@ -313,15 +322,19 @@ def describe_prediction(probs: dict, threshold: float | None = None) -> dict:
             "text": f"{NOT_SURE}: {listed}" if uncertain else f"{label} {confidence:.0%}"}
 
 
-def evaluate_model(model, card: dict, X, y, familiarity=None) -> dict:
+def evaluate_model(model, card: dict, X, y, familiarity=None, adapted: bool = False) -> dict:
     """``compute_metrics`` of a saved model (``load_trained``'s ``(model, card)``) on features ``X`` -- already
     normalised as the model expects -- against true labels ``y``, from its calibrated probabilities: UAR,
     accuracy, ..., ``ece``, ``brier``, ``wrong_over_90``, arousal and valence (``dimension_metrics``), plus
     ``unknown_labels`` (labels of ``y`` the model does not know; they count as errors). ``familiarity``: the
-    clips' scores (``ser_core.familiarity``), for a model whose calibration reads them."""
+    clips' scores (``ser_core.familiarity``), for a model whose calibration reads them. ``adapted``: an
+    ensemble's adapted pooling (``X`` from ``robustness.model_inputs(..., adapt_groups=...)``)."""
     from .evaluation import compute_metrics, dimension_metrics
 
-    proba = calibrated_proba(model, card, X, familiarity)
+    if adapted:  # an ensemble pooling its speaker-adaptive members too, calibrated as that pooling was
+        proba = apply_calibration(model.predict_proba(X, adapted=True), card["adapted"]["calibration"], familiarity)
+    else:
+        proba = calibrated_proba(model, card, X, familiarity)
     classes = [str(c) for c in model.classes_]
     y = np.asarray(y).astype(str)
     pred = np.asarray(classes)[proba.argmax(1)]

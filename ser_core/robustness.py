@@ -62,23 +62,27 @@ def condition_features(paths, fs, condition: str, *, speakers=None, n_jobs=None,
 
 
 def model_inputs(model, card: dict, paths, condition: str = CLEAN, *, root=None, speakers=None, n_jobs=None,
-                 cache=True):
+                 cache=True, adapt_groups=None):
     """What a saved model's ``predict_proba`` takes for ``paths`` recorded through ``condition``: its features
     ``(n, *fs.shape)``, or for an ensemble (``feature_set`` None) ``{member: its probabilities (n, k), raw or
     calibrated as the ensemble pools them}``, the members loaded from the models folder ``root`` (default: the
-    shipped one) as ``Predictor`` loads them. ``card`` is the model's; speakers: as ``perturbed_features``."""
+    shipped one) as ``Predictor`` loads them. ``card`` is the model's; speakers: as ``perturbed_features``.
+    adapt_groups: ``(n,)`` each clip's voice (speaker, or corpus): an ensemble's speaker-adaptive members too,
+    each voice z-scored with its own clips (its adapted pooling's inputs); None: its single-clip members only."""
     if model.feature_set is not None:
         return condition_features(paths, model.feature_set, condition, speakers=speakers, n_jobs=n_jobs,
                                   cache=cache)
-    from .saved import load_trained
+    from .saved import load_speaker_norm, load_trained, resolve
 
     members = {}
-    for name in model.members:
+    for name in model.all_members if adapt_groups is not None else model.members:
         member, member_card = load_trained(name, root)
-        if member_card.get("speaker_norm"):
-            raise ConfigError(f"Ensemble member '{name}' is speaker-adaptive; ensembles pool single-clip models.")
         X = model_inputs(member, member_card, paths, condition, root=root, speakers=speakers, n_jobs=n_jobs,
                          cache=cache)
+        if member_card.get("speaker_norm"):
+            if adapt_groups is None:
+                raise ConfigError(f"Ensemble member '{name}' is speaker-adaptive; pass each clip's voice.")
+            X = load_speaker_norm(resolve(name, root), unseen="self").transform(X, adapt_groups)
         members[name] = model.member_proba(member.predict_proba(X), member_card)
     return members
 

@@ -94,7 +94,7 @@ def model_roots(root=None) -> list[tuple[str, Path]]:
 
 def save_trained(model, directory, *, card: dict | None = None, speaker_norm=None, oof=None, transfer_oof=None,
                  familiarity=None, on_saved=None, replace: bool = True, replace_shipped: bool = False,
-                 should_stop=None) -> Path:
+                 should_stop=None, extra_oofs: dict | None = None) -> Path:
     """Save a fitted model into ``directory`` with its model card; returns the folder (absolute).
 
     The model is written into a temporary folder of its own beside ``directory`` (``.<name>.tmp-...``, which
@@ -113,7 +113,8 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     ``proba``, ``classes``, ``fold``, ``y``, ``paths``; see ``load_oof``); transfer_oof: those of its
     leave-one-corpus-out run, ``transfer_oof.npz`` (``load_oof(directory, TRANSFER_OOF)``); familiarity: the
     ``ser_core.familiarity.Familiarity`` of its training clips, ``familiarity.npz``, which its calibration
-    reads (``load_familiarity``). should_stop: callable() -> bool, asked once the model is written, before it
+    reads (``load_familiarity``); extra_oofs: ``{file name: arrays}`` of more predictions (an ensemble's
+    adapted pooling). should_stop: callable() -> bool, asked once the model is written, before it
     is swapped in: True (a cancel) raises ``KeyboardInterrupt`` and leaves nothing behind."""
     directory = Path(os.path.abspath(directory))
     check_writable(directory.parent, replace_shipped=replace_shipped)
@@ -121,15 +122,16 @@ def save_trained(model, directory, *, card: dict | None = None, speaker_norm=Non
     tmp = _temp_dir(directory, "tmp")
     try:
         _write_model(model, tmp, directory.name, card, speaker_norm, oof)
-        if transfer_oof is not None:
-            import numpy as np
+        import numpy as np
 
-            np.savez(tmp / TRANSFER_OOF, **{k: np.asarray(v) for k, v in transfer_oof.items()})
+        for file, arrays in {TRANSFER_OOF: transfer_oof, **(extra_oofs or {})}.items():
+            if arrays is not None:
+                np.savez(tmp / file, **{k: np.asarray(v) for k, v in arrays.items()})
         if familiarity is not None:
             from .familiarity import FAMILIARITY_FILE
 
             familiarity.save(tmp / FAMILIARITY_FILE)
-        if transfer_oof is not None or familiarity is not None:
+        if transfer_oof is not None or familiarity is not None or extra_oofs:
             _resize_card(tmp)
         if should_stop is not None and should_stop():  # the last moment a save can be undone
             raise KeyboardInterrupt("cancelled")
