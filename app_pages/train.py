@@ -22,7 +22,7 @@ from ser_core.errors import OutsideRootsError, SERError, UserPathError
 from ser_core.evaluation import default_folds
 from ser_core.features import FEATURE_SETS
 from ser_core.jobs import ACTIVE, Job, progress
-from ser_core.models import MODEL_SPECS, list_models
+from ser_core.models import MODEL_SPECS, PARAM_HELP, list_models
 from ser_core.roots import configured_roots, user_path, weights_source
 from ser_core.splits import CROSS_CORPUS, SPLIT_CHOICES, SPLITS
 from ser_core.sweep import DISTRIBUTIONS, MAX_TRIALS, SUGGESTED_SPACES, format_params, trials_table
@@ -53,16 +53,16 @@ def _keep(key: str, default):
 
 def _param_widget(model: str, name: str, default):
     """One hyperparameter input whose type follows its default; returns the value or raises ValueError."""
-    key = f"hp_{model}_{name}"
+    key, about = f"hp_{model}_{name}", PARAM_HELP.get(name)
     if isinstance(default, bool):
-        return st.checkbox(name, key=_keep(key, default))
+        return st.checkbox(name, key=_keep(key, default), help=about)
     if isinstance(default, int):
-        return int(st.number_input(name, step=1, key=_keep(key, default)))
+        return int(st.number_input(name, step=1, key=_keep(key, default), help=about))
     if isinstance(default, float):
-        return float(st.number_input(name, format="%g", key=_keep(key, default)))
+        return float(st.number_input(name, format="%g", key=_keep(key, default), help=about))
     shown = "" if default is None else ", ".join(map(str, default)) if isinstance(default, (tuple, list)) \
         else str(default)
-    text = st.text_input(name, placeholder="None", key=_keep(key, shown))
+    text = st.text_input(name, placeholder="None", key=_keep(key, shown), help=about)
     if isinstance(default, (tuple, list)):
         return tuple(json.loads(f"[{text}]"))
     if text.strip() in ("", "None"):

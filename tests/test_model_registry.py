@@ -26,3 +26,11 @@ def test_the_feature_set_of_a_default_model_is_the_registry_s():
 def test_an_unknown_parameter_is_one_sentence_with_the_close_match():
     with pytest.raises(ConfigError, match=r"^Model 'svm' has no parameter 'c'\. Did you mean C\?"):
         create_model("svm", c=1.0)
+
+
+def test_every_parameter_help_describes_a_parameter_a_model_has():
+    from ser_core.models import PARAM_HELP
+
+    every = {p for spec in MODEL_SPECS.values() for p in spec.params}
+    assert PARAM_HELP and set(PARAM_HELP) <= every
+    assert {"domain_adversarial", "mixup"} <= set(get_spec("fcnn_torch").params) & set(PARAM_HELP)

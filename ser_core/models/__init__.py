@@ -37,7 +37,18 @@ class ModelSpec:
 _SKLEARN = dict(seed=0, class_weight=None, oversample=False)
 _KERAS_TRAINING = dict(val_fraction=0.15, class_weight="balanced", focal_gamma=0.0, oversample=False, seed=0)
 _TORCH_TRAINING = dict(batch_size=32, lr=1e-3, weight_decay=1e-4, class_weight=None, focal_gamma=0.0,
-                       oversample=False, val_fraction=0.1, device=None)  # device None: select_device()
+                       oversample=False, val_fraction=0.1,
+                       domain_adversarial=0.0, mixup=0.0,  # 0: off (training on several corpora; PARAM_HELP)
+                       device=None)  # device None: select_device()
+
+# What a parameter does, in a sentence, where its name does not say it (the Train page shows it as help).
+PARAM_HELP = {
+    "domain_adversarial": "Domain-adversarial training on several corpora: the strength (0 = off; try 0.1-0.3) of "
+                          "a reversed gradient from a corpus classifier that makes the network hide which corpus "
+                          "a clip comes from, ramped up during training (Ganin & Lempitsky 2015).",
+    "mixup": "Mixup: train on mixes of two clips and their labels, the partner from another corpus when there are "
+             "several; the Beta(alpha, alpha) parameter (0 = off; try 0.2-0.4).",
+}
 
 
 _SPECS = [
@@ -138,4 +149,5 @@ def check_params(name: str, params) -> None:
             raise ConfigError(f"Model '{name}' has no parameter '{key}'.{hint} It has: {', '.join(spec.params)}.")
 
 
-__all__ = ["ModelSpec", "MODEL_SPECS", "list_models", "get_spec", "create_model", "check_params", "model_class"]
+__all__ = ["ModelSpec", "MODEL_SPECS", "PARAM_HELP", "list_models", "get_spec", "create_model", "check_params",
+           "model_class"]

@@ -2,8 +2,11 @@
 
 Both share one training loop (:func:`fit_network`): Adam, optional class weights or focal loss, optional random
 oversampling, early stopping on a stratified validation split carved out of the data given to ``fit``,
-ReduceLROnPlateau, and a ``progress(epoch, logs)`` callback instead of prints. Standardisation statistics are
-learned in ``fit`` and saved with the weights (``weights.pt``); ``model.json`` is written by the base class.
+ReduceLROnPlateau, and a ``progress(epoch, logs)`` callback instead of prints; two options for corpora that
+differ (``fit(X, y, domains=...)``: each row's corpus): domain-adversarial training (a corpus classifier behind a
+gradient-reversal layer, Ganin & Lempitsky 2015) and mixup with partners from another corpus (Zhang et al. 2018).
+Standardisation statistics are learned in ``fit`` and saved with the weights (``weights.pt``; the corpus classifier
+is a training aid and is not saved); ``model.json`` is written by the base class.
 Training runs inside a forked, seeded RNG state, so two fits with the same seed agree exactly on CPU.
 """
 from __future__ import annotations
@@ -61,6 +64,75 @@ def _loss(logits, target, weight, focal_gamma: float):
     return (loss * w).sum() / w.sum()
 
 
+def _soft_loss(logits, target, weight, focal_gamma: float):
+    """:func:`_loss` for soft targets ``target`` (b, classes), rows summing to 1 (mixup): the per-class terms
+    ``t_c w_c (1 - p_c)^gamma (-log p_c)`` summed and divided by the summed weights ``t_c w_c``, so that one-hot
+    targets give the same value as ``_loss``; ``weight`` (classes,) or None."""
+    logp = F.log_softmax(logits, dim=1)
+    per = -target * logp  # (b, classes)
+    if focal_gamma > 0:
+        per = per * (1 - logp.exp()) ** focal_gamma
+    if weight is None:
+        return per.sum(1).mean()
+    return (per * weight).sum() / (target * weight).sum()
+
+
+# -- training on several corpora: gradient reversal and mixup -------------------------------------------------
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def grad_reverse(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward; backward multiplies the gradient by ``-scale`` (Ganin & Lempitsky 2015): what follows
+    learns to predict the corpus, what comes before learns to hide it."""
+    return _GradReverse.apply(x, scale)
+
+
+def dann_ramp(progress: float) -> float:
+    """Ganin & Lempitsky's schedule of the reversal strength, ``2 / (1 + exp(-10 p)) - 1``: 0 at the start of
+    training (``p`` = 0, the fraction of the planned steps done), 0.76 at p = 0.2, ~1 at the end; the corpus
+    classifier learns before its gradient is allowed to shape the representation."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
+DOMAIN_HEAD_WIDTH = 64  # hidden units of the corpus classifier: a small probe, as Ganin's is beside the encoder
+
+
+def _domain_head(d_in: int, n_domains: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(d_in, DOMAIN_HEAD_WIDTH), nn.ReLU(), nn.Linear(DOMAIN_HEAD_WIDTH, n_domains))
+
+
+def mixup_partners(rows: np.ndarray, domains: np.ndarray | None, pool: np.ndarray, rng) -> np.ndarray:
+    """For each training row index in ``rows`` (b,), a partner drawn uniformly from the row indices ``pool``
+    whose domain differs (``domains`` (n,) domain indices of all rows); any row of ``pool`` when ``domains`` is
+    None or a row's domain is the only one in ``pool``. Returns (b,) indices."""
+    if domains is None:
+        return pool[rng.integers(len(pool), size=len(rows))]
+    out = np.empty(len(rows), dtype=pool.dtype)
+    for d in np.unique(domains[rows]):
+        mine = domains[rows] == d
+        others = pool[domains[pool] != d]
+        others = others if len(others) else pool
+        out[mine] = others[rng.integers(len(others), size=int(mine.sum()))]
+    return out
+
+
+def _mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``lam * a + (1 - lam) * b`` row by row (``lam`` (b,)); for a bool mask (a sequence's valid frames) the
+    union, so the mix keeps every frame either clip has."""
+    if a.dtype == torch.bool:
+        return a | b
+    lam = lam.view(-1, *([1] * (a.dim() - 1)))
+    return lam * a + (1 - lam) * b
+
+
 def _validation_split(y: np.ndarray, fraction: float, seed: int):
     """Indices (train, val); stratified when every class has two clips, empty val when fraction is 0."""
     idx = np.arange(len(y))
@@ -83,12 +155,23 @@ def _logits(net: nn.Module, tensors: list, batch_size: int) -> torch.Tensor:
 def fit_network(net: nn.Module, inputs: list[np.ndarray], y: np.ndarray, n_classes: int, *, epochs: int,
                 batch_size: int, lr: float, weight_decay: float, class_weight: str | None, focal_gamma: float,
                 oversample: bool, val_fraction: float, patience: int, seed: int, device: torch.device,
-                augment: Callable | None = None, progress: Progress | None = None) -> list[dict]:
+                augment: Callable | None = None, progress: Progress | None = None,
+                domains: np.ndarray | None = None, domain_adversarial: float = 0.0,
+                mixup: float = 0.0) -> list[dict]:
     """Train ``net`` in place and return the per-epoch logs.
 
     ``inputs`` are arrays with ``n`` rows that ``net(*batch)`` takes (already standardised); ``y`` (n,) holds
     class indices. The best weights by validation loss (training loss without a validation split) are kept.
     ``augment(*batch) -> batch`` is applied to training batches only.
+
+    Several corpora: ``domains`` (n,) holds each row's corpus index (None: one corpus).
+    ``domain_adversarial`` > 0, with two or more corpora among the training rows, trains a corpus classifier on
+    ``net.embed(*batch)`` (b, ``net.hidden_dim``) behind a gradient-reversal layer whose strength ramps from 0 to
+    ``domain_adversarial`` (:func:`dann_ramp`); its cross-entropy (corpora weighted equally) is added to the loss.
+    ``mixup`` > 0 trains on mixes ``lam * a + (1 - lam) * b`` of the inputs and one-hot targets of a row ``a`` and
+    a partner ``b`` from another corpus (:func:`mixup_partners`), ``lam ~ Beta(mixup, mixup)`` per row. Both
+    touch training batches only: the validation loss that stops training is the plain emotion loss. At 0 (the
+    defaults) neither draws a random number, so training is exactly as without them.
     """
     rng = np.random.default_rng(seed)
     tr, va = _validation_split(y, val_fraction, seed)
@@ -101,23 +184,55 @@ def fit_network(net: nn.Module, inputs: list[np.ndarray], y: np.ndarray, n_class
     va_t = torch.from_numpy(va).to(device)
 
     net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    n_domains = 0 if domains is None else len(np.unique(domains[tr]))
+    head = _domain_head(net.hidden_dim, int(domains.max()) + 1).to(device) \
+        if domain_adversarial > 0 and n_domains > 1 else None
+    if head is not None:
+        domain_hot = F.one_hot(torch.from_numpy(domains.astype(np.int64)), int(domains.max()) + 1).float().to(device)
+        domain_weight = torch.tensor(balanced_class_weights(domains[tr], domain_hot.shape[1]), dtype=torch.float32,
+                                     device=device)  # each corpus counts alike, however many clips it has
+    class_hot = F.one_hot(target, n_classes).float() if mixup > 0 else None
+    opt = torch.optim.Adam(net.parameters() if head is None else [*net.parameters(), *head.parameters()], lr=lr,
+                           weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, patience // 3))
     best, best_state, wait, history = math.inf, copy.deepcopy(net.state_dict()), 0, []
+    step, steps = 0, epochs * math.ceil(len(tr) / batch_size)  # the reversal ramp's clock: the planned steps
     for epoch in range(1, epochs + 1):
         net.train()
-        order, total = rng.permutation(tr), 0.0
+        order, total, domain_total = rng.permutation(tr), 0.0, 0.0
         for start in range(0, len(order), batch_size):
-            b = torch.from_numpy(order[start:start + batch_size]).to(device)
-            batch = [t[b] for t in tensors]
+            rows = order[start:start + batch_size]
+            b = torch.from_numpy(rows).to(device)
+            batch, soft, b2, lam = [t[b] for t in tensors], None, b, None
+            if mixup > 0:
+                lam = torch.from_numpy(rng.beta(mixup, mixup, len(rows)).astype(np.float32)).to(device)
+                b2 = torch.from_numpy(mixup_partners(rows, domains, tr, rng)).to(device)
+                batch = [_mix(x, t[b2], lam) for x, t in zip(batch, tensors)]
+                soft = _mix(class_hot[b], class_hot[b2], lam)  # (b, classes)
             if augment is not None:
                 batch = augment(*batch)
-            loss = _loss(net(*batch), target[b], weight, focal_gamma)
+            if head is None:
+                logits = net(*batch)
+            else:
+                h = net.embed(*batch)  # (b, hidden_dim)
+                logits = net.classify(h)
+            loss = _loss(logits, target[b], weight, focal_gamma) if soft is None else \
+                _soft_loss(logits, soft, weight, focal_gamma)
+            objective = loss
+            if head is not None:
+                corpus = domain_hot[b] if lam is None else _mix(domain_hot[b], domain_hot[b2], lam)
+                scale = domain_adversarial * dann_ramp(step / steps)
+                domain_loss = _soft_loss(head(grad_reverse(h, scale)), corpus, domain_weight, 0.0)
+                objective = loss + domain_loss
+                domain_total += domain_loss.item() * len(b)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             opt.step()
+            step += 1
             total += loss.item() * len(b)
         logs = {"loss": total / len(order), "lr": opt.param_groups[0]["lr"]}
+        if head is not None:
+            logs["domain_loss"] = domain_total / len(order)
         if len(va):
             logits = _logits(net, [t[va_t] for t in tensors], 256)
             logs["val_loss"] = F.cross_entropy(logits, target[va_t], weight=weight).item()
@@ -148,7 +263,14 @@ class _MLP(nn.Module):
             layers += [nn.Linear(d, int(h)), nn.ReLU(), nn.Dropout(dropout)]
             d = int(h)
         layers.append(nn.Linear(d, n_classes))  # logits; softmax in predict_proba
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers)  # one Sequential, so saved state dicts keep their keys
+        self.hidden_dim = d
+
+    def embed(self, x):  # (b, d) -> (b, hidden_dim): the last hidden layer, after its dropout
+        return self.net[:-1](x)
+
+    def classify(self, h):  # (b, hidden_dim) -> (b, classes)
+        return self.net[-1](h)
 
     def forward(self, x):  # (b, d) -> (b, classes)
         return self.net(x)
@@ -178,9 +300,16 @@ class _Encoder(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.score = nn.Linear(d_model, 1) if attention_pool else None
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_model * (2 if attention_pool else 1), n_classes))
+        self.hidden_dim = d_model * (2 if attention_pool else 1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.hidden_dim, n_classes))
 
-    def forward(self, x, valid):  # x (b, frames, d) standardised, valid (b, frames) bool
+    def forward(self, x, valid):  # -> (b, classes)
+        return self.classify(self.embed(x, valid))
+
+    def classify(self, h):  # (b, hidden_dim) -> (b, classes)
+        return self.head(h)
+
+    def embed(self, x, valid):  # x (b, frames, d) standardised, valid (b, frames) bool -> (b, hidden_dim)
         h = self.encoder(self.proj(x) + self.pos[: x.shape[1]], src_key_padding_mask=~valid)
         h = self.norm(h)  # (b, frames, d_model)
         m = valid[..., None].to(h.dtype)
@@ -188,7 +317,7 @@ class _Encoder(nn.Module):
         if self.score is not None:
             a = torch.softmax(self.score(h)[..., 0].masked_fill(~valid, -torch.inf), dim=1)
             pooled = torch.cat([pooled, (a[..., None] * h).sum(1)], dim=1)
-        return self.head(pooled)
+        return pooled
 
 
 def _spec_augment(max_time: float, max_freq: float):
@@ -227,12 +356,15 @@ class TorchModel(SERModel):
             raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}.")
         if self.lr <= 0 or self.weight_decay < 0 or self.focal_gamma < 0:
             raise ConfigError("lr must be positive and weight_decay and focal_gamma non-negative.")
+        if self.domain_adversarial < 0 or self.mixup < 0:
+            raise ConfigError("domain_adversarial and mixup must be non-negative (0 turns them off).")
 
     def _train_options(self) -> dict:
         return dict(epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr),
                     weight_decay=float(self.weight_decay), class_weight=self.class_weight,
                     focal_gamma=float(self.focal_gamma), oversample=bool(self.oversample),
-                    val_fraction=float(self.val_fraction), patience=int(self.patience), seed=int(self.seed))
+                    val_fraction=float(self.val_fraction), patience=int(self.patience), seed=int(self.seed),
+                    domain_adversarial=float(self.domain_adversarial), mixup=float(self.mixup))
 
     # subclasses: input rank, network, standardisation
     ndim: int = 2
@@ -260,10 +392,17 @@ class TorchModel(SERModel):
                              f"per clip but got {tuple(X.shape[1:])}; use the feature set '{self.feature_set}'.")
         return X
 
-    def fit(self, X, y, progress: Progress | None = None):
-        """Train on ``X`` and labels ``y`` (n,); ``progress(epoch, logs)`` is called after every epoch."""
+    def fit(self, X, y, progress: Progress | None = None, domains=None):
+        """Train on ``X`` and labels ``y`` (n,); ``progress(epoch, logs)`` is called after every epoch.
+        ``domains`` (n,): each row's corpus, for ``domain_adversarial`` and ``mixup`` (None: one corpus)."""
         self._check_params()
         X, y = check_training_data(X, y, self.name)
+        if domains is not None:
+            domains = np.asarray(domains).astype(str)
+            if domains.shape != y.shape:
+                raise ModelError(f"Model '{self.name}' got {len(y)} labels but {domains.size} domains (corpora); "
+                                 "they must match.")
+            domains = np.unique(domains, return_inverse=True)[1]  # (n,) corpus indices
         for attr in ("classes_", "input_shape_", "net_"):  # a failed fit leaves the model unfitted
             self.__dict__.pop(attr, None)
         X = self._check_X(X)
@@ -277,7 +416,8 @@ class TorchModel(SERModel):
             self._learn_stats(X)
             self.net_ = self._build(self.input_shape_, len(classes))
             self.history_ = fit_network(self.net_, self._inputs(X), y_idx, len(classes), device=self.device_,
-                                        augment=self._augment(), progress=progress, **self._train_options())
+                                        augment=self._augment(), progress=progress, domains=domains,
+                                        **self._train_options())
         self.classes_ = classes
         return self
 
@@ -322,7 +462,7 @@ class TorchFCNN(TorchModel):
                  dropout: float = 0.3, epochs: int = 150, batch_size: int = 32, lr: float = 1e-3,
                  weight_decay: float = 1e-4, class_weight: str | None = None, focal_gamma: float = 0.0,
                  oversample: bool = False, val_fraction: float = 0.1, patience: int = 20,
-                 device: str | None = None):
+                 domain_adversarial: float = 0.0, mixup: float = 0.0, device: str | None = None):
         self.feature_set = feature_set
         self.seed = seed
         self.hidden = hidden
@@ -336,6 +476,8 @@ class TorchFCNN(TorchModel):
         self.oversample = oversample
         self.val_fraction = val_fraction
         self.patience = patience
+        self.domain_adversarial = domain_adversarial
+        self.mixup = mixup
         self.device = device  # None: select_device()
         self._check_params()
 
@@ -370,7 +512,8 @@ class TorchTransformer(TorchModel):
                  batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-4,
                  class_weight: str | None = None, focal_gamma: float = 0.0, oversample: bool = False,
                  val_fraction: float = 0.1, patience: int = 12, augment: bool = True,
-                 time_mask: float = 0.15, freq_mask: float = 0.15, device: str | None = None):
+                 time_mask: float = 0.15, freq_mask: float = 0.15, domain_adversarial: float = 0.0,
+                 mixup: float = 0.0, device: str | None = None):
         self.feature_set = feature_set
         self.seed = seed
         self.d_model = d_model
@@ -393,6 +536,8 @@ class TorchTransformer(TorchModel):
         self.augment = augment  # SpecAugment-style masks on training batches (+0.03 UAR on RAVDESS)
         self.time_mask = time_mask  # largest masked span, as a fraction of the clip's frames
         self.freq_mask = freq_mask  # largest masked band, as a fraction of the feature dims
+        self.domain_adversarial = domain_adversarial
+        self.mixup = mixup
         self.device = device
         self._check_params()
 
@@ -445,4 +590,5 @@ class TorchTransformer(TorchModel):
                         int(self.dim_feedforward), float(self.dropout), self.positional, bool(self.attention_pool))
 
 
-__all__ = ["select_device", "fit_network", "sinusoidal_encoding", "TorchModel", "TorchFCNN", "TorchTransformer"]
+__all__ = ["select_device", "fit_network", "grad_reverse", "dann_ramp", "mixup_partners", "sinusoidal_encoding",
+           "TorchModel", "TorchFCNN", "TorchTransformer"]
