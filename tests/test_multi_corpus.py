@@ -291,3 +291,46 @@ def test_a_run_calibrated_out_of_domain_saves_what_prediction_needs(tiny, tmp_pa
     assert sum(probs.values()) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="needs at least two corpora"):
         check_run(RunConfig("lda", feature_set="prosody", ood_calibration=True), load_corpora(tiny["ravdess"]))
+
+
+@pytest.fixture(scope="module")
+def adapted_ensemble(tiny, tmp_path_factory):
+    """lda and svm, their speaker-adaptive twins, all calibrated out of domain on the three tiny corpora, and the
+    ensemble of the four (the adaptive pair pooled only where a voice's statistics are known)."""
+    from ser_core.ensemble import fit_ensemble
+
+    corpus = load_corpora([tiny["ravdess"], tiny["tess"], tiny["emodb"]])
+    root = tmp_path_factory.mktemp("adapted")
+    store = ResultsStore(root / "r.sqlite")
+    for name, norm in (("lda", False), ("svm", False), ("adaptive_lda", True), ("adaptive_svm", True)):
+        cross_validate(RunConfig(name.removeprefix("adaptive_"), feature_set="prosody", speaker_norm=norm,
+                                 ood_calibration=True), corpus, store=store, save_to=root / "models" / name)
+    card = fit_ensemble(["lda", "svm"], adaptive=["adaptive_lda", "adaptive_svm"], root=root / "models", store=store)
+    return corpus, root / "models", card
+
+
+def test_an_ensemble_pools_its_adaptive_members_only_with_a_voices_statistics(adapted_ensemble, tmp_path, capsys):
+    from ser_core.inference import Predictor
+    from ser_core.saved import load_trained
+
+    corpus, models, card = adapted_ensemble
+    assert set(card["adapted"]["weights"]) == {"lda", "svm", "adaptive_lda", "adaptive_svm"}
+    assert card["adapted"]["calibration"]["method"] == "familiarity" and "transfer" in card["adapted"]
+    assert set(card["weights"]) == {"lda", "svm"} and (models / "ensemble" / "adapted_oof.npz").is_file()
+    model, _ = load_trained("ensemble", models)
+    assert model.all_members == ["lda", "svm", "adaptive_lda", "adaptive_svm"]
+    with pytest.raises(ConfigError, match="needs the predictions of adaptive_lda"):
+        model.predict_proba({"lda": np.full((1, 7), 1 / 7), "svm": np.full((1, 7), 1 / 7)}, adapted=True)
+    clip = str(corpus.manifest["path"].iloc[0])
+    predictor = Predictor.from_dir(["ensemble"], models)
+    single = predictor.predict_file(clip)["ensemble"]
+    assert not predictor.adapted(model)
+    voice = corpus.manifest.loc[corpus.manifest["speaker"] == "ravdess:02", "path"].tolist()[:8]
+    predictor.calibrate(voice)
+    assert predictor.adapted(predictor.saved_ensemble().model)
+    assert predictor.predict_file(clip)["ensemble"] != pytest.approx(single)  # the adapted pooling answers now
+    # evaluate on a corpus: each speaker normalised with its own clips, the adapted pooling judged
+    assert main(["evaluate", "--model", "ensemble", "--models-dir", str(models), "--data",
+                 str(corpus.parts[2][1]), "--json"]) in (None, 0)
+    out = json.loads(capsys.readouterr().out)
+    assert out["adapted"] is True and "boredom" not in out["per_class_recall"]
