@@ -893,7 +893,7 @@ def calibrate_out_of_fold(folds, oof, method: str | None = None, transfer: dict 
                               "the run's leave-one-corpus-out predictions (transfer).")
         method = "familiarity"
         stacked = _stacked(oof, transfer)
-        calibrated_all, params = _cross_fit_stacked(stacked)
+        calibrated_all, params = _cross_fit_stacked(stacked)  # calibrated_both, with the per-block parameters
         calibrated, calibrated_t = calibrated_all[:len(raw)], calibrated_all[len(raw):]
         temperatures = np.asarray([params[f"cv:{f}"][0] for f in np.unique(oof["fold"])])
         final = ConfidenceCalibrator(method).fit(stacked["proba"], stacked["y_idx"], stacked["familiarity"])
@@ -950,6 +950,13 @@ def _stacked(oof: dict, transfer: dict) -> dict:
             "blocks": np.concatenate([[f"cv:{f}" for f in oof["fold"]],
                                       [f"out:{c}" for c in transfer["corpus"]]]),
             "clips": np.concatenate([np.asarray(oof["paths"], str), np.asarray(transfer["paths"], str)])}
+
+
+def calibrated_both(oof: dict, transfer: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(oof's probabilities, transfer's)`` calibrated as a familiarity calibration cross-fits them (each clip
+    by a calibrator that never saw its label), ``transfer``'s in ``oof``'s class order."""
+    calibrated, _ = _cross_fit_stacked(_stacked(oof, transfer))
+    return calibrated[:len(oof["proba"])], calibrated[len(oof["proba"]):]
 
 
 def _cross_fit_stacked(stacked: dict):

@@ -46,17 +46,55 @@ def transfer_cells(board, runs: pd.DataFrame | None = None) -> pd.DataFrame:
         if oof is None:
             continue
         run = board.get_run(r["id"])
-        rows += _run_cells(r, oof, (run.get("summary") or {}).get("calibration") or {})
+        calibration = (run.get("summary") or {}).get("calibration") or {}
+        transfer = _kept_transfer(board, run, calibration)
+        if transfer is None:  # (a familiarity calibration whose held-out predictions are gone: temperature)
+            method = calibration.get("method")
+            rows += _run_cells(r, oof, {"method": "temperature"} if method == "familiarity" else calibration)
+            continue
+        # a saved model calibrated out of domain: its own cross-validation and its held-out corpora, calibrated
+        # together as its card's calibration was (each clip by a calibrator that never saw its label)
+        from .evaluation import calibrated_both
+
+        mine, held = calibrated_both(oof, transfer)
+        rows += _run_cells(r, {**oof, "proba": mine}, {})
+        rows += _run_cells({**r, "split": LEAVE_CORPUS_OUT}, {**transfer, "proba": held, "classes": oof["classes"]},
+                           {}, corpora=_corpus_order(r, transfer["corpus"]))
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
-def _run_cells(r: dict, oof: dict, calibration: dict) -> list[dict]:
-    """The cells of one run: its out-of-fold predictions split by the corpus of each clip."""
+def _corpus_order(r: dict, corpus) -> list[str]:
+    """The corpora of ``corpus`` (one name per clip) in the order the run's dataset names them."""
+    present = set(np.asarray(corpus, dtype=str).tolist())
+    named = [c for c in str(r["dataset"]).split(CORPUS_JOIN) if c in present]
+    return named + sorted(present - set(named))
+
+
+def _kept_transfer(board, run: dict, calibration: dict):
+    """The held-out corpora's predictions a run's calibration was fitted on (method ``familiarity``): kept
+    beside its saved model (``saved.TRANSFER_OOF``), else its leave-one-corpus-out run's in the store; None for
+    another method."""
+    if calibration.get("method") != "familiarity":
+        return None
+    from .saved import TRANSFER_OOF, load_oof
+
+    kept = load_oof(run["saved_model"], TRANSFER_OOF) if run.get("saved_model") else None
+    if kept is None:
+        kept = board.store.oof(((run.get("summary") or {}).get("transfer") or {}).get("run_id") or -1)
+    return kept
+
+
+def _run_cells(r: dict, oof: dict, calibration: dict, corpora=None) -> list[dict]:
+    """The cells of one run: its out-of-fold predictions split by the corpus of each clip (calibrated by
+    cross-fitting ``calibration``'s method; none: as they are). corpora: the corpora of a leave-one-corpus-out
+    run (default: its options')."""
     y_idx = label_indices(oof["y"], oof["classes"])
     proba = np.asarray(oof["proba"], dtype=float)
     if calibration.get("method"):
         proba, _ = cross_fitted_calibration(proba, y_idx, oof["fold"], method=calibration["method"])
     options = r.get("options") if isinstance(r.get("options"), dict) else {}
+    if corpora is not None:
+        options = {**options, "corpora": corpora}
     corpus = np.asarray(oof.get("corpus", np.full(len(y_idx), _test_name(r, options))), dtype=str)
     names = list(dict.fromkeys(corpus.tolist()))
     out = []

@@ -334,3 +334,16 @@ def test_an_ensemble_pools_its_adaptive_members_only_with_a_voices_statistics(ad
                  str(corpus.parts[2][1]), "--json"]) in (None, 0)
     out = json.loads(capsys.readouterr().out)
     assert out["adapted"] is True and "boredom" not in out["per_class_recall"]
+
+
+def test_a_saved_model_calibrated_out_of_domain_brings_its_held_out_corpora_to_the_matrix(adapted_ensemble, tmp_path):
+    from ser_core.leaderboard import Leaderboard
+    from ser_core.transfer import transfer_cells
+
+    _, models, _ = adapted_ensemble
+    cells = transfer_cells(Leaderboard(ResultsStore(tmp_path / "empty.sqlite"), shipped_dir=models))
+    lda = cells[cells["run"] == "shipped:lda"]
+    assert set(lda["protocol"]) == {"unseen speakers", "held out"}
+    held = lda[lda["protocol"] == "held out"].set_index("test")
+    assert held.loc["emodb", "train"] == "ravdess+tess" and held.loc["ravdess", "train"] == "tess+emodb"
+    assert ((0 <= held["uar"]) & (held["uar"] <= 1)).all() and held["ece"].notna().all()
