@@ -143,10 +143,16 @@ def augment_copies(kinds) -> list[tuple[str, str, int]]:
     return out
 
 
+SEEDING = "n"  # in the cache key: copies are seeded by the clip's file name ("n"; before: its full path)
+
+
 def _clip_seed(path, seed: int) -> int:
+    """A clip's seed from its file name, not its folder: a corpus copied elsewhere draws the same copies (as
+    ``channels.condition_seed`` draws the same test channels), so a measured number reproduces at any path."""
+    import os
     import zlib
 
-    return seed * 1_000_003 + zlib.crc32(str(path).encode())
+    return seed * 1_000_003 + zlib.crc32(os.path.basename(str(path)).encode())
 
 
 def _augmented_file(path, fs, kind: str, seed: int, babble_paths=()) -> np.ndarray:
@@ -185,7 +191,7 @@ def augmented_features(paths, fs, kind: str, seed: int = 0, *, speakers=None, n_
     babble = [babble_sources(paths, speakers, i, s) if is_channel and random_channel(s, family) in BABBLE_CHANNELS
               else () for i, s in enumerate(seeds)]
     version = f".v{CHANNEL_VERSION}" if is_channel else ""
-    key = fs.replace(name=f"{fs.name}+{kind}{seed}{version}")  # the name is part of the cache key
+    key = fs.replace(name=f"{fs.name}+{kind}{seed}{version}{SEEDING}")  # the name is part of the cache key
     return transformed_features(paths, key, _augmented_file, [(fs, kind, s, b) for s, b in zip(seeds, babble)],
                                 n_jobs=n_jobs, cache=cache)
 
