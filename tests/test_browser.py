@@ -162,6 +162,15 @@ def test_demo_upload_shows_every_models_prediction(page, app_url):
         {k: describe_prediction(p, thresholds[k])["answer"] for k, p in direct.items()}  # a label or "not sure"
     assert shown["ensemble"] in next(iter(direct.values()))
     assert page.locator(".js-plotly-plot").count() == 1 + 1 + len(direct)  # waveform, ensemble, one per model
+    # arousal and valence beside each model's emotions, read from its probabilities
+    from ser_core.taxonomy import LEVEL_WORDS, dimension_reading
+
+    captions = " | ".join(page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())
+    for name, probs in direct.items():
+        for dim, levels in dimension_reading(probs).items():
+            top = max(levels, key=levels.get)
+            assert f"{LEVEL_WORDS[dim][top]} {levels[top]:.0%}" in captions, (name, dim, captions)
+    assert captions.count("Arousal (calm ↔ excited):") >= len(direct)
     shot(page, "demo-upload")
 
 

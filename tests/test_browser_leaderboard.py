@@ -45,7 +45,11 @@ def test_fresh_install_leaderboard_shows_the_shipped_runs(fresh_app):
         assert page.get_by_text("UAR 95 % CI: 95 % of intervals").count() == 1
         picked = page.get_by_test_id("stSelectbox").first.evaluate(
             "e => e.innerText + ' ' + Array.from(e.querySelectorAll('input')).map(i => i.value).join(' ')")
-        assert f"{best} (shipped) on ravdess" in picked, picked  # it opens on the best run
+        assert f"{best} (shipped) on ravdess+tess+emodb" in picked, picked  # it opens on the best run
+        # the shipped models, calibrated out of domain, bring their held-out corpora: the matrix across corpora
+        page.get_by_text("Across corpora: trained on → tested on").wait_for()
+        page.get_by_text("interval from resampling the test corpus's speakers", exact=False).wait_for()
+        assert page.get_by_role("radio", name="arousal UAR").count() == 1
         page.get_by_text("Confidence intervals (95 %, bootstrap over speakers)").wait_for()
         page.get_by_text("By voice: UAR (%) per speaker, gender and intensity").wait_for()
         charts = page.locator(".js-plotly-plot")
@@ -55,7 +59,7 @@ def test_fresh_install_leaderboard_shows_the_shipped_runs(fresh_app):
         page.get_by_text("Copy the table for a paper").click()
         code = page.get_by_test_id("stCode").first
         code.wait_for()
-        assert f"| **{best}** | ravdess | speaker | 4 |" in code.inner_text()
+        assert f"| **{best}** | ravdess+tess+emodb | speaker | 4 |" in code.inner_text()
         assert "Traceback" not in page.content()
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "leaderboard_fresh_install.png"), full_page=True)

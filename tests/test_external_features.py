@@ -18,10 +18,11 @@ def test_egemaps_gives_its_88_named_functionals():
     assert len(fs.feature_names()) == 88 and fs.feature_names()[0].startswith("F0semitone")
 
 
-def test_the_numpy_speaker_encoder_is_pytorchs_lstm_with_the_wheels_weights():
+def test_the_speaker_encoder_is_pytorchs_lstm_with_the_wheels_weights_in_numpy_too():
     import torch
 
-    from ser_core.external_features import ENCODER_HIDDEN, encoder_mel, encoder_states, encoder_weights
+    from ser_core.external_features import (ENCODER_HIDDEN, encoder_mel, encoder_states, encoder_states_numpy,
+                                            encoder_weights)
 
     mel = encoder_mel(load_audio(CLIP, sr=16000))
     lstm = torch.nn.LSTM(40, ENCODER_HIDDEN, 3, batch_first=True)
@@ -29,9 +30,9 @@ def test_the_numpy_speaker_encoder_is_pytorchs_lstm_with_the_wheels_weights():
                           if k.startswith("lstm.")})
     with torch.no_grad():
         out, _ = lstm(torch.from_numpy(mel[None]))
-    states = encoder_states(mel)
-    assert len(states) == 3 and states[-1].shape == (len(mel), ENCODER_HIDDEN)
-    assert np.abs(out[0].numpy() - states[-1]).max() < 1e-4
+    for states in (encoder_states(mel), encoder_states_numpy(mel)):  # torch where installed; numpy without it
+        assert len(states) == 3 and states[-1].shape == (len(mel), ENCODER_HIDDEN)
+        assert np.abs(out[0].numpy() - states[-1]).max() < 1e-4
 
 
 def test_a_set_of_parts_is_its_parts_side_by_side():
