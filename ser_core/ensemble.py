@@ -279,7 +279,8 @@ def fit_ensemble(members, *, root=None, name: str | None = None, store=None, rep
         "condition_weights": {c: counted.count(c) for c in probas},  # times each counted in the fit
         "cv": {**{k: cv.get(k) for k in ("split", "k", "seed", "speaker_dependent")},
                "split_description": SPLITS[cv["split"]].description if cv.get("split") in SPLITS else cv.get("split"),
-               "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, "run_id": run_id},
+               "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES},
+               **({"per_corpus": summary["per_corpus"]} if "per_corpus" in summary else {}), "run_id": run_id},
         "calibration": summary["calibration"],
         **({"transfer": summary["transfer"]} if "transfer" in summary else {}),
         **({"robustness": summary["robustness"], "robustness_protocol": CHANNEL_OOF_PROTOCOL} if conditions else {}),
@@ -345,6 +346,7 @@ def _adapted_card(adapted: dict, names, classes) -> dict:
     return {"weights": dict(zip(names, map(float, adapted["weights"]))),
             "bias": dict(zip(classes, map(float, adapted["bias"]))),
             "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES},
+            **({"per_corpus": summary["per_corpus"]} if "per_corpus" in summary else {}),
             "calibration": summary["calibration"],
             **({"transfer": summary["transfer"]} if "transfer" in summary else {})}
 

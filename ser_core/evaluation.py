@@ -1025,7 +1025,8 @@ def _train_final(data: FoldData, corpus, summary, fingerprint, versions, save_to
                           **training_corpora(corpus)},
         "cv": {"split": config.split, "split_description": get_split(config.split).description,
                "k": config.folds, "seed": config.seed, "speaker_dependent": get_split(config.split).speaker_dependent,
-               "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES}, **stamp},
+               "metrics": {k: v for k, v in summary.items() if k not in RUN_ENTRIES},
+               **({"per_corpus": summary["per_corpus"]} if "per_corpus" in summary else {}), **stamp},
         "calibration": summary["calibration"],
         **({"transfer": summary["transfer"]} if "transfer" in summary else {}),
         **({"robustness": summary["robustness"], "robustness_protocol": CHANNEL_OOF_PROTOCOL}
