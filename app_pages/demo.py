@@ -47,6 +47,7 @@ if not cards:
 
 uar = {c["name"]: c["uar"] for c in cards}
 adaptive = {c["name"] for c in cards if c.get("speaker_norm")}
+adapts = adaptive | {c["name"] for c in cards if c.get("adapted")}  # calibrating changes them: ensembles too
 members = {c["name"]: c.get("members", []) for c in cards if c.get("model") == ENSEMBLE}  # saved ensembles
 
 
@@ -179,7 +180,7 @@ def calibration(predictor):
     return predictor, key
 
 
-if adaptive & set(chosen):
+if adapts & set(chosen):
     predictor, calibration_key = calibration(predictor)
 else:
     calibration_key = ()
@@ -373,6 +374,8 @@ def lead_answer(res: dict):
             st.caption(line)
     if lead:
         c1.caption(plain(f"{model_label(lead)}; members: {', '.join(members[lead])}"))
+        if predictor.adapted(predictor.saved_ensemble().model):
+            c1.caption("Adapted to your voice: its speaker-adaptive members, calibrated on your clips, count too.")
     else:
         w = res["weights"]
         c1.caption(plain("weights: " + ", ".join(f"{k} {v / sum(w.values()):.0%}" for k, v in w.items())))

@@ -1,6 +1,6 @@
 """What calibrating a speaker-adaptive model to a new voice earns, measured the way a user uses it.
 
-    python benchmarks/bench_voice_calibration.py --data ../shared/data/ravdess
+    python benchmarks/bench_voice_calibration.py --data ../shared/data/ravdess [--data ... --split corpus]
         [--models svm,lda] [--feature-set rich] [--folds 4] [--seed 0] [--reps 5] [--ks 0,5,10,20]
         [--priors 0,5,10,20,40] [--out benchmarks/results/voice_calibration.json]
 
@@ -221,7 +221,11 @@ def markdown(result) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ravdess"))
+    p.add_argument("--data", action="append", default=None,
+                   help="corpus folder (repeat for several corpora read as one; default: the shared RAVDESS)")
+    p.add_argument("--split", default="speaker", choices=["speaker", "corpus"],
+                   help="speaker: speaker-grouped K-fold; corpus: each corpus held out in turn (its voices are "
+                        "strangers from another studio, as a user's is)")
     p.add_argument("--models", default="svm,lda")
     p.add_argument("--feature-set", default="rich")
     p.add_argument("--folds", type=int, default=4)
@@ -233,14 +237,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "voice_calibration.json"))
     a = p.parse_args(argv)
 
-    from ser_core.corpora import load_corpus
+    from ser_core.corpora import load_corpora
     from ser_core.evaluation import make_splitter
+    from ser_core.splits import fold_groups
     from ser_core.features import compute_files, get_feature_set
     from ser_core.saved import CALIBRATION_PRIOR_CLIPS
 
     t_start = time.perf_counter()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    corpus = load_corpus(a.data)
+    corpus = load_corpora(a.data or [str(REPO.parent / "shared" / "data" / "ravdess")])
     m = corpus.manifest
     paths, y = m["path"].tolist(), m["emotion"].to_numpy()
     speakers = m["speaker"].astype(str).to_numpy()
@@ -251,8 +256,8 @@ def main(argv=None) -> int:
     settings = [CALIBRATION_PRIOR_CLIPS] + [v for v in priors if v != CALIBRATION_PRIOR_CLIPS] + [MEAN_ONLY]
     log(f"features {a.feature_set} for {len(paths)} clips")
     X = compute_files(paths, get_feature_set(a.feature_set), n_jobs=a.jobs, progress=False).astype(np.float64)
-    splitter = make_splitter("speaker", a.folds, a.seed)
-    splits = list(splitter.split(np.zeros(len(y)), y, speakers))
+    splitter = make_splitter(a.split, a.folds, a.seed)
+    splits = list(splitter.split(np.zeros(len(y)), y, fold_groups(a.split, m)))
 
     models = {}
     for name in [s.strip() for s in a.models.split(",") if s.strip()]:
@@ -263,12 +268,13 @@ def main(argv=None) -> int:
         models[name] = r
     per_spk = int(np.median(np.bincount(np.unique(speakers, return_inverse=True)[1])))
     result = {
-        "protocol_short": (f"{corpus.name}, {len(y)} clips, {len(set(speakers))} speakers, speaker-grouped "
-                           f"{a.folds}-fold CV (seed {a.seed}), {a.reps} random draws per speaker and k, "
-                           f"feature set {a.feature_set}"),
+        "protocol_short": (f"{corpus.name}, {len(y)} clips, {len(set(speakers))} speakers, "
+                           + ("each corpus held out in turn" if a.split == "corpus" else
+                              f"speaker-grouped {a.folds}-fold CV (seed {a.seed})")
+                           + f", {a.reps} random draws per speaker and k, feature set {a.feature_set}"),
         "protocol": __doc__.split("\n\n", 2)[2].split("\n\nWrites")[0],
         "date": str(datetime.now(timezone.utc).date()),
-        "corpus": corpus.name, "data": str(a.data), "n_clips": len(y), "n_speakers": len(set(speakers)),
+        "corpus": corpus.name, "data": a.data, "split": a.split, "n_clips": len(y), "n_speakers": len(set(speakers)),
         "clips_per_speaker": per_spk, "splitter": repr(splitter), "folds": a.folds, "seed": a.seed,
         "reps": a.reps, "ks": ks, "feature_set": a.feature_set, "shipped_prior_clips": CALIBRATION_PRIOR_CLIPS,
         "settings": settings,

@@ -221,8 +221,10 @@ class Predictor:
         return out
 
     def thresholds(self) -> dict:
-        """``{model name: threshold or None}``: below its threshold a model's top probability means "not sure"."""
-        return {m.name: m.threshold for m in self.models}
+        """``{model name: threshold or None}``: below its threshold a model's top probability means "not sure"
+        (an ensemble pooling its adaptive members too: its adapted pooling's threshold)."""
+        return {m.name: ((m.card.get("adapted") or {}).get("calibration") or {}).get("threshold", m.threshold)
+                if m.model.feature_set is None and self.adapted(m.model) else m.threshold for m in self.models}
 
     def weights(self) -> dict:
         """Ensemble weights: each model's CV UAR (models without one weigh as the mean of the others)."""
