@@ -107,9 +107,17 @@ def _run_cells(r: dict, oof: dict, calibration: dict, corpora=None) -> list[dict
         else:
             train = str(r["dataset"])
         cell = cell_metrics(oof["y"][rows], proba[rows], [str(c) for c in oof["classes"]], oof["speaker"][rows])
-        out.append({"run": r["id"], "model": r["model"], "train": train, "test": name,
+        out.append({"run": r["id"], "model": _model_name(r, options), "train": train, "test": name,
                     "protocol": PROTOCOLS.get(r["split"], "unseen speakers"), **cell})
     return out
+
+
+def _model_name(r: dict, options: dict) -> str:
+    """A run's model as the matrix names it: a stored run of per-speaker normalisation is another model than the
+    same family without it (a shipped model's name says so already: adaptive_svm)."""
+    model = str(r["model"])
+    adaptive = options.get("speaker_norm") and not model.startswith("adaptive_")
+    return f"{model} (per-speaker normalised)" if adaptive else model
 
 
 def _test_name(r: dict, options: dict) -> str:
