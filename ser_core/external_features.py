@@ -95,32 +95,59 @@ def _sigmoid(x):
 def encoder_mel(y: np.ndarray, sr: int = ENCODER_SR) -> np.ndarray:
     """``(frames, 40)`` power mel spectrogram as the encoder was trained on (25 ms windows, 10 ms hop), the
     signal first brought to -30 dBFS."""
+    blocks = list(encoder_mel_blocks(y, sr))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def encoder_mel_blocks(y: np.ndarray, sr: int = ENCODER_SR, block: int | None = None):
+    """``encoder_mel`` a block of ``features.BLOCK_FRAMES`` frames at a time: each block is computed on its own
+    samples (the whole signal zero-padded once, as librosa's centred frames are), so a long recording's
+    spectrogram is never held whole and the frames are those of one spectrogram of the whole."""
     import librosa
+
+    from .features import frame_blocks
 
     y = np.asarray(y, dtype=np.float32)
     rms = float(np.sqrt(np.mean(np.square(y)))) if y.size else 0.0
-    if rms > 0:
-        y = y * (10 ** (ENCODER_DBFS / 20) / rms)
-    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=int(sr * 0.025), hop_length=int(sr * 0.010),
-                                         n_mels=ENCODER_MELS)
-    return mel.astype(np.float32).T
+    gain = 10 ** (ENCODER_DBFS / 20) / rms if rms > 0 else 1.0
+    n_fft, hop = int(sr * 0.025), int(sr * 0.010)
+    n_frames = 1 + y.size // hop
+    spans = frame_blocks(n_frames, block)
+    if len(spans) == 1:  # a clip: one call, exactly as before blocks existed
+        mel = librosa.feature.melspectrogram(y=y * gain, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=ENCODER_MELS)
+        yield mel.astype(np.float32).T
+        return
+    padded = np.pad(y, n_fft // 2)  # librosa's centring (pad_mode "constant"), once
+    for a, b in spans:
+        part = padded[a * hop:(b - 1) * hop + n_fft] * gain
+        mel = librosa.feature.melspectrogram(y=part, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=ENCODER_MELS,
+                                             center=False)
+        yield mel.astype(np.float32).T
 
 
 def encoder_states(mel: np.ndarray) -> list[np.ndarray]:
     """The hidden states ``(frames, 256)`` of each of the encoder's three LSTM layers for ``mel``
     ``(frames, 40)``: with PyTorch's LSTM where torch is installed (1.6x faster), else in numpy
     (``encoder_states_numpy``; the same numbers to float32 rounding)."""
+    return _encoder_step(mel)[0]
+
+
+def _encoder_step(mel: np.ndarray, carry=None):
+    """``(states, carry)``: ``encoder_states`` of ``mel``, starting from ``carry`` (each layer's ``(h, c)``
+    after the frames before ``mel``; None: the start of a signal), and the carry after its last frame -- the
+    states of a recording computed a block at a time are those of the whole."""
     if importlib.util.find_spec("torch") is None:
-        return encoder_states_numpy(mel)
+        return _numpy_step(mel, carry)
     import torch
 
     layers = _torch_layers()
-    x, out = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None], []
+    x, out, after = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None], [], []
     with torch.no_grad():
-        for lstm in layers:
-            x, _ = lstm(x)
+        for k, lstm in enumerate(layers):
+            x, state = lstm(x) if carry is None else lstm(x, carry[k])
             out.append(x[0].numpy())
-    return out
+            after.append(state)
+    return out, after
 
 
 @lru_cache(maxsize=1)
@@ -139,11 +166,15 @@ def _torch_layers():
 
 def encoder_states_numpy(mel: np.ndarray) -> list[np.ndarray]:
     """``encoder_states`` in numpy (PyTorch's gate order i, f, g, o), for an install without torch."""
-    w, x, out = encoder_weights(), np.asarray(mel, dtype=np.float32), []
+    return _numpy_step(mel)[0]
+
+
+def _numpy_step(mel: np.ndarray, carry=None):
+    w, x, out, after = encoder_weights(), np.asarray(mel, dtype=np.float32), [], []
     for layer in range(ENCODER_LAYERS):
         W_ih, W_hh = w[f"lstm.weight_ih_l{layer}"], w[f"lstm.weight_hh_l{layer}"]
         gates_x = x @ W_ih.T + w[f"lstm.bias_ih_l{layer}"] + w[f"lstm.bias_hh_l{layer}"]  # (frames, 4 * 256)
-        h, c = np.zeros(ENCODER_HIDDEN, np.float32), np.zeros(ENCODER_HIDDEN, np.float32)
+        h, c = (np.zeros(ENCODER_HIDDEN, np.float32),) * 2 if carry is None else carry[layer]
         states = np.empty((len(x), ENCODER_HIDDEN), np.float32)
         for t in range(len(x)):
             i, f, g, o = np.split(gates_x[t] + W_hh @ h, 4)
@@ -151,18 +182,39 @@ def encoder_states_numpy(mel: np.ndarray) -> list[np.ndarray]:
             h = _sigmoid(o) * np.tanh(c)
             states[t] = h
         out.append(states)
+        after.append((h, c))
         x = states
-    return out
+    return out, after
 
 
 def _voice_encoder(y, sr):
-    states = encoder_states(encoder_mel(y, sr))
-    if not len(states[-1]):
+    """Each layer's mean and standard deviation over time, then the speaker embedding of the last state. A long
+    recording runs a block of frames at a time (the LSTMs' states carried over, the statistics accumulated), so
+    its memory is that of one block; a clip of one block is computed in one piece."""
+    w, carry, first, n, last = encoder_weights(), None, None, 0, None
+    total = sq = None
+    for mel in encoder_mel_blocks(y, sr):
+        states, carry = _encoder_step(mel, carry)
+        if first is None:
+            first = states
+        else:  # a second block: from here on, running sums (float64) instead of the states
+            if total is None:
+                total = [s.sum(0, dtype=np.float64) for s in first]
+                sq = [np.square(s, dtype=np.float64).sum(0) for s in first]
+            total = [t + s.sum(0, dtype=np.float64) for t, s in zip(total, states)]
+            sq = [q + np.square(s, dtype=np.float64).sum(0) for q, s in zip(sq, states)]
+        n += len(states[-1])
+        last = states[-1][-1] if len(states[-1]) else last
+    if not n:
         return np.zeros(2 * ENCODER_LAYERS * ENCODER_HIDDEN + ENCODER_HIDDEN, np.float32)
-    w = encoder_weights()
-    emb = np.maximum(states[-1][-1] @ w["linear.weight"].T + w["linear.bias"], 0)  # relu(linear(h_T))
+    if total is None:
+        means, stds = [s.mean(0) for s in first], [s.std(0) for s in first]
+    else:
+        means = [t / n for t in total]
+        stds = [np.sqrt(np.maximum(q / n - m ** 2, 0.0)) for q, m in zip(sq, means)]
+    emb = np.maximum(last @ w["linear.weight"].T + w["linear.bias"], 0)  # relu(linear(h_T))
     emb = emb / (np.linalg.norm(emb) or 1.0)
-    return np.concatenate([s.mean(0) for s in states] + [s.std(0) for s in states] + [emb]).astype(np.float32)
+    return np.concatenate(means + stds + [emb]).astype(np.float32)
 
 
 def _voice_encoder_names() -> list[str]:

@@ -47,3 +47,35 @@ def test_voice_encoder_features_are_means_spreads_and_a_unit_embedding():
     x = compute_file(CLIP, "voice_encoder")
     assert x.shape == (1792,) and np.isfinite(x).all()
     assert np.linalg.norm(x[-256:]) == pytest.approx(1.0, abs=1e-4) and (x[-256:] >= 0).all()
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+def test_a_long_recording_runs_through_the_encoder_a_block_at_a_time_with_the_same_features(monkeypatch, engine):
+    """Blocks of 100 frames (the LSTMs' states carried over, the statistics accumulated) give the features of the
+    recording in one piece: a long recording's memory is one block's, its features are the whole's."""
+    import ser_core.external_features as ef
+    import ser_core.features as features
+
+    if engine == "numpy":
+        monkeypatch.setattr(ef, "_encoder_step", ef._numpy_step)
+    y = np.tile(load_audio(CLIP, sr=16000), 2)  # 6.9 s, 346 frames
+    whole, whole_mel = ef._voice_encoder(y, 16000), ef.encoder_mel(y)
+    monkeypatch.setattr(features, "BLOCK_FRAMES", 100)
+    mel = list(ef.encoder_mel_blocks(y, 16000))
+    assert [len(m) for m in mel] == [100, 100, 100, 46]
+    assert np.allclose(np.concatenate(mel), whole_mel, rtol=1e-5, atol=1e-9)
+    blocks = ef._voice_encoder(y, 16000)
+    assert np.allclose(blocks, whole, atol=2e-5), np.abs(blocks - whole).max()
+
+
+@pytest.mark.slow
+def test_opensmile_still_extracts_after_a_keras_model_was_created():
+    """TensorFlow loaded before openSMILE's native library made its first extraction abort the process
+    ("malloc(): invalid size"); creating a Keras model loads openSMILE first."""
+    import subprocess
+    import sys
+
+    code = ("from ser_core.models import create_model; create_model('mlp_tf'); "
+            "from ser_core.features import compute_file; print(compute_file(%r, 'egemaps').shape)" % CLIP)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("(88,)"), (proc.returncode, proc.stderr[-1500:])

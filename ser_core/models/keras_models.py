@@ -1,7 +1,9 @@
 """TensorFlow/Keras models: an MLP, a 2-D CNN, a (bi)LSTM, a CNN-LSTM and a VGG16 transfer model.
 
 Importing this module imports TensorFlow, so only the registry imports it, and only when a Keras model is
-created (TensorFlow imported before aiortc kills the process; ``import ser_core`` must stay free of it).
+created (TensorFlow imported before aiortc kills the process; ``import ser_core`` must stay free of it). It
+imports openSMILE first where it is installed: after TensorFlow, openSMILE's native library aborts the process
+on its first extraction ("malloc(): invalid size").
 
 All models share one training recipe (:meth:`_KerasModel.fit`): standardisation statistics learned from the
 training data, a stratified validation split taken from it (``val_fraction``) for early stopping with the best
@@ -18,8 +20,12 @@ import warnings
 import weakref
 from pathlib import Path
 
+import importlib.util
+
 import numpy as np
 
+if importlib.util.find_spec("opensmile") is not None:
+    import opensmile  # noqa: F401  (before TensorFlow, see above)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402  (after the log-level variable on purpose)
 import keras  # noqa: E402
