@@ -27,7 +27,7 @@ OPTIMISTIC = "random ⚠"  # speaker-dependent (optimistic): the caption under t
 CI_LABEL = f"UAR {CONFIDENCE * 100:.0f} % CI"
 
 st.title("Leaderboard")
-board = Leaderboard()
+board = Leaderboard(ResultsStore(create=not public_mode()))  # a public demo creates no database
 runs = board.runs()
 if runs.empty:
     st.info("No runs stored yet: train models on the Train page (or `python -m ser_core train`).")
@@ -36,17 +36,17 @@ if runs.empty:
 @st.cache_data(show_spinner="Computing confidence intervals...", max_entries=64)
 def _statistics(db: str, runs_key: tuple) -> pd.DataFrame:
     """``Leaderboard.statistics`` of the runs ``runs_key`` ((id, created_at) pairs: a finished run never changes)."""
-    return Leaderboard(ResultsStore(db)).statistics([rid for rid, _ in runs_key])
+    return Leaderboard(ResultsStore(db, create=not public_mode())).statistics([rid for rid, _ in runs_key])
 
 
 @st.cache_data(max_entries=256)
 def _breakdown(db: str, run_id, created_at) -> dict | None:
-    return Leaderboard(ResultsStore(db)).breakdown(run_id)
+    return Leaderboard(ResultsStore(db, create=not public_mode())).breakdown(run_id)
 
 
 @st.cache_data(max_entries=256)
 def _compare(db: str, a, b, created: tuple) -> dict:
-    return Leaderboard(ResultsStore(db)).compare(a, b)
+    return Leaderboard(ResultsStore(db, create=not public_mode())).compare(a, b)
 
 
 def _key(df: pd.DataFrame) -> tuple:
@@ -189,7 +189,7 @@ if view.empty:
 @st.cache_data(show_spinner="Scoring each corpus's speakers...", max_entries=32)
 def _transfer(db: str, runs_key: tuple) -> pd.DataFrame:
     """``transfer_cells`` of the runs ``runs_key`` ((id, created_at) pairs: a finished run never changes)."""
-    board_ = Leaderboard(ResultsStore(db))
+    board_ = Leaderboard(ResultsStore(db, create=not public_mode()))
     all_runs = board_.runs()
     return transfer_cells(board_, all_runs[all_runs["id"].isin([rid for rid, _ in runs_key])])
 
@@ -318,7 +318,9 @@ folds = pd.DataFrame([{"fold": f["fold"] + 1, "test speakers": ", ".join(map(str
 st.markdown("**Per-fold scores (%)**")
 st.dataframe(plain_data(folds), hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.1f")
                                                      for c in METRIC_NAMES.values()}
-             | {c: st.column_config.NumberColumn(format="%.3f") for c in CALIBRATION_LABELS.values()})
+             | {c: st.column_config.NumberColumn(format="%.3f") for c in CALIBRATION_LABELS.values()}
+             | {"test speakers": st.column_config.TextColumn(width="medium")})  # several corpora's names: cut,
+#                                                                                   whole on hover
 st.markdown(f"**Confidence intervals ({CONFIDENCE * 100:.0f} %, bootstrap over speakers)**")
 st.dataframe(_intervals(view.set_index("id").loc[rid]), hide_index=True,
              column_config={c: st.column_config.NumberColumn(format="%.1f") for c in ("mean %", "low %", "high %")})

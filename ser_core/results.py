@@ -108,6 +108,15 @@ REFERENCE_RESULTS = (
 )
 
 
+def _create_schema(con) -> None:
+    """The tables and indexes, the columns added since a store was first written included."""
+    con.executescript(SCHEMA)
+    for table, column, definition in MIGRATIONS:
+        if column not in {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    con.executescript(INDEXES)
+
+
 def default_db_path() -> Path:
     return Path(os.environ.get("SER_RESULTS_DB", Path.home() / ".cache" / "ser_studio" / "results.sqlite"))
 
@@ -118,26 +127,32 @@ def _now() -> str:
 
 class ResultsStore:
     """``ResultsStore(path=None)``: open (and create) the database; ``None`` uses ``$SER_RESULTS_DB``. Opening it
-    ends the runs of this host whose process is gone (``fail_stale_runs``)."""
+    ends the runs of this host whose process is gone (``fail_stale_runs``). ``create=False`` (a public demo,
+    which writes nothing): a database that does not exist is not created, and the store reads as empty."""
 
-    def __init__(self, path=None):
+    def __init__(self, path=None, *, create: bool = True):
         self.path = Path(path) if path else default_db_path()
+        self.absent = not create and not self.path.is_file()  # read as an empty store; nothing is written
+        if self.absent:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
-            con.executescript(SCHEMA)
-            for table, column, definition in MIGRATIONS:
-                if column not in {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}:
-                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-            con.executescript(INDEXES)
+            _create_schema(con)
         self.fail_stale_runs()
 
     @contextmanager
     def _connect(self):
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
+        if self.absent:  # a fresh empty database in memory for each connection: reads find nothing
+            con = sqlite3.connect(":memory:", isolation_level=None)
+            con.row_factory = sqlite3.Row
+            _create_schema(con)
+        else:
+            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            con.row_factory = sqlite3.Row
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
+            if not self.absent:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=NORMAL")
             yield con
         finally:
             con.close()
