@@ -142,9 +142,10 @@ def calibration(predictor):
                    f"{CALIBRATION_MIN} clips of your own speech, a sentence each, in your usual range of moods "
                    "(only calm clips would make everything else sound emotional); more clips calibrate better. "
                    "Until then they compare you with the training speakers and are less accurate. Measured on "
-                   "RAVDESS voices the models never heard (benchmarks/bench_voice_calibration.py): the adaptive "
-                   "LDA went from UAR 0.57 to 0.62 / 0.65 / 0.67 with 5 / 10 / 20 clips of the speaker; the "
-                   "adaptive SVM gains only from 10 clips on (0.61 / 0.66 with 10 / 20)."
+                   "voices of a corpus the models never trained on (benchmarks/bench_voice_calibration.py, "
+                   "each corpus held out in turn): the adaptive LDA went from UAR 0.42 to 0.47 / 0.50 / 0.51 "
+                   "with 5 / 10 / 20 clips of the speaker; the adaptive SVM from 0.34 to 0.45 / 0.48 / 0.53 "
+                   "(chance 0.14)."
                    + (f" Without calibration the ensemble scores {uar[ENSEMBLE]:.2f} on one clip (its card's "
                       "cross-validated UAR)." if uar.get(ENSEMBLE) is not None else ""))
         uploads = st.file_uploader(f"Clips of your voice (at most {CALIBRATION_MAX})", type=UPLOAD_TYPES,
