@@ -5,6 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
+import streamlit_webrtc  # noqa: F401  loads aiortc first: TensorFlow imported before it kills the process, and
+#                          the two test workers (make test: pytest -n 2) run the files in any order, a Keras
+#                          model's test before the Demo page's in one process
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_RAVDESS = Path(os.environ.get("SER_SHARED_RAVDESS", REPO.parent / "shared" / "data" / "ravdess"))
