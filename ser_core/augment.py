@@ -213,9 +213,17 @@ def transformed_features(paths, key_fs, fn, args, *, n_jobs=None, cache=True) ->
 
         n = min(n_jobs or os.cpu_count() or 1, len(misses))
         with threadpool_limits(limits=1, user_api="blas"):  # small matrices: BLAS threads only add contention
-            arrays = Parallel(n_jobs=n)(delayed(fn)(paths[i], *args[i]) for i in misses)
+            arrays = Parallel(n_jobs=n)(delayed(_one_of_many)(fn, key_fs, paths[i], *args[i]) for i in misses)
         for i, arr in zip(misses, arrays):
             out[i] = arr
             if store is not None:
                 store.put(paths[i], key_fs, arr)
     return np.stack(out).astype(np.float32, copy=False)
+
+
+def _one_of_many(fn, key_fs, path, *args) -> np.ndarray:
+    """``fn(path, *args)`` in a worker computing many clips (``features.ready_for_many``)."""
+    from .features import ready_for_many
+
+    ready_for_many(key_fs)
+    return fn(path, *args)

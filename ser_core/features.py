@@ -978,8 +978,21 @@ def cache_put(store, path, fs, array):
         return None
 
 
+def ready_for_many(fs) -> None:
+    """Before computing the features ``fs`` of a corpus's worth of clips: a set that runs the speaker encoder
+    loads PyTorch for its LSTM (``external_features.use_torch``; a single prediction runs it in numpy unless a
+    model already loaded torch)."""
+    fs = get_feature_set(fs)
+    if "voice_encoder" in {fs.extractor, *(get_feature_set(p).extractor for p in fs.parts)}:
+        from .external_features import use_torch
+
+        use_torch()
+
+
 def _compute_serial(paths, fs):
     from threadpoolctl import threadpool_limits
+
+    ready_for_many(fs)
 
     # The matrices are small: multi-threaded BLAS only adds contention (3x slower on a busy 2-core machine).
     with threadpool_limits(limits=1, user_api="blas"):

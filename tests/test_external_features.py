@@ -2,12 +2,15 @@
 numpy from the weights resemblyzer ships (checked against PyTorch's own LSTM with the same weights)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ser_core.audio import load_audio
 from ser_core.features import compute_file, get_feature_set
 
+REPO = Path(__file__).resolve().parents[1]
 CLIP = "samples/ravdess/Actor_01/03-01-05-01-01-01-01.flac"
 
 
@@ -58,6 +61,8 @@ def test_a_long_recording_runs_through_the_encoder_a_block_at_a_time_with_the_sa
 
     if engine == "numpy":
         monkeypatch.setattr(ef, "_encoder_step", ef._numpy_step)
+    else:
+        assert ef.use_torch()  # the LSTM on PyTorch from here on
     y = np.tile(load_audio(CLIP, sr=16000), 2)  # 6.9 s, 346 frames
     whole, whole_mel = ef._voice_encoder(y, 16000), ef.encoder_mel(y)
     monkeypatch.setattr(features, "BLOCK_FRAMES", 100)
@@ -79,3 +84,20 @@ def test_opensmile_still_extracts_after_a_keras_model_was_created():
             "from ser_core.features import compute_file; print(compute_file(%r, 'egemaps').shape)" % CLIP)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("(88,)"), (proc.returncode, proc.stderr[-1500:])
+
+
+@pytest.mark.slow
+def test_a_prediction_runs_the_encoder_without_loading_pytorch_and_a_corpus_loads_it():
+    """`predict --model svm` (the speaker encoder's states) answers without importing torch (330 MB and 1-2 s
+    less); computing a corpus's features loads it (its LSTM is twice as fast there)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ser_core.cli import main; "
+            "rc = main(['predict', '--model', 'svm', '--models-dir', 'trained_models', %r]); "
+            "print(rc, 'torch' in sys.modules); "
+            "from ser_core.features import compute_files; compute_files([%r], 'voice_encoder', cache=False, "
+            "n_jobs=1, progress=False); print('torch' in sys.modules)" % (CLIP, CLIP))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert proc.stdout.split()[-3:] == ["0", "False", "True"], proc.stdout
