@@ -35,15 +35,43 @@ class SERModel:
         sig = inspect.signature(cls.__init__)
         return [p for p in sig.parameters if p != "self" and sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in self._param_names()}
+    _estimator_type = "classifier"  # scikit-learn before 1.6 reads this; later versions __sklearn_tags__
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters, as scikit-learn defines them (``sklearn.base.clone``, ``GridSearchCV``
+        and pipelines use it); ``deep``: a parameter that is itself an estimator adds its own as ``name__key``."""
+        out = {k: getattr(self, k) for k in self._param_names()}
+        if deep:
+            for k, v in list(out.items()):
+                if hasattr(v, "get_params") and not isinstance(v, type):
+                    out.update({f"{k}__{kk}": vv for kk, vv in v.get_params().items()})
+        return out
 
     def set_params(self, **params):
+        """Set parameters by name (``name__key`` sets a parameter of an estimator parameter); returns self."""
         for k, v in params.items():
-            if k not in self._param_names():
-                raise ModelError(f"Model '{self.name}' has no parameter '{k}'.")
-            setattr(self, k, v)
+            own, _, sub = k.partition("__")
+            if own not in self._param_names():
+                raise ModelError(f"Model '{self.name}' has no parameter '{own}'.")
+            if sub:
+                getattr(self, own).set_params(**{sub: v})
+            else:
+                setattr(self, own, v)
         return self
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(), input_tags=InputTags())
+
+    def score(self, X, y) -> float:
+        """UAR (unweighted average recall, scikit-learn's balanced accuracy): the score ``GridSearchCV`` and
+        ``cross_val_score`` maximise by default, the headline metric here (scikit-learn's classifiers return
+        plain accuracy)."""
+        from sklearn.metrics import balanced_accuracy_score
+
+        return float(balanced_accuracy_score(np.asarray(y).astype(str), np.asarray(self.predict(X)).astype(str)))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
