@@ -22,7 +22,7 @@ chromium:  # the browser tests drive Debian's Chromium (Playwright's own browser
 	  else echo "Install Chromium first: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_features.py
