@@ -118,7 +118,8 @@ EXPECTED = {
     "header only": (EmptyAudioError, "zero samples", None),
     "FLAC named .mp3": (None, "", True),  # the content decides, not the name
     "WAV header of 0 channels": (UnreadableAudioError, "no valid number of channels", None),
-    "WAV header of 65,535 channels": (UnreadableAudioError, "no valid number of channels", None),
+    # PyAV 18.1.0 opens it and reports no channel layout; 18.1.1 refuses to open it: one sentence either way
+    "WAV header of 65,535 channels": (UnreadableAudioError, "corrupt", None),
     "WAV header of 0 bits per sample": (UnreadableAudioError, "corrupt header", None),
 }
 BROKEN_HEADERS = [name for name in EXPECTED if name.startswith("WAV header of")]
