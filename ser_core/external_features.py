@@ -177,7 +177,8 @@ def _torch_layers():
 
 
 def encoder_states_numpy(mel: np.ndarray) -> list[np.ndarray]:
-    """``encoder_states`` in numpy (PyTorch's gate order i, f, g, o), for an install without torch."""
+    """``encoder_states`` in numpy (PyTorch's gate order i, f, g, o): a prediction where no model loaded torch,
+    or an install without it."""
     return _numpy_step(mel)[0]
 
 

@@ -142,15 +142,12 @@ class ResultsStore:
 
     @contextmanager
     def _connect(self):
-        if self.absent:  # a fresh empty database in memory for each connection: reads find nothing
-            con = sqlite3.connect(":memory:", isolation_level=None)
-            con.row_factory = sqlite3.Row
-            _create_schema(con)
-        else:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            con.row_factory = sqlite3.Row
+        con = sqlite3.connect(":memory:" if self.absent else self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
         try:
-            if not self.absent:
+            if self.absent:  # a fresh empty database in memory for each connection: reads find nothing
+                _create_schema(con)
+            else:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA synchronous=NORMAL")
             yield con
